@@ -1,0 +1,772 @@
+//! The RFC 6455 state machine of an open connection.
+//!
+//! A [`Connection`] never touches a socket or a clock. Bytes from the
+//! network go in through [`handle_read`](Connection::handle_read); what
+//! the application should see comes out of [`poll_event`](Connection::poll_event);
+//! what must go on the wire accumulates in one buffer that the I/O layer
+//! drains with [`pending_transmit`](Connection::pending_transmit) and
+//! [`advance_transmit`](Connection::advance_transmit). Everything sent in
+//! between is batched into that buffer, so a burst of messages costs one
+//! write. Pong replies and the close echo are queued output like any other.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::assemble::{Assembler, MessageKind};
+use crate::config::Config;
+use crate::deflate::{Compressor, Decompressor, DeflateParams};
+use crate::error::{ProtocolError, UsageError};
+use crate::frame::{
+    apply_mask, CloseCode, FrameHeader, MaskSource, OpCode, RandomMask, MAX_CONTROL_PAYLOAD,
+    MAX_HEADER_LEN,
+};
+use crate::message::{CloseFrame, Message};
+use crate::Role;
+
+/// Where the connection is in its life (RFC 6455 §4–§7). The opening
+/// handshake happens before a `Connection` exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    Closing,
+    /// Both close frames were exchanged, or the connection failed. Once
+    /// [`pending_transmit`](Connection::pending_transmit) is empty the
+    /// transport should be closed.
+    Closed,
+}
+
+/// Something the application should know about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A complete data message.
+    Message(Message),
+    /// A ping arrived; the pong is already queued.
+    Ping(Bytes),
+    /// A pong arrived.
+    Pong(Bytes),
+    /// The peer's close frame: it started the closing handshake (our echo
+    /// is queued), or answered ours. `None` when it carried no status code.
+    Close(Option<CloseFrame>),
+}
+
+/// Beyond this many unsent bytes, pongs stop accumulating: only the answer
+/// to the latest ping is kept (RFC 6455 §5.5.3 allows answering only the
+/// most recent one), so a peer that floods pings and never reads cannot
+/// grow our output without bound.
+const PONG_BACKLOG_LIMIT: usize = 16 << 10;
+
+/// Output buffers larger than this are freed rather than kept for reuse
+/// once drained, so one large message does not pin memory forever.
+const RETAINED_OUTPUT: usize = 64 << 10;
+
+#[derive(Debug)]
+enum ReadState {
+    /// Collecting a header; `have` bytes of it are in `buf`.
+    Header {
+        buf: [u8; MAX_HEADER_LEN],
+        have: usize,
+    },
+    /// Inside a frame's payload.
+    Payload {
+        header: FrameHeader,
+        remaining: u64,
+        offset: usize,
+    },
+    /// After a failure or the closing handshake: input is ignored.
+    Discard,
+}
+
+/// A control frame's payload (at most 125 bytes), kept inline.
+#[derive(Clone, Copy)]
+struct ControlPayload {
+    buf: [u8; MAX_CONTROL_PAYLOAD],
+    len: usize,
+}
+
+impl ControlPayload {
+    const EMPTY: ControlPayload = ControlPayload {
+        buf: [0; MAX_CONTROL_PAYLOAD],
+        len: 0,
+    };
+
+    fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// One WebSocket connection's protocol state, after the opening handshake.
+pub struct Connection {
+    role: Role,
+    config: Config,
+    state: State,
+    read: ReadState,
+    incoming: Assembler,
+    control: ControlPayload,
+    decompressor: Option<Decompressor>,
+    /// Unmasked compressed bytes on their way to the decompressor.
+    scratch: Vec<u8>,
+    events: VecDeque<Event>,
+    output: Vec<u8>,
+    /// How much of `output` has been transmitted.
+    sent: usize,
+    pending_pong: Option<ControlPayload>,
+    compressor: Option<Compressor>,
+    compress_min_size: usize,
+    mask_source: Option<Box<dyn MaskSource>>,
+    close_sent: Option<CloseFrame>,
+    /// A close frame (echo or failure) waiting for the application to take
+    /// the events before it, so it can still answer them (see `poll_event`).
+    deferred_close: Option<CloseFrame>,
+    close_received: Option<Option<CloseFrame>>,
+    error: Option<ProtocolError>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("deflate", &self.compressor.is_some())
+            .field("unsent", &(self.output.len() - self.sent))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A connection in the `Open` state, with `deflate` as negotiated.
+    #[must_use]
+    pub fn new(role: Role, config: Config, deflate: Option<DeflateParams>) -> Connection {
+        let level = config.deflate.as_ref().map_or(1, |d| d.level);
+        let compress_min_size = config.deflate.as_ref().map_or(0, |d| d.min_size);
+        let (compressor, decompressor) = match deflate {
+            Some(params) => {
+                let (out_bits, out_reset) = params.outgoing(role);
+                let (in_bits, in_reset) = params.incoming(role);
+                (
+                    Some(Compressor::new(out_bits, level, out_reset)),
+                    Some(Decompressor::new(in_bits, in_reset)),
+                )
+            }
+            None => (None, None),
+        };
+        Connection {
+            role,
+            config,
+            state: State::Open,
+            read: ReadState::Header {
+                buf: [0; MAX_HEADER_LEN],
+                have: 0,
+            },
+            incoming: Assembler::default(),
+            control: ControlPayload::EMPTY,
+            decompressor,
+            scratch: Vec::new(),
+            events: VecDeque::new(),
+            output: Vec::new(),
+            sent: 0,
+            pending_pong: None,
+            compressor,
+            compress_min_size,
+            mask_source: None,
+            close_sent: None,
+            deferred_close: None,
+            close_received: None,
+            error: None,
+        }
+    }
+
+    /// Replaces the CSPRNG as the source of client mask keys (the seeds'
+    /// `get_mask_key`). Only clients mask.
+    pub fn set_mask_source(&mut self, source: Box<dyn MaskSource>) {
+        self.mask_source = Some(source);
+    }
+
+    // ---- getters -------------------------------------------------------
+
+    /// Client or server.
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Where the connection is in its life.
+    #[must_use]
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The limits in force.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    #[must_use]
+    pub fn is_compressed(&self) -> bool {
+        self.compressor.is_some()
+    }
+
+    /// The close frame we sent, if any.
+    #[must_use]
+    pub fn close_sent(&self) -> Option<&CloseFrame> {
+        self.close_sent.as_ref()
+    }
+
+    /// The close frame we received: `Some(None)` for one without a status code.
+    #[must_use]
+    pub fn close_received(&self) -> Option<Option<&CloseFrame>> {
+        self.close_received.as_ref().map(Option::as_ref)
+    }
+
+    /// The protocol error that failed the connection, if one did.
+    #[must_use]
+    pub fn error(&self) -> Option<&ProtocolError> {
+        self.error.as_ref()
+    }
+
+    /// Whether a data message is partly received.
+    #[must_use]
+    pub fn is_receiving_message(&self) -> bool {
+        self.incoming.in_progress()
+    }
+
+    // ---- input -----------------------------------------------------------
+
+    /// Feeds bytes read from the transport. Everything is consumed: partial
+    /// frames are kept until the rest arrives.
+    ///
+    /// # Errors
+    /// The first protocol violation. The connection has then queued a close
+    /// frame with the matching code, moved to [`State::Closed`], and will
+    /// ignore further input.
+    pub fn handle_read(&mut self, mut data: &[u8]) -> Result<(), ProtocolError> {
+        while !data.is_empty() {
+            match &mut self.read {
+                ReadState::Discard => return Ok(()),
+                ReadState::Header { buf, have } => {
+                    let needed = if *have < 2 {
+                        2
+                    } else {
+                        FrameHeader::len_from_prefix([buf[0], buf[1]])
+                    };
+                    if *have < needed {
+                        let n = (needed - *have).min(data.len());
+                        buf[*have..*have + n].copy_from_slice(&data[..n]);
+                        *have += n;
+                        data = &data[n..];
+                        if *have < needed
+                            || needed == 2 && FrameHeader::len_from_prefix([buf[0], buf[1]]) > 2
+                        {
+                            continue;
+                        }
+                    }
+                    let decoded = FrameHeader::decode(&buf[..*have]);
+                    let result = match decoded {
+                        Ok(Some((header, _))) => self.begin_frame(header),
+                        Ok(None) => Err(ProtocolError::ReservedBitsSet), // unreachable: the header is complete
+                        Err(error) => Err(error),
+                    };
+                    if let Err(error) = result {
+                        return Err(self.fail(error));
+                    }
+                }
+                ReadState::Payload {
+                    header,
+                    remaining,
+                    offset,
+                } => {
+                    let header = *header;
+                    let take = usize::try_from(*remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(data.len());
+                    let chunk_offset = *offset;
+                    *remaining -= take as u64;
+                    *offset += take;
+                    let done = *remaining == 0;
+                    let (chunk, rest) = data.split_at(take);
+                    data = rest;
+                    let result = self
+                        .frame_payload(&header, chunk, chunk_offset)
+                        .and_then(|()| {
+                            if done {
+                                self.end_frame(&header)
+                            } else {
+                                Ok(())
+                            }
+                        });
+                    if let Err(error) = result {
+                        return Err(self.fail(error));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The transport reached end-of-file. Returns `true` if that was
+    /// expected (after the closing handshake); otherwise the connection
+    /// closed abnormally (1006) and any partial message is discarded.
+    pub fn handle_eof(&mut self) -> bool {
+        let clean =
+            self.state == State::Closed && self.error.is_none() && self.close_received.is_some();
+        self.state = State::Closed;
+        self.read = ReadState::Discard;
+        clean
+    }
+
+    /// Validates a header and prepares to receive its payload.
+    fn begin_frame(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
+        if header.rsv2 || header.rsv3 {
+            return Err(ProtocolError::ReservedBitsSet);
+        }
+        if header.rsv1 {
+            if self.decompressor.is_none() {
+                return Err(ProtocolError::ReservedBitsSet);
+            }
+            if header.opcode.is_control() || header.opcode == OpCode::Continuation {
+                return Err(ProtocolError::CompressedControlOrContinuation);
+            }
+        }
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedClientFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedServerFrame),
+            _ => {}
+        }
+        if header.opcode.is_control() {
+            if !header.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            if header.payload_len > MAX_CONTROL_PAYLOAD as u64 {
+                return Err(ProtocolError::ControlFrameTooLong(header.payload_len));
+            }
+            self.control.len = 0;
+        } else {
+            match (header.opcode, self.incoming.in_progress()) {
+                (OpCode::Continuation, false) => return Err(ProtocolError::UnexpectedContinuation),
+                (OpCode::Text | OpCode::Binary, true) => {
+                    return Err(ProtocolError::ExpectedContinuation)
+                }
+                (OpCode::Text, false) => self.incoming.start(MessageKind::Text, header.rsv1),
+                (OpCode::Binary, false) => self.incoming.start(MessageKind::Binary, header.rsv1),
+                _ => {}
+            }
+            if header.payload_len > self.config.max_frame_size as u64 {
+                return Err(ProtocolError::FrameTooLarge {
+                    limit: self.config.max_frame_size,
+                    actual: header.payload_len,
+                });
+            }
+            // Uncompressed, the declared length is the message growth: refuse
+            // it now, before a byte of it is read or a byte of memory reserved.
+            let total = self.incoming.len() as u64 + header.payload_len;
+            if !self.incoming.is_compressed() && total > self.config.max_message_size as u64 {
+                return Err(ProtocolError::MessageTooLarge {
+                    limit: self.config.max_message_size,
+                    actual: total,
+                });
+            }
+            self.incoming.count_fragment(self.config.max_fragments)?;
+        }
+        if header.payload_len == 0 {
+            self.read = ReadState::Header {
+                buf: [0; MAX_HEADER_LEN],
+                have: 0,
+            };
+            return self.end_frame(&header);
+        }
+        self.read = ReadState::Payload {
+            header,
+            remaining: header.payload_len,
+            offset: 0,
+        };
+        Ok(())
+    }
+
+    /// Takes in a piece of the current frame's payload.
+    fn frame_payload(
+        &mut self,
+        header: &FrameHeader,
+        chunk: &[u8],
+        offset: usize,
+    ) -> Result<(), ProtocolError> {
+        if header.opcode.is_control() {
+            let start = self.control.len;
+            self.control.buf[start..start + chunk.len()].copy_from_slice(chunk);
+            self.control.len += chunk.len();
+            if let Some(key) = header.mask {
+                apply_mask(&mut self.control.buf[start..self.control.len], key, offset);
+            }
+            return Ok(());
+        }
+        if self.incoming.is_compressed() {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(chunk);
+            if let Some(key) = header.mask {
+                apply_mask(&mut self.scratch, key, offset);
+            }
+            if let Some(decompressor) = &mut self.decompressor {
+                decompressor.decompress(
+                    &self.scratch,
+                    &mut self.incoming.buf,
+                    self.config.max_message_size,
+                )?;
+            }
+        } else {
+            let start = self.incoming.buf.len();
+            self.incoming.buf.extend_from_slice(chunk);
+            if let Some(key) = header.mask {
+                apply_mask(&mut self.incoming.buf[start..], key, offset);
+            }
+        }
+        self.incoming.check_utf8(false)
+    }
+
+    /// A frame's payload is complete.
+    fn end_frame(&mut self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        self.read = ReadState::Header {
+            buf: [0; MAX_HEADER_LEN],
+            have: 0,
+        };
+        match header.opcode {
+            OpCode::Ping => {
+                let payload = self.control;
+                self.queue_pong(payload);
+                self.events
+                    .push_back(Event::Ping(Bytes::copy_from_slice(payload.as_slice())));
+            }
+            OpCode::Pong => {
+                self.events
+                    .push_back(Event::Pong(Bytes::copy_from_slice(self.control.as_slice())));
+            }
+            OpCode::Close => self.receive_close()?,
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                if header.fin {
+                    if self.incoming.is_compressed() {
+                        if let Some(decompressor) = &mut self.decompressor {
+                            decompressor.finish_message(
+                                &mut self.incoming.buf,
+                                self.config.max_message_size,
+                            )?;
+                        }
+                    }
+                    let message = self.incoming.finish()?;
+                    self.events.push_back(Event::Message(message));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn receive_close(&mut self) -> Result<(), ProtocolError> {
+        let payload = self.control.as_slice();
+        let frame = match payload {
+            [] => None,
+            [_] => return Err(ProtocolError::CloseFrameTooShort),
+            [high, low, reason @ ..] => {
+                let code = CloseCode(u16::from_be_bytes([*high, *low]));
+                if !code.is_sendable() {
+                    return Err(ProtocolError::InvalidCloseCode(code.0));
+                }
+                let reason =
+                    simdutf8::basic::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
+                Some(CloseFrame::new(code, reason))
+            }
+        };
+        self.close_received = Some(frame.clone());
+        self.read = ReadState::Discard;
+        if self.close_sent.is_none() {
+            // RFC 6455 §5.5.1: "If an endpoint receives a Close frame and did
+            // not previously send a Close frame, the endpoint MUST send a Close
+            // frame in response", echoing the status code (none received: 1000).
+            let code = frame.as_ref().map_or(CloseCode::NORMAL, |frame| frame.code);
+            self.end_with_close(CloseFrame::new(code, ""));
+        } else {
+            self.state = State::Closed;
+        }
+        self.events.push_back(Event::Close(frame));
+        Ok(())
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): queue a close frame with the
+    /// error's code unless one was sent, and ignore all further input.
+    fn fail(&mut self, error: ProtocolError) -> ProtocolError {
+        self.read = ReadState::Discard;
+        self.error = Some(error.clone());
+        if self.close_sent.is_none() && self.deferred_close.is_none() {
+            let mut reason = error.to_string();
+            truncate_at_char_boundary(&mut reason, MAX_CONTROL_PAYLOAD - 2);
+            self.end_with_close(CloseFrame::new(error.close_code(), reason));
+        } else if self.deferred_close.is_none() {
+            self.state = State::Closed;
+        }
+        error
+    }
+
+    /// Sends our last close frame: now if the application has taken every
+    /// event, otherwise once it has. Messages that arrived before a close or
+    /// a violation are still delivered, and the application may answer them
+    /// (an echo server echoes them) before the close goes out, as a peer
+    /// that sent them in good faith expects.
+    fn end_with_close(&mut self, frame: CloseFrame) {
+        if self.events.is_empty() {
+            self.write_close(frame);
+            self.state = State::Closed;
+        } else {
+            self.deferred_close = Some(frame);
+        }
+    }
+
+    // ---- output: events ------------------------------------------------
+
+    /// The next event for the application, if any.
+    #[must_use]
+    ///
+    /// When it returns `None` and a close frame was waiting for the events
+    /// to be taken, that close frame is queued now.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let event = self.events.pop_front();
+        if event.is_none() {
+            if let Some(frame) = self.deferred_close.take() {
+                self.write_close(frame);
+                self.state = State::Closed;
+            }
+        }
+        event
+    }
+
+    // ---- commands ----------------------------------------------------------
+
+    /// Queues a message, compressed if permessage-deflate was negotiated and
+    /// the message is at least the configured minimum size.
+    ///
+    /// # Errors
+    /// [`UsageError::Closed`] once the closing handshake has started.
+    pub fn send(&mut self, message: &Message) -> Result<(), UsageError> {
+        self.send_with(message, true)
+    }
+
+    /// Queues a message; `compress: false` opts this message out of
+    /// permessage-deflate (e.g. data already compressed, like images).
+    ///
+    /// # Errors
+    /// [`UsageError::Closed`] once the closing handshake has started.
+    pub fn send_with(&mut self, message: &Message, compress: bool) -> Result<(), UsageError> {
+        let opcode = if message.is_text() {
+            OpCode::Text
+        } else {
+            OpCode::Binary
+        };
+        self.send_data(opcode, message.as_bytes(), compress)
+    }
+
+    /// Queues a text message.
+    ///
+    /// # Errors
+    /// [`UsageError::Closed`] once the closing handshake has started.
+    pub fn send_text(&mut self, text: &str) -> Result<(), UsageError> {
+        self.send_data(OpCode::Text, text.as_bytes(), true)
+    }
+
+    /// Queues a binary message.
+    ///
+    /// # Errors
+    /// [`UsageError::Closed`] once the closing handshake has started.
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), UsageError> {
+        self.send_data(OpCode::Binary, data, true)
+    }
+
+    fn send_data(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        compress: bool,
+    ) -> Result<(), UsageError> {
+        if self.state != State::Open {
+            return Err(UsageError::Closed);
+        }
+        match &mut self.compressor {
+            Some(compressor) if compress && payload.len() >= self.compress_min_size => {
+                let mut compressed = std::mem::take(&mut self.scratch);
+                compressed.clear();
+                compressor.compress_message(payload, &mut compressed);
+                self.write_frame(opcode, true, &compressed);
+                self.scratch = compressed;
+            }
+            _ => self.write_frame(opcode, false, payload),
+        }
+        Ok(())
+    }
+
+    /// Queues a ping.
+    ///
+    /// # Errors
+    /// A payload over 125 bytes, or the closing handshake has started.
+    pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), UsageError> {
+        self.send_control(OpCode::Ping, payload)
+    }
+
+    /// Queues an unsolicited pong (a one-way heartbeat, RFC 6455 §5.5.3).
+    ///
+    /// # Errors
+    /// A payload over 125 bytes, or the closing handshake has started.
+    pub fn send_pong(&mut self, payload: &[u8]) -> Result<(), UsageError> {
+        self.send_control(OpCode::Pong, payload)
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), UsageError> {
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(UsageError::ControlPayloadTooLong(payload.len()));
+        }
+        if self.state != State::Open {
+            return Err(UsageError::Closed);
+        }
+        self.write_frame(opcode, false, payload);
+        Ok(())
+    }
+
+    /// Starts the closing handshake with `code` and `reason`. Closing twice,
+    /// or after the peer's close, does nothing.
+    ///
+    /// # Errors
+    /// A code that may not be sent (1005, 1006, 1015, out of range) or a
+    /// reason over 123 bytes.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), UsageError> {
+        if !code.is_sendable() {
+            return Err(UsageError::UnsendableCloseCode(code.0));
+        }
+        if reason.len() > MAX_CONTROL_PAYLOAD - 2 {
+            return Err(UsageError::ControlPayloadTooLong(reason.len() + 2));
+        }
+        if self.close_sent.is_some() || self.deferred_close.is_some() || self.state == State::Closed
+        {
+            return Ok(());
+        }
+        self.write_close(CloseFrame::new(code, reason));
+        self.state = State::Closing;
+        Ok(())
+    }
+
+    fn write_close(&mut self, frame: CloseFrame) {
+        let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+        payload[..2].copy_from_slice(&frame.code.0.to_be_bytes());
+        let reason = frame.reason.as_bytes();
+        payload[2..2 + reason.len()].copy_from_slice(reason);
+        // A pong still waiting must not follow the close frame (§5.5.1:
+        // nothing after close); flush it first.
+        self.flush_pending_pong();
+        self.write_frame(OpCode::Close, false, &payload[..2 + reason.len()]);
+        self.close_sent = Some(frame);
+    }
+
+    fn queue_pong(&mut self, payload: ControlPayload) {
+        if self.close_sent.is_some() || self.deferred_close.is_some() {
+            return;
+        }
+        if self.unsent() < PONG_BACKLOG_LIMIT {
+            self.write_frame(OpCode::Pong, false, payload.as_slice());
+        } else {
+            self.pending_pong = Some(payload);
+        }
+    }
+
+    fn flush_pending_pong(&mut self) {
+        if let Some(pong) = self.pending_pong.take() {
+            self.write_frame(OpCode::Pong, false, pong.as_slice());
+        }
+    }
+
+    /// Appends one frame to the output, masking it if we are the client.
+    fn write_frame(&mut self, opcode: OpCode, compressed: bool, payload: &[u8]) {
+        let mask = match self.role {
+            Role::Server => None,
+            Role::Client => Some(match &mut self.mask_source {
+                Some(source) => source.next_mask(),
+                None => RandomMask.next_mask(),
+            }),
+        };
+        let header = FrameHeader {
+            rsv1: compressed,
+            mask,
+            ..FrameHeader::new(opcode, payload.len() as u64)
+        };
+        let mut encoded = [0u8; MAX_HEADER_LEN];
+        let header_len = header.encode(&mut encoded);
+        self.output.reserve(header_len + payload.len());
+        self.output.extend_from_slice(&encoded[..header_len]);
+        let start = self.output.len();
+        self.output.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut self.output[start..], key, 0);
+        }
+    }
+
+    // ---- output: bytes -------------------------------------------------
+
+    fn unsent(&self) -> usize {
+        self.output.len() - self.sent
+    }
+
+    /// The bytes waiting to be written to the transport (possibly many
+    /// frames: write them in one call).
+    #[must_use]
+    pub fn pending_transmit(&mut self) -> &[u8] {
+        if self.pending_pong.is_some() && self.unsent() < PONG_BACKLOG_LIMIT {
+            self.flush_pending_pong();
+        }
+        &self.output[self.sent..]
+    }
+
+    /// Whether anything waits to be written.
+    #[must_use]
+    pub fn wants_transmit(&self) -> bool {
+        self.unsent() > 0 || self.pending_pong.is_some()
+    }
+
+    /// Records that the first `n` bytes of
+    /// [`pending_transmit`](Self::pending_transmit) were written.
+    pub fn advance_transmit(&mut self, n: usize) {
+        self.sent = (self.sent + n).min(self.output.len());
+        if self.sent == self.output.len() {
+            self.sent = 0;
+            if self.output.capacity() > RETAINED_OUTPUT {
+                self.output = Vec::new();
+            } else {
+                self.output.clear();
+            }
+        }
+    }
+
+    /// Whether the transport should now be closed: the connection is
+    /// closed and all its output has been written.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Closed && !self.wants_transmit()
+    }
+
+    /// Frees buffers that hold nothing, so that an idle connection costs
+    /// only its fixed state. The I/O layer calls this when it goes idle.
+    pub fn release_memory(&mut self) {
+        if !self.wants_transmit() {
+            self.output = Vec::new();
+            self.sent = 0;
+        }
+        self.incoming.release_memory();
+        if !matches!(self.read, ReadState::Payload { .. }) {
+            self.scratch = Vec::new();
+        }
+    }
+}
+
+fn truncate_at_char_boundary(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}

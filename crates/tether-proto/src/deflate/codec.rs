@@ -1,0 +1,282 @@
+//! The permessage-deflate codec: one compressor for what we send, one
+//! decompressor for what we receive, each keeping or resetting its LZ77
+//! context between messages as negotiated.
+
+use bytes::BytesMut;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+use super::SYNC_TRAILER;
+use crate::error::ProtocolError;
+
+/// How much output one inflate step may produce. The decompressed-size cap
+/// is checked between steps, so a decompression bomb is stopped after at
+/// most the limit plus this much work (here: never beyond limit + 1 byte of
+/// output, since each step is also clipped to the room left).
+const INFLATE_STEP: usize = 32 << 10;
+
+/// zlib refuses an 8-bit window for raw deflate. A 9-bit compressor never
+/// emits a match farther than 512 - 262 = 250 bytes back (zlib's
+/// `MAX_DIST`), so its output fits the 256-byte window the peer asked for;
+/// a 9-bit decompressor accepts everything an 8-bit one does.
+fn zlib_window_bits(bits: u8) -> u8 {
+    bits.clamp(9, 15)
+}
+
+/// Compresses whole messages (RFC 7692 §7.2.1).
+pub struct Compressor {
+    stream: Compress,
+    reset_after_message: bool,
+}
+
+impl std::fmt::Debug for Compressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compressor")
+            .field("reset_after_message", &self.reset_after_message)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Compressor {
+    /// A compressor with an LZ77 window of `window_bits` at `level`, which
+    /// forgets its history after each message when `reset_after_message`.
+    #[must_use]
+    pub fn new(window_bits: u8, level: u32, reset_after_message: bool) -> Compressor {
+        Compressor {
+            stream: Compress::new_with_window_bits(
+                Compression::new(level.min(9)),
+                false,
+                zlib_window_bits(window_bits),
+            ),
+            reset_after_message,
+        }
+    }
+
+    /// Appends the compressed form of one whole message to `out`: raw
+    /// deflate ending in a sync flush, with the flush's `00 00 ff ff`
+    /// trailer removed as §7.2.1 requires.
+    pub fn compress_message(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        loop {
+            // Incompressible input grows by about 5 bytes per 16 KiB block.
+            out.reserve(input.len() + input.len() / 1024 + 64);
+            let before = self.stream.total_in();
+            // With room left in `out` after a sync flush, the flush is complete.
+            let status = self.stream.compress_vec(input, out, FlushCompress::Sync);
+            let consumed = (self.stream.total_in() - before) as usize;
+            input = &input[consumed..];
+            debug_assert!(status.is_ok(), "deflate cannot fail on valid state");
+            if input.is_empty() && out.len() < out.capacity() {
+                break;
+            }
+        }
+        if out[start..].ends_with(&SYNC_TRAILER) {
+            out.truncate(out.len() - SYNC_TRAILER.len());
+        }
+        if self.reset_after_message {
+            self.stream.reset();
+        }
+    }
+}
+
+/// Inflates incoming messages frame by frame, stopping at the message limit.
+pub struct Decompressor {
+    stream: Decompress,
+    reset_after_message: bool,
+    /// A final deflate block (BFINAL) ended the stream mid-message.
+    ended: bool,
+}
+
+impl std::fmt::Debug for Decompressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decompressor")
+            .field("reset_after_message", &self.reset_after_message)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Decompressor {
+    /// A decompressor for a peer compressing with `window_bits`, which
+    /// forgets its history after each message when `reset_after_message`.
+    #[must_use]
+    pub fn new(window_bits: u8, reset_after_message: bool) -> Decompressor {
+        Decompressor {
+            stream: Decompress::new_with_window_bits(false, zlib_window_bits(window_bits)),
+            reset_after_message,
+            ended: false,
+        }
+    }
+
+    /// Inflates `input`, a piece of a compressed message, appending to `out`
+    /// (the message so far), and fails as soon as `out` would exceed `limit`.
+    ///
+    /// # Errors
+    /// [`ProtocolError::MessageTooLarge`] past the limit,
+    /// [`ProtocolError::InvalidCompressedData`] for corrupt data.
+    pub fn decompress(
+        &mut self,
+        mut input: &[u8],
+        out: &mut BytesMut,
+        limit: usize,
+    ) -> Result<(), ProtocolError> {
+        while !input.is_empty() || !self.ended {
+            if self.ended {
+                // RFC 7692 §7.2.3.4 lets a sender end with BFINAL; bytes after it are garbage.
+                return Err(ProtocolError::InvalidCompressedData);
+            }
+            // Never inflate more than one byte past the limit.
+            let room = (limit + 1).saturating_sub(out.len());
+            if room == 0 {
+                return Err(ProtocolError::MessageTooLarge {
+                    limit,
+                    actual: out.len() as u64,
+                });
+            }
+            let step = room.min(INFLATE_STEP);
+            let start = out.len();
+            out.resize(start + step, 0);
+            let (in_before, out_before) = (self.stream.total_in(), self.stream.total_out());
+            let status = self
+                .stream
+                .decompress(input, &mut out[start..], FlushDecompress::None);
+            let produced = (self.stream.total_out() - out_before) as usize;
+            let consumed = (self.stream.total_in() - in_before) as usize;
+            out.truncate(start + produced);
+            input = &input[consumed..];
+            match status {
+                Err(_) => return Err(ProtocolError::InvalidCompressedData),
+                Ok(Status::StreamEnd) => self.ended = true,
+                Ok(Status::Ok | Status::BufError) => {}
+            }
+            if out.len() > limit {
+                return Err(ProtocolError::MessageTooLarge {
+                    limit,
+                    actual: out.len() as u64,
+                });
+            }
+            // Output space left over means zlib has nothing more pending.
+            if input.is_empty() && produced < step {
+                break;
+            }
+            if consumed == 0 && produced == 0 {
+                return Err(ProtocolError::InvalidCompressedData);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a message: feeds back the sync trailer the sender removed
+    /// (RFC 7692 §7.2.2) and resets the context if negotiated.
+    ///
+    /// # Errors
+    /// As [`decompress`](Self::decompress).
+    pub fn finish_message(
+        &mut self,
+        out: &mut BytesMut,
+        limit: usize,
+    ) -> Result<(), ProtocolError> {
+        if !self.ended {
+            self.decompress(&SYNC_TRAILER, out, limit)?;
+        }
+        if self.reset_after_message || self.ended {
+            self.stream.reset(false);
+            self.ended = false;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(
+        compressor: &mut Compressor,
+        decompressor: &mut Decompressor,
+        message: &[u8],
+    ) -> usize {
+        let mut wire = Vec::new();
+        compressor.compress_message(message, &mut wire);
+        let mut out = BytesMut::new();
+        decompressor
+            .decompress(&wire, &mut out, usize::MAX - 1)
+            .unwrap();
+        decompressor
+            .finish_message(&mut out, usize::MAX - 1)
+            .unwrap();
+        assert_eq!(&out[..], message);
+        wire.len()
+    }
+
+    #[test]
+    fn messages_round_trip_with_and_without_context_takeover() {
+        for reset in [false, true] {
+            for bits in 8..=15 {
+                let mut compressor = Compressor::new(bits, 6, reset);
+                let mut decompressor = Decompressor::new(bits, reset);
+                for message in [&b""[..], b"a", b"Hello, Hello, Hello", &[7u8; 100_000]] {
+                    round_trip(&mut compressor, &mut decompressor, message);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn context_takeover_makes_repeated_messages_smaller() {
+        let message = b"{\"type\":\"ping\",\"timestamp\":1700000000}";
+        let mut keep = (Compressor::new(15, 6, false), Decompressor::new(15, false));
+        let mut reset = (Compressor::new(15, 6, true), Decompressor::new(15, true));
+        round_trip(&mut keep.0, &mut keep.1, message);
+        round_trip(&mut reset.0, &mut reset.1, message);
+        assert!(
+            round_trip(&mut keep.0, &mut keep.1, message)
+                < round_trip(&mut reset.0, &mut reset.1, message)
+        );
+    }
+
+    #[test]
+    fn rfc_7692_example_hello() {
+        // RFC 7692 §7.2.3.1: "Hello" compressed, without the trailer.
+        let mut out = BytesMut::new();
+        let mut decompressor = Decompressor::new(15, false);
+        decompressor
+            .decompress(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], &mut out, 100)
+            .unwrap();
+        decompressor.finish_message(&mut out, 100).unwrap();
+        assert_eq!(&out[..], b"Hello");
+    }
+
+    #[test]
+    fn decompression_bomb_stops_one_byte_past_the_limit() {
+        let mut wire = Vec::new();
+        Compressor::new(15, 9, false).compress_message(&vec![0u8; 1 << 20], &mut wire);
+        assert!(wire.len() < 2048, "{}", wire.len());
+        let limit = 64 << 10;
+        let mut out = BytesMut::new();
+        let mut decompressor = Decompressor::new(15, false);
+        let err = decompressor.decompress(&wire, &mut out, limit).unwrap_err();
+        assert!(matches!(err, ProtocolError::MessageTooLarge { .. }));
+        assert_eq!(out.len(), limit + 1);
+    }
+
+    #[test]
+    fn a_message_of_exactly_the_limit_inflates() {
+        let message = vec![b'x'; 5000];
+        let mut wire = Vec::new();
+        Compressor::new(15, 6, false).compress_message(&message, &mut wire);
+        let mut out = BytesMut::new();
+        let mut decompressor = Decompressor::new(15, false);
+        decompressor.decompress(&wire, &mut out, 5000).unwrap();
+        decompressor.finish_message(&mut out, 5000).unwrap();
+        assert_eq!(out.len(), 5000);
+    }
+
+    #[test]
+    fn garbage_is_invalid_data_not_a_panic() {
+        let mut out = BytesMut::new();
+        let mut decompressor = Decompressor::new(15, false);
+        let result = decompressor
+            .decompress(&[0xff, 0xff, 0xff, 0xff, 0x00, 0x12], &mut out, 1000)
+            .and_then(|()| decompressor.finish_message(&mut out, 1000));
+        assert_eq!(result, Err(ProtocolError::InvalidCompressedData));
+    }
+}

@@ -1,0 +1,63 @@
+//! permessage-deflate (RFC 7692): negotiating its four parameters, and the
+//! codec that compresses outgoing and inflates incoming messages, with the
+//! inflated size capped by the message limit.
+//!
+//! # Memory
+//! Each direction with context takeover keeps its zlib state for the life of
+//! the connection. With flate2's fixed memLevel 8, a compressor costs about
+//! `2^(w+2) + 192 KiB` bytes (window `w` bits: 320 KiB at 15, 208 KiB at 12)
+//! and a decompressor about `2^w + 7 KiB` (39 KiB at 15). Limit the server's
+//! window with `server_max_window_bits` to cut the first; the second is set
+//! by the peer's window, which `client_max_window_bits` (on a server) bounds.
+
+mod codec;
+mod extension;
+mod negotiation;
+
+pub use codec::{Compressor, Decompressor};
+pub use extension::{parse_extensions, ExtensionOffer, ExtensionParseError};
+pub use negotiation::{DeflateError, DeflateParams};
+
+/// Our permessage-deflate preferences, as a client (what we offer) or as a
+/// server (what we accept and ask of the client).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeflateConfig {
+    /// The server resets its compression context after each message.
+    /// Default false: context takeover is what makes small similar messages
+    /// (chat, JSON) compress well.
+    pub server_no_context_takeover: bool,
+    /// The client resets its compression context after each message.
+    /// Default false, for the same reason.
+    pub client_no_context_takeover: bool,
+    /// Largest LZ77 window (in bits, 8–15) the server compresses with.
+    /// Default 15, the RFC's default, which every peer accepts.
+    pub server_max_window_bits: u8,
+    /// Largest LZ77 window (in bits, 8–15) the client compresses with.
+    /// Default 15.
+    pub client_max_window_bits: u8,
+    /// zlib compression level, 0–9. Default 1: the fastest level keeps most
+    /// of the gain on the short, repetitive messages WebSockets carry.
+    pub level: u32,
+    /// Messages shorter than this are sent uncompressed (RSV1 clear), since
+    /// deflate's framing overhead outweighs the gain on a few bytes.
+    /// Default 64 bytes.
+    pub min_size: usize,
+}
+
+impl Default for DeflateConfig {
+    fn default() -> Self {
+        DeflateConfig {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+            level: 1,
+            min_size: 64,
+        }
+    }
+}
+
+/// The trailer a sync flush leaves at the end of each message, which the
+/// sender removes and the receiver appends back (RFC 7692 §7.2.1, §7.2.2).
+pub(crate) const SYNC_TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];

@@ -1,0 +1,169 @@
+//! `ws://` and `wss://` URIs (RFC 6455 §3).
+
+use std::fmt;
+
+/// Where a client connects: parsed from a `ws://` or `wss://` URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `wss://`: TLS.
+    pub secure: bool,
+    /// Host name or IP address, without IPv6 brackets.
+    pub host: String,
+    /// Port; 80 or 443 when the URI names none.
+    pub port: u16,
+    /// The request target: path and query, at least `/`.
+    pub resource: String,
+}
+
+/// A URI that is not a usable WebSocket URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UriError(String);
+
+impl fmt::Display for UriError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid WebSocket URI: {}", self.0)
+    }
+}
+
+impl std::error::Error for UriError {}
+
+impl Target {
+    /// Parses `ws://host[:port][/path][?query]` or `wss://…`.
+    ///
+    /// # Errors
+    /// Another scheme, a missing host, a bad port, user info (credentials
+    /// belong in headers, not URIs), or a fragment (§3: "MUST NOT" have one).
+    pub fn parse(uri: &str) -> Result<Target, UriError> {
+        let error = |why: &str| UriError(format!("{why}: {uri:?}"));
+        let (scheme, rest) = uri.split_once("://").ok_or_else(|| error("no scheme"))?;
+        let secure = match scheme.to_ascii_lowercase().as_str() {
+            "ws" => false,
+            "wss" => true,
+            _ => return Err(error("scheme must be ws or wss")),
+        };
+        if rest.contains('#') {
+            return Err(error("fragment identifiers are not allowed"));
+        }
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, resource) = rest.split_at(authority_end);
+        if authority.contains('@') {
+            return Err(error("user info is not supported"));
+        }
+        let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+            let (host, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| error("unclosed IPv6 bracket"))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err(error("missing or invalid host"));
+        }
+        let port = match port {
+            None | Some("") => {
+                if secure {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(port) => port.parse().map_err(|_| error("invalid port"))?,
+        };
+        let resource = if resource.starts_with('?') {
+            format!("/{resource}")
+        } else if resource.is_empty() {
+            "/".to_owned()
+        } else {
+            resource.to_owned()
+        };
+        Ok(Target {
+            secure,
+            host: host.to_owned(),
+            port,
+            resource,
+        })
+    }
+
+    /// The `Host` header value: brackets around IPv6, the port only if not the default.
+    #[must_use]
+    pub fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == self.default_port() {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    fn default_port(&self) -> u16 {
+        if self.secure {
+            443
+        } else {
+            80
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.secure { "wss" } else { "ws" };
+        write!(f, "{scheme}://{}{}", self.host_header(), self.resource)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hosts_ports_and_resources() {
+        let target = Target::parse("ws://localhost:9001/chat?room=1").unwrap();
+        assert_eq!(
+            target,
+            Target {
+                secure: false,
+                host: "localhost".into(),
+                port: 9001,
+                resource: "/chat?room=1".into()
+            }
+        );
+        let target = Target::parse("wss://[::1]/").unwrap();
+        assert_eq!(
+            (target.host.as_str(), target.port, target.host_header()),
+            ("::1", 443, "[::1]".to_owned())
+        );
+        let target = Target::parse("WS://example.com?x").unwrap();
+        assert_eq!(
+            (target.port, target.resource.as_str(), target.host_header()),
+            (80, "/?x", "example.com".to_owned())
+        );
+        assert_eq!(
+            Target::parse("ws://h:81").unwrap().to_string(),
+            "ws://h:81/"
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_websocket_uri() {
+        for bad in [
+            "http://x/",
+            "ws://",
+            "ws://:80/",
+            "ws://h:99999/",
+            "ws://u:p@h/",
+            "ws://h/#frag",
+            "ws://[::1/",
+            "x",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The WebSocket protocol (RFC 6455) with permessage-deflate (RFC 7692),
+//! as a pure state machine: bytes and time in, bytes and events out.
+//!
+//! This crate performs no I/O. It never opens a socket, spawns a task,
+//! reads a clock or sleeps; it has no async runtime as a dependency. The
+//! `tether` crate drives it over tokio, and a blocking client drives it over
+//! `std::net`; a test drives it with byte slices. Because nothing here can
+//! block or race, every rule of the protocol is tested deterministically.
+//!
+//! What it deliberately does not do: DNS, TLS, proxies, timers (deadlines
+//! are computed from times passed in, never measured), and buffering beyond
+//! what the protocol needs (one partial message, one output buffer).
+//!
+//! # Layout
+//! - [`frame`]: header codec, opcodes, close codes, masking.
+//! - [`handshake`]: the opening handshake for both roles, with bounded parsing.
+//! - [`deflate`]: permessage-deflate negotiation and codec.
+//! - [`connection`]: the state machine of an open connection.
+//! - [`config`]: every limit, with its default and why.
+//! - [`message`]: messages as the application sees them.
+//! - [`error`]: protocol violations and misuse.
+//!
+//! # Example
+//! ```
+//! use tether_proto::{Config, Connection, Event, Message, Role};
+//!
+//! let mut server = Connection::new(Role::Server, Config::default(), None);
+//! let mut client = Connection::new(Role::Client, Config::default(), None);
+//! client.send_text("hello").unwrap();
+//! let wire = client.pending_transmit().to_vec();
+//! client.advance_transmit(wire.len());
+//! server.handle_read(&wire).unwrap();
+//! assert_eq!(server.poll_event(), Some(Event::Message(Message::from("hello"))));
+//! ```
+
+pub mod config;
+pub mod connection;
+pub mod deflate;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod message;
+
+mod assemble;
+
+pub use bytes::Bytes;
+pub use config::{Config, HandshakeLimits};
+pub use connection::{Connection, Event, State};
+pub use deflate::{DeflateConfig, DeflateParams};
+pub use error::{ProtocolError, UsageError};
+pub use frame::{CloseCode, MaskSource, OpCode};
+pub use message::{CloseFrame, Message, Text};
+
+/// Which end of the connection we are: it decides who masks (RFC 6455 §5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Initiates the connection and masks every frame it sends.
+    Client,
+    /// Accepts the connection and never masks.
+    Server,
+}
