@@ -1,1 +1,193 @@
-fn main() {}
+//! `tether`: an echo server and an interactive client.
+//!
+//! - `tether serve` echoes every message back (the seeds' echo server).
+//! - `tether connect URL` sends each line typed and prints each message
+//!   received (`python -m websockets URL`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use tether::{ClientConfig, CloseCode, Config, Message, Server, ServerConfig, TrustRoots, WebSocket};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[derive(Parser)]
+#[command(name = "tether", version, about = "WebSocket echo server and interactive client")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an echo server: every text or binary message is sent back.
+    Serve(ServeArgs),
+    /// Open an interactive session: lines typed are sent, messages received are printed.
+    Connect(ConnectArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+    /// Largest message accepted, in bytes (decompressed); larger ones are refused with 1009.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_message_size: usize,
+    /// PEM certificate chain: serve wss:// (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Do not negotiate permessage-deflate.
+    #[arg(long)]
+    no_compression: bool,
+}
+
+#[derive(Args)]
+struct ConnectArgs {
+    /// ws:// or wss:// URL.
+    url: String,
+    /// PEM file of certificate authorities to trust for wss:// (default: Mozilla's roots).
+    #[arg(long)]
+    cafile: Option<PathBuf>,
+    /// Extra handshake header, as "Name: value" (repeatable).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// Subprotocol to offer (repeatable).
+    #[arg(long = "protocol")]
+    protocols: Vec<String>,
+    /// Largest message accepted, in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_message_size: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Connect(args) => connect(args).await,
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = ServerConfig::default();
+    config.protocol = Config::default().with_max_message_size(args.max_message_size);
+    if args.no_compression {
+        config.protocol = config.protocol.with_deflate(None);
+    }
+    let scheme = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            config.tls = Some(tether::tls::server_config_from_pem(cert, key)?);
+            "wss"
+        }
+        _ => "ws",
+    };
+    let server = Server::bind(args.listen, config).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = server.local_addr()?;
+    eprintln!("tether: echo server listening on {scheme}://{addr}/");
+    tokio::select! {
+        result = server.serve(echo) => result?,
+        _ = shutdown_signal() => eprintln!("tether: shutting down"),
+    }
+    Ok(())
+}
+
+async fn echo(mut socket: WebSocket) {
+    loop {
+        match socket.recv().await {
+            Ok(Some(message)) => {
+                if socket.send(message).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(error) => {
+                tracing::debug!(peer = ?socket.peer_addr(), %error, "connection ended");
+                return;
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
+    let mut config = ClientConfig::default();
+    config.protocol = Config::default().with_max_message_size(args.max_message_size);
+    config.protocols = args.protocols;
+    if let Some(cafile) = args.cafile {
+        config.trust = TrustRoots::CaFile(cafile);
+    }
+    for header in &args.headers {
+        let Some((name, value)) = header.split_once(':') else {
+            bail!("--header must look like 'Name: value', got {header:?}");
+        };
+        config.headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    let mut socket = tether::connect_with(&args.url, &config).await.with_context(|| format!("cannot connect to {}", args.url))?;
+    eprintln!("Connected to {}.", args.url);
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line? {
+                Some(line) => socket.send(line).await?,
+                None => {
+                    match tokio::time::timeout(Duration::from_secs(10), socket.close(CloseCode::NORMAL, "")).await {
+                        Ok(result) => result?,
+                        Err(_) => bail!("close handshake timed out"),
+                    }
+                    break;
+                }
+            },
+            received = socket.recv() => match received {
+                Ok(Some(Message::Text(text))) => println!("< {text}"),
+                Ok(Some(Message::Binary(bytes))) => println!("< (binary) {} bytes: {}", bytes.len(), hex_preview(&bytes)),
+                Ok(None) => break,
+                Err(error) => bail!("connection failed: {error}"),
+            },
+        }
+    }
+    match socket.close_frame() {
+        Some(frame) => eprintln!("Connection closed: {frame}."),
+        None => eprintln!("Connection closed."),
+    }
+    Ok(())
+}
+
+fn hex_preview(bytes: &[u8]) -> String {
+    let mut preview: String = bytes.iter().take(32).map(|b| format!("{b:02x}")).collect();
+    if bytes.len() > 32 {
+        preview.push('…');
+    }
+    preview
+}

@@ -58,6 +58,11 @@ pub enum Event {
 /// grow our output without bound.
 const PONG_BACKLOG_LIMIT: usize = 16 << 10;
 
+/// The incoming buffer grows by at least this much, so a run of small
+/// messages is received into one allocation (each handed out as a slice of
+/// it) instead of one allocation each.
+const INCOMING_RESERVE: usize = 4 << 10;
+
 /// Output buffers larger than this are freed rather than kept for reuse
 /// once drained, so one large message does not pin memory forever.
 const RETAINED_OUTPUT: usize = 64 << 10;
@@ -226,6 +231,18 @@ impl Connection {
     #[must_use]
     pub fn error(&self) -> Option<&ProtocolError> {
         self.error.as_ref()
+    }
+
+    /// Whether events wait in [`poll_event`](Self::poll_event).
+    #[must_use]
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// How many bytes wait to be transmitted.
+    #[must_use]
+    pub fn unsent_len(&self) -> usize {
+        self.unsent()
     }
 
     /// Whether a data message is partly received.
@@ -416,10 +433,16 @@ impl Connection {
                 )?;
             }
         } else {
-            let start = self.incoming.buf.len();
-            self.incoming.buf.extend_from_slice(chunk);
+            let buf = &mut self.incoming.buf;
+            if buf.capacity() - buf.len() < chunk.len() {
+                // Grow by what arrived (never by what a header declares), in
+                // steps large enough that small messages share one allocation.
+                buf.reserve(chunk.len().max(INCOMING_RESERVE));
+            }
+            let start = buf.len();
+            buf.extend_from_slice(chunk);
             if let Some(key) = header.mask {
-                apply_mask(&mut self.incoming.buf[start..], key, offset);
+                apply_mask(&mut buf[start..], key, offset);
             }
         }
         self.incoming.check_utf8(false)

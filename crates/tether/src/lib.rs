@@ -1,1 +1,44 @@
-//! placeholder
+//! WebSocket client and server on tokio, over the sans-I/O core in
+//! [`tether_proto`].
+//!
+//! ```no_run
+//! # async fn example() -> tether::Result<()> {
+//! // Client: the short connection of the seeds.
+//! let mut ws = tether::connect("ws://127.0.0.1:9001/").await?;
+//! ws.send("Hello, world").await?;
+//! let answer = ws.recv().await?;
+//! ws.close(tether::CloseCode::NORMAL, "").await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! This crate is the I/O layer only: sockets, TLS, deadlines, tasks. Every
+//! rule of the protocol lives in `tether-proto`, which has no runtime.
+//! There is no background task per connection: the task that calls `recv`
+//! drives the connection (see [`WebSocket`]).
+//!
+//! # Layout
+//! - [`client`]: `connect`, `connect_with`, [`ClientConfig`].
+//! - [`server`]: `serve`, [`Server`], [`ServerConfig`], `accept`.
+//! - [`WebSocket`]: an open connection; `split` into [`WebSocketReader`]/[`WebSocketWriter`].
+//! - [`tls`]: rustls configuration for both sides.
+//! - [`Error`]: the one error type.
+
+pub mod client;
+mod error;
+mod handshake;
+pub mod server;
+mod split;
+mod stream;
+pub mod tls;
+mod websocket;
+
+pub use client::{connect, connect_with, ClientConfig};
+pub use error::{Error, Result};
+pub use server::{accept, serve, Server, ServerConfig};
+pub use split::{WebSocketReader, WebSocketWriter};
+pub use stream::MaybeTlsStream;
+pub use tether_proto as proto;
+pub use tether_proto::{Bytes, CloseCode, CloseFrame, Config, DeflateConfig, Message, Text};
+pub use tls::TrustRoots;
+pub use websocket::WebSocket;

@@ -1,0 +1,175 @@
+//! Connecting: TCP, optional TLS, the opening handshake, all under one deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::ServerName;
+use tether_proto::handshake::{ClientHandshake, ClientHandshakeConfig, HeadReader, Response, Target};
+use tether_proto::{Config, Connection, HandshakeLimits, Role};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::error::{Error, Kind, Result};
+use crate::handshake::{read_head, HeadReadError};
+use crate::stream::MaybeTlsStream;
+use crate::tls::{client_config, TrustRoots};
+use crate::websocket::{ConnectionInfo, WebSocket};
+
+/// A source of mask keys for the frames a client sends (the seeds'
+/// `get_mask_key`); the default is the CSPRNG.
+pub type MaskKeyFn = Arc<dyn Fn() -> [u8; 4] + Send + Sync>;
+
+/// How a client connects. Start from [`ClientConfig::default`].
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Limits and permessage-deflate for the open connection.
+    pub protocol: Config,
+    /// Subprotocols to offer, in order of preference.
+    pub protocols: Vec<String>,
+    /// Extra handshake headers (`Origin`, `Cookie`, `Authorization`, …).
+    pub headers: Vec<(String, String)>,
+    /// Limits on the server's response head.
+    pub limits: HandshakeLimits,
+    /// Deadline for TCP connect, TLS and the opening handshake together.
+    /// Default 10 s, as Python `websockets`' `open_timeout`.
+    pub open_timeout: Option<Duration>,
+    /// How long `close` waits for the server's close frame. Default 10 s.
+    pub close_timeout: Duration,
+    /// Certificate authorities trusted for `wss://`. Default: Mozilla's.
+    pub trust: TrustRoots,
+    /// Where mask keys come from. Default: the CSPRNG.
+    pub mask_key: Option<MaskKeyFn>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            protocol: Config::default(),
+            protocols: Vec::new(),
+            headers: Vec::new(),
+            limits: HandshakeLimits::default(),
+            open_timeout: Some(Duration::from_secs(10)),
+            close_timeout: Duration::from_secs(10),
+            trust: TrustRoots::default(),
+            mask_key: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("protocol", &self.protocol)
+            .field("protocols", &self.protocols)
+            .field("headers", &self.headers)
+            .field("open_timeout", &self.open_timeout)
+            .field("close_timeout", &self.close_timeout)
+            .field("trust", &self.trust)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConfig {
+    /// Adds a handshake header.
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Offers a subprotocol.
+    #[must_use]
+    pub fn protocol_offer(mut self, protocol: impl Into<String>) -> Self {
+        self.protocols.push(protocol.into());
+        self
+    }
+
+    /// Sets the trusted certificate authorities.
+    #[must_use]
+    pub fn trust(mut self, trust: TrustRoots) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    /// Sets the connection limits and options.
+    #[must_use]
+    pub fn protocol_config(mut self, protocol: Config) -> Self {
+        self.protocol = protocol;
+        self
+    }
+}
+
+/// Connects to a `ws://` or `wss://` URL with the default configuration.
+///
+/// # Errors
+/// A bad URL, a refused connection, a TLS failure, a refused or invalid
+/// handshake (see [`Error::http_status`]), or the 10 s open timeout.
+pub async fn connect(url: &str) -> Result<WebSocket> {
+    connect_with(url, &ClientConfig::default()).await
+}
+
+/// Connects to a `ws://` or `wss://` URL.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<WebSocket> {
+    let target = Target::parse(url)?;
+    let attempt = connect_target(&target, config);
+    match config.open_timeout {
+        Some(limit) => tokio::time::timeout(limit, attempt).await.map_err(|_| Error::timeout("opening handshake"))?,
+        None => attempt.await,
+    }
+}
+
+async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSocket> {
+    let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    tcp.set_nodelay(true)?;
+    let peer_addr = tcp.peer_addr().ok();
+    let mut stream = if target.secure {
+        let tls = client_config(&config.trust)?;
+        let name = ServerName::try_from(target.host.clone())
+            .map_err(|_| Error::config(format!("invalid TLS server name {:?}", target.host)))?;
+        let tls_stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
+        MaybeTlsStream::ClientTls(Box::new(tls_stream))
+    } else {
+        MaybeTlsStream::Plain(tcp)
+    };
+    let mut handshake_config = ClientHandshakeConfig::default();
+    handshake_config.protocols.clone_from(&config.protocols);
+    handshake_config.headers.clone_from(&config.headers);
+    handshake_config.deflate.clone_from(&config.protocol.deflate);
+    let (handshake, request) = ClientHandshake::new(target, handshake_config)?;
+    tracing::trace!(target: "tether::trace", request = %String::from_utf8_lossy(&request), "handshake request");
+    stream.write_all(&request).await?;
+    stream.flush().await?;
+    let mut reader = HeadReader::new(config.limits.clone());
+    let leftover = read_head(&mut stream, &mut reader).await.map_err(|error| match error {
+        HeadReadError::Io(error) => Error::from(error),
+        HeadReadError::Head(error) => Error::from(error),
+    })?;
+    let response = Response::parse(&reader)?;
+    tracing::trace!(target: "tether::trace", response = %String::from_utf8_lossy(reader.head()), "handshake response");
+    let accepted = handshake.verify(response)?;
+    let mut connection = Connection::new(Role::Client, config.protocol.clone(), accepted.deflate);
+    if let Some(mask_key) = &config.mask_key {
+        let mask_key = mask_key.clone();
+        connection.set_mask_source(Box::new(move || mask_key()));
+    }
+    let info = ConnectionInfo {
+        peer_addr,
+        request: None,
+        protocol: accepted.protocol,
+        response: Some(accepted.response),
+    };
+    Ok(WebSocket::new(stream, connection, info, config.close_timeout, &leftover))
+}
+
+impl From<HeadReadError> for Error {
+    fn from(error: HeadReadError) -> Self {
+        match error {
+            HeadReadError::Io(error) => Error::from(error),
+            HeadReadError::Head(error) => Error::new(Kind::Handshake(tether_proto::handshake::HandshakeError::Head(error))),
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The one error type of the public API.
+
+use std::{fmt, io};
+
+use tether_proto::handshake::{HandshakeError, HeadError, Rejection, UriError};
+use tether_proto::{CloseCode, CloseFrame, ProtocolError, UsageError};
+
+/// Everything that can go wrong with a WebSocket connection.
+///
+/// Opaque on purpose: ask it questions ([`is_io`](Error::is_io),
+/// [`is_timeout`](Error::is_timeout), [`close_code`](Error::close_code), …)
+/// and walk [`source`](std::error::Error::source) for the cause. A clean
+/// close is not an error: `recv` returns `Ok(None)` then.
+pub struct Error {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+pub(crate) enum Kind {
+    Io(io::Error),
+    Tls(io::Error),
+    Protocol(ProtocolError),
+    Usage(UsageError),
+    Handshake(HandshakeError),
+    Rejected(Rejection),
+    Uri(UriError),
+    Timeout(&'static str),
+    /// The peer closed the transport without a close frame (1006).
+    AbnormalClosure,
+    /// The connection closed normally earlier; this operation came after.
+    Closed(Option<CloseFrame>),
+    Config(String),
+}
+
+impl Error {
+    pub(crate) fn new(kind: Kind) -> Error {
+        Error { kind }
+    }
+
+    pub(crate) fn timeout(what: &'static str) -> Error {
+        Error::new(Kind::Timeout(what))
+    }
+
+    pub(crate) fn config(why: impl Into<String>) -> Error {
+        Error::new(Kind::Config(why.into()))
+    }
+
+    /// The connection is closed (normally, or after a failure) and the
+    /// operation could not be done.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        matches!(self.kind, Kind::Closed(_) | Kind::AbnormalClosure | Kind::Usage(UsageError::Closed))
+    }
+
+    /// A deadline passed: opening handshake, close handshake.
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, Kind::Timeout(_))
+    }
+
+    /// The peer broke the WebSocket protocol or exceeded a limit.
+    #[must_use]
+    pub fn is_protocol(&self) -> bool {
+        matches!(self.kind, Kind::Protocol(_))
+    }
+
+    /// The transport failed (connection refused or reset, …).
+    #[must_use]
+    pub fn is_io(&self) -> bool {
+        matches!(self.kind, Kind::Io(_) | Kind::AbnormalClosure)
+    }
+
+    /// TLS failed (certificate verification, handshake).
+    #[must_use]
+    pub fn is_tls(&self) -> bool {
+        matches!(self.kind, Kind::Tls(_))
+    }
+
+    /// The opening handshake failed: a non-101 answer, a bad answer, or (on
+    /// a server) a refused request.
+    #[must_use]
+    pub fn is_handshake(&self) -> bool {
+        matches!(self.kind, Kind::Handshake(_) | Kind::Rejected(_) | Kind::Uri(_))
+    }
+
+    /// The HTTP status of a refused handshake (client: the server's answer;
+    /// server: what we answered).
+    #[must_use]
+    pub fn http_status(&self) -> Option<u16> {
+        match &self.kind {
+            Kind::Handshake(HandshakeError::Status { status, .. }) => Some(*status),
+            Kind::Handshake(HandshakeError::Head(head)) => Some(head.status()),
+            Kind::Rejected(rejection) => Some(rejection.status),
+            _ => None,
+        }
+    }
+
+    /// The close code this error closed the connection with: the one we
+    /// sent for a protocol error, 1006 for an abnormal closure.
+    #[must_use]
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match &self.kind {
+            Kind::Protocol(error) => Some(error.close_code()),
+            Kind::AbnormalClosure => Some(CloseCode::ABNORMAL),
+            Kind::Closed(frame) => frame.as_ref().map(|frame| frame.code),
+            _ => None,
+        }
+    }
+
+    /// The protocol violation, if that is what this is.
+    #[must_use]
+    pub fn protocol_error(&self) -> Option<&ProtocolError> {
+        match &self.kind {
+            Kind::Protocol(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.kind, f)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Io(error) => write!(f, "I/O error: {error}"),
+            Kind::Tls(error) => write!(f, "TLS error: {error}"),
+            Kind::Protocol(error) => write!(f, "protocol error: {error} (closed with {})", error.close_code()),
+            Kind::Usage(error) => write!(f, "{error}"),
+            Kind::Handshake(error) => write!(f, "opening handshake failed: {error}"),
+            Kind::Rejected(rejection) => write!(f, "handshake refused: {rejection}"),
+            Kind::Uri(error) => write!(f, "{error}"),
+            Kind::Timeout(what) => write!(f, "{what} timed out"),
+            Kind::AbnormalClosure => f.write_str("connection closed without a close frame (1006)"),
+            Kind::Closed(Some(frame)) => write!(f, "connection closed ({frame})"),
+            Kind::Closed(None) => f.write_str("connection closed"),
+            Kind::Config(why) => write!(f, "invalid configuration: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            Kind::Io(error) | Kind::Tls(error) => Some(error),
+            Kind::Protocol(error) => Some(error),
+            Kind::Usage(error) => Some(error),
+            Kind::Handshake(error) => Some(error),
+            Kind::Rejected(error) => Some(error),
+            Kind::Uri(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(error: io::Error) -> Self {
+        // tokio-rustls reports TLS failures as io::Error wrapping rustls::Error.
+        let is_tls = error.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
+        Error::new(if is_tls { Kind::Tls(error) } else { Kind::Io(error) })
+    }
+}
+
+impl From<ProtocolError> for Error {
+    fn from(error: ProtocolError) -> Self {
+        Error::new(Kind::Protocol(error))
+    }
+}
+
+impl From<UsageError> for Error {
+    fn from(error: UsageError) -> Self {
+        Error::new(Kind::Usage(error))
+    }
+}
+
+impl From<HandshakeError> for Error {
+    fn from(error: HandshakeError) -> Self {
+        Error::new(Kind::Handshake(error))
+    }
+}
+
+impl From<HeadError> for Error {
+    fn from(error: HeadError) -> Self {
+        Error::new(Kind::Handshake(HandshakeError::Head(error)))
+    }
+}
+
+impl From<Rejection> for Error {
+    fn from(error: Rejection) -> Self {
+        Error::new(Kind::Rejected(error))
+    }
+}
+
+impl From<UriError> for Error {
+    fn from(error: UriError) -> Self {
+        Error::new(Kind::Uri(error))
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,105 @@
+//! TLS configuration with rustls: trust roots for clients, certificate and
+//! key for servers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::{Error, Result};
+
+/// Which certificate authorities a `wss://` client trusts.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub enum TrustRoots {
+    /// Mozilla's roots compiled in (`webpki-roots`): the same everywhere.
+    #[default]
+    Webpki,
+    /// The operating system's store (`rustls-native-certs`).
+    Native,
+    /// The certificates in a PEM file (a private CA, a self-signed server).
+    CaFile(PathBuf),
+    /// A complete rustls configuration of your own.
+    Custom(Arc<rustls::ClientConfig>),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn config_error(what: &str, error: impl std::fmt::Display) -> Error {
+    Error::config(format!("{what}: {error}"))
+}
+
+/// The rustls client configuration for `roots`, offering ALPN `http/1.1`.
+///
+/// # Errors
+/// An unreadable or empty CA file, or no usable native roots.
+pub fn client_config(roots: &TrustRoots) -> Result<Arc<rustls::ClientConfig>> {
+    let mut store = rustls::RootCertStore::empty();
+    match roots {
+        TrustRoots::Custom(config) => return Ok(config.clone()),
+        TrustRoots::Webpki => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        TrustRoots::Native => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = store.add(cert);
+            }
+            if store.is_empty() {
+                return Err(Error::config("no usable certificates in the system trust store"));
+            }
+        }
+        TrustRoots::CaFile(path) => {
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| config_error(&path.display().to_string(), e))? {
+                let cert = cert.map_err(|e| config_error(&path.display().to_string(), e))?;
+                store.add(cert).map_err(|e| config_error(&path.display().to_string(), e))?;
+            }
+            if store.is_empty() {
+                return Err(Error::config(format!("{}: no certificates", path.display())));
+            }
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| config_error("TLS versions", e))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A rustls server configuration from a PEM certificate chain and a PEM
+/// private key (PKCS#8, PKCS#1 or SEC1).
+///
+/// # Errors
+/// Unreadable files, no certificate, no key, or a key that does not match.
+pub fn server_config_from_pem(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::ServerConfig>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .and_then(Iterator::collect)
+        .map_err(|e| config_error(&cert_file.display().to_string(), e))?;
+    if certs.is_empty() {
+        return Err(Error::config(format!("{}: no certificates", cert_file.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| config_error(&key_file.display().to_string(), e))?;
+    server_config(certs, key)
+}
+
+/// A rustls server configuration from DER certificates and key, offering
+/// ALPN `http/1.1`.
+///
+/// # Errors
+/// A key that does not match the certificate.
+pub fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| config_error("TLS versions", e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| config_error("certificate and key", e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

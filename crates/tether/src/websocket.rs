@@ -1,0 +1,421 @@
+//! [`WebSocket`]: an open connection over any async transport, driven by
+//! the caller's task.
+//!
+//! There is no background task per connection. `recv` reads the socket,
+//! feeds the sans-I/O core and hands out its events; `send` queues frames
+//! in the core's output buffer and writes them. Writes are batched: while
+//! already-received messages wait to be handed out, `send` only queues, and
+//! the next `recv` that has to wait for the network first writes everything
+//! queued in one call. An echo loop answering 16 pipelined messages thus
+//! makes one read and one write, not sixteen.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+use futures_sink::Sink;
+use tether_proto::handshake::{Request, Response};
+use tether_proto::{CloseCode, CloseFrame, Connection, Event, Message, State, UsageError};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::error::{Error, Kind, Result};
+
+/// How much one read asks the transport for. The buffer is per thread, not
+/// per connection: an idle connection holds no read buffer at all.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Past this many queued bytes, `send` writes instead of only queueing, so
+/// a sender faster than the network waits for it (backpressure).
+const SEND_BACKLOG_LIMIT: usize = 64 << 10;
+
+thread_local! {
+    static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// What is known about the connection besides its bytes.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionInfo {
+    pub(crate) peer_addr: Option<SocketAddr>,
+    pub(crate) request: Option<Request>,
+    pub(crate) response: Option<Response>,
+    pub(crate) protocol: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// Closed in the core, output written; shutting the transport down.
+    ShuttingDown,
+    /// Everything is over; `recv` returns `Ok(None)`.
+    Done,
+}
+
+/// An open WebSocket connection.
+///
+/// ```no_run
+/// # async fn example() -> tether::Result<()> {
+/// let mut ws = tether::connect("ws://127.0.0.1:9001/").await?;
+/// ws.send("hello").await?;
+/// while let Some(message) = ws.recv().await? {
+///     println!("{message:?}");
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct WebSocket<S = crate::MaybeTlsStream> {
+    stream: S,
+    connection: Connection,
+    info: Box<ConnectionInfo>,
+    close_timeout: Duration,
+    phase: Phase,
+    /// Unwritten output may still be in the transport's own buffer (TLS).
+    needs_flush: bool,
+    /// A failure to report once the events before it have been handed out.
+    failure: Option<Error>,
+    peer_close: Option<CloseFrame>,
+}
+
+impl<S> std::fmt::Debug for WebSocket<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket").field("connection", &self.connection).field("phase", &self.phase).finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Wraps a transport on which the opening handshake is done. `leftover`
+    /// are bytes read past the handshake: the first frames.
+    pub(crate) fn new(
+        stream: S,
+        mut connection: Connection,
+        info: ConnectionInfo,
+        close_timeout: Duration,
+        leftover: &[u8],
+    ) -> WebSocket<S> {
+        let failure = connection.handle_read(leftover).err().map(Error::from);
+        WebSocket {
+            stream,
+            connection,
+            info: Box::new(info),
+            close_timeout,
+            phase: Phase::Open,
+            needs_flush: false,
+            failure,
+            peer_close: None,
+        }
+    }
+
+    /// Wraps a transport on which a WebSocket handshake was already done by
+    /// other means (e.g. an HTTP framework), with the negotiated core state.
+    pub fn from_raw(stream: S, connection: Connection) -> WebSocket<S> {
+        WebSocket::new(stream, connection, ConnectionInfo::default(), Duration::from_secs(10), &[])
+    }
+
+    // ---- getters ---------------------------------------------------------------
+
+    /// The peer's address.
+    #[must_use]
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.info.peer_addr
+    }
+
+    /// On a server: the client's upgrade request (path, query, headers).
+    #[must_use]
+    pub fn request(&self) -> Option<&Request> {
+        self.info.request.as_ref()
+    }
+
+    /// On a client: the server's `101` response (headers, cookies).
+    #[must_use]
+    pub fn response(&self) -> Option<&Response> {
+        self.info.response.as_ref()
+    }
+
+    /// The negotiated subprotocol.
+    #[must_use]
+    pub fn protocol(&self) -> Option<&str> {
+        self.info.protocol.as_deref()
+    }
+
+    /// The protocol state machine, for its state and negotiated parameters.
+    #[must_use]
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// The close frame the peer sent, once it has.
+    #[must_use]
+    pub fn close_frame(&self) -> Option<&CloseFrame> {
+        self.peer_close.as_ref()
+    }
+
+    /// The transport.
+    #[must_use]
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    // ---- receiving ------------------------------------------------------------
+
+    /// The next message, or `Ok(None)` once the connection has closed
+    /// cleanly. Pings are answered automatically.
+    ///
+    /// # Errors
+    /// A protocol violation by the peer (after the close frame with the
+    /// matching code was sent), an abnormal closure (1006), an I/O error.
+    /// Messages that arrived before a violation are returned first.
+    pub async fn recv(&mut self) -> Result<Option<Message>> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Message>>> {
+        loop {
+            match self.phase {
+                Phase::Done => return Poll::Ready(Ok(None)),
+                Phase::ShuttingDown => {
+                    // Errors here change nothing: the connection is over.
+                    let _ = ready!(Pin::new(&mut self.stream).poll_shutdown(cx));
+                    self.phase = Phase::Done;
+                    return Poll::Ready(self.failure.take().map_or(Ok(None), Err));
+                }
+                Phase::Open => {}
+            }
+            match self.connection.poll_event() {
+                Some(Event::Message(message)) => return Poll::Ready(Ok(Some(message))),
+                Some(Event::Ping(_) | Event::Pong(_)) => continue,
+                Some(Event::Close(frame)) => {
+                    self.peer_close = frame;
+                    continue;
+                }
+                None => {}
+            }
+            if let Poll::Ready(Err(error)) = self.poll_write_out(cx) {
+                self.phase = Phase::Done;
+                return Poll::Ready(Err(error));
+            }
+            if self.connection.is_finished() {
+                self.phase = Phase::ShuttingDown;
+                continue;
+            }
+            if self.connection.state() == State::Closed {
+                // Our last frames are still being written; poll_write_out
+                // registered for writability.
+                return Poll::Pending;
+            }
+            match ready!(self.poll_read_once(cx)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.phase = Phase::Done;
+                    return Poll::Ready(if self.connection.handle_eof() {
+                        Ok(None)
+                    } else {
+                        Err(self.failure.take().unwrap_or_else(|| Error::new(Kind::AbnormalClosure)))
+                    });
+                }
+                Err(error) => {
+                    self.connection.handle_eof();
+                    self.phase = Phase::Done;
+                    return Poll::Ready(Err(error.into()));
+                }
+            }
+        }
+    }
+
+    /// Reads once into the per-thread buffer and feeds the core. `Ok(false)` at EOF.
+    fn poll_read_once(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let Self { stream, connection, failure, .. } = self;
+        let result = READ_BUF.with_borrow_mut(|buf| {
+            let mut read_buf = ReadBuf::new(buf);
+            ready!(Pin::new(&mut *stream).poll_read(cx, &mut read_buf))?;
+            let filled = read_buf.filled();
+            if filled.is_empty() {
+                return Poll::Ready(Ok(false));
+            }
+            if let Err(error) = connection.handle_read(filled) {
+                failure.get_or_insert(error.into());
+            }
+            Poll::Ready(Ok(true))
+        });
+        if result.is_pending() && !self.connection.is_receiving_message() {
+            self.connection.release_memory();
+        }
+        result
+    }
+
+    // ---- sending ----------------------------------------------------------------
+
+    /// Sends a message: text from `&str`/`String`, binary from
+    /// `Vec<u8>`/`&[u8]`/`Bytes`.
+    ///
+    /// The frame is written before this returns, unless received messages
+    /// are still waiting to be handed out: then it is only queued, and goes
+    /// out with the others on the next `recv` (see the module docs).
+    ///
+    /// # Errors
+    /// The connection is closing or closed, or the transport failed.
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
+        self.queue(&message.into(), true)?;
+        self.flush_unless_batching().await
+    }
+
+    /// Sends a message without permessage-deflate, whatever was negotiated
+    /// (for data that is already compressed).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn send_uncompressed(&mut self, message: impl Into<Message>) -> Result<()> {
+        self.queue(&message.into(), false)?;
+        self.flush_unless_batching().await
+    }
+
+    fn queue(&mut self, message: &Message, compress: bool) -> Result<()> {
+        self.connection.send_with(message, compress).map_err(|error| self.usage_error(error))
+    }
+
+    fn usage_error(&self, error: UsageError) -> Error {
+        match error {
+            UsageError::Closed => Error::new(Kind::Closed(self.peer_close.clone())),
+            other => other.into(),
+        }
+    }
+
+    async fn flush_unless_batching(&mut self) -> Result<()> {
+        if self.connection.has_events() && self.connection.unsent_len() < SEND_BACKLOG_LIMIT {
+            return Ok(());
+        }
+        self.flush().await
+    }
+
+    /// Sends a ping with `payload` (at most 125 bytes).
+    ///
+    /// # Errors
+    /// A payload too long, the connection closing, or the transport failing.
+    pub async fn ping(&mut self, payload: impl AsRef<[u8]>) -> Result<()> {
+        self.connection.send_ping(payload.as_ref()).map_err(|error| self.usage_error(error))?;
+        self.flush().await
+    }
+
+    /// Sends an unsolicited pong (a one-way heartbeat).
+    ///
+    /// # Errors
+    /// As [`ping`](Self::ping).
+    pub async fn pong(&mut self, payload: impl AsRef<[u8]>) -> Result<()> {
+        self.connection.send_pong(payload.as_ref()).map_err(|error| self.usage_error(error))?;
+        self.flush().await
+    }
+
+    /// Writes everything queued.
+    ///
+    /// # Errors
+    /// The transport failed.
+    pub async fn flush(&mut self) -> Result<()> {
+        std::future::poll_fn(|cx| self.poll_write_out(cx)).await
+    }
+
+    pub(crate) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        loop {
+            let pending = self.connection.pending_transmit();
+            if pending.is_empty() {
+                if self.needs_flush {
+                    ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
+                    self.needs_flush = false;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let written = ready!(Pin::new(&mut self.stream).poll_write(cx, pending))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+            }
+            self.connection.advance_transmit(written);
+            self.needs_flush = true;
+        }
+    }
+
+    // ---- closing -------------------------------------------------------------------
+
+    /// Closes the connection: sends a close frame with `code` and `reason`,
+    /// waits up to the close timeout for the peer's, and shuts the
+    /// transport down. Messages arriving meanwhile are discarded.
+    ///
+    /// # Errors
+    /// An invalid code or reason, the close timeout, or a transport error.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        if self.phase == Phase::Done {
+            return Ok(());
+        }
+        self.connection.close(code, reason)?;
+        let deadline = self.close_timeout;
+        let drain = async {
+            loop {
+                match self.recv().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Ok(()),
+                    Err(error) => return Err(error),
+                }
+            }
+        };
+        match tokio::time::timeout(deadline, drain).await {
+            Ok(result) => result,
+            Err(_) => {
+                let _ = tokio::time::timeout(Duration::from_millis(100), tokio::io::AsyncWriteExt::shutdown(&mut self.stream)).await;
+                self.phase = Phase::Done;
+                Err(Error::timeout("close handshake"))
+            }
+        }
+    }
+
+    /// Splits the connection into a receiving and a sending half that can
+    /// be used from different tasks.
+    pub fn split(self) -> (crate::split::WebSocketReader<S>, crate::split::WebSocketWriter<S>) {
+        crate::split::split(self)
+    }
+
+    pub(crate) fn queue_message(&mut self, message: &Message) -> Result<()> {
+        self.queue(message, true)
+    }
+
+    pub(crate) fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        self.connection.close(code, reason).map_err(|error| self.usage_error(error))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
+    type Item = Result<Message>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx).map(Result::transpose)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        if this.connection.unsent_len() >= SEND_BACKLOG_LIMIT {
+            ready!(this.poll_write_out(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, message: Message) -> Result<()> {
+        self.get_mut().queue(&message, true)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_write_out(cx)
+    }
+
+    /// Sends a normal close frame and writes it; the peer's answer is read
+    /// by the `Stream` side (or not at all).
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        if this.connection.state() == State::Open {
+            this.start_close(CloseCode::NORMAL, "")?;
+        }
+        this.poll_write_out(cx)
+    }
+}
