@@ -98,3 +98,26 @@ impl Default for HandshakeLimits {
         }
     }
 }
+
+impl HandshakeLimits {
+    /// Sets the most bytes of the head.
+    #[must_use]
+    pub fn with_max_head_bytes(mut self, bytes: usize) -> Self {
+        self.max_head_bytes = bytes;
+        self
+    }
+
+    /// Sets the most header fields.
+    #[must_use]
+    pub fn with_max_headers(mut self, count: usize) -> Self {
+        self.max_headers = count;
+        self
+    }
+
+    /// Sets the longest line.
+    #[must_use]
+    pub fn with_max_line_len(mut self, bytes: usize) -> Self {
+        self.max_line_len = bytes;
+        self
+    }
+}

@@ -1,0 +1,137 @@
+//! RFC 7692: permessage-deflate on an open connection.
+
+mod common;
+
+use common::{assert_failed_with, parse_frames, FrameSpec, Harness};
+use tether_proto::connection::Event;
+use tether_proto::frame::OpCode;
+use tether_proto::{CloseCode, Config, Connection, DeflateParams, Message, Role};
+
+fn params(no_context_takeover: bool, bits: u8) -> DeflateParams {
+    DeflateParams {
+        server_no_context_takeover: no_context_takeover,
+        client_no_context_takeover: no_context_takeover,
+        server_max_window_bits: bits,
+        client_max_window_bits: bits,
+    }
+}
+
+fn pair(params: DeflateParams) -> (Connection, Connection) {
+    (
+        Connection::new(Role::Client, Config::default(), Some(params)),
+        Connection::new(Role::Server, Config::default(), Some(params)),
+    )
+}
+
+fn transfer(from: &mut Connection, to: &mut Connection) -> Vec<u8> {
+    let bytes = from.pending_transmit().to_vec();
+    from.advance_transmit(bytes.len());
+    to.handle_read(&bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn messages_round_trip_compressed_with_every_negotiated_parameter_set() {
+    for no_context_takeover in [false, true] {
+        for bits in [8, 9, 12, 15] {
+            let (mut client, mut server) = pair(params(no_context_takeover, bits));
+            for i in 0..20 {
+                let text = format!(
+                    "{{\"type\":\"ping\",\"seq\":{i},\"pad\":\"{}\"}}",
+                    "x".repeat(i * 50)
+                );
+                client.send_text(&text).unwrap();
+                transfer(&mut client, &mut server);
+                assert_eq!(
+                    server.poll_event(),
+                    Some(Event::Message(Message::from(text.clone())))
+                );
+                server.send_text(&text).unwrap();
+                transfer(&mut server, &mut client);
+                assert_eq!(
+                    client.poll_event(),
+                    Some(Event::Message(Message::from(text)))
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn compressed_frames_set_rsv1_and_are_smaller() {
+    let (mut client, mut server) = pair(params(false, 15));
+    let text = "a fairly repetitive message ".repeat(20);
+    client.send_text(&text).unwrap();
+    let wire = transfer(&mut client, &mut server);
+    let frames = parse_frames(&wire);
+    assert!(frames[0].1, "RSV1 set");
+    assert!(wire.len() < text.len() / 4);
+}
+
+#[test]
+fn a_message_may_opt_out_of_compression() {
+    let (mut client, mut server) = pair(params(false, 15));
+    let data = Message::from(vec![9u8; 1000]);
+    client.send_with(&data, false).unwrap();
+    let wire = transfer(&mut client, &mut server);
+    assert!(!parse_frames(&wire)[0].1, "RSV1 clear");
+    assert_eq!(server.poll_event(), Some(Event::Message(data)));
+}
+
+#[test]
+fn short_messages_are_sent_uncompressed() {
+    let (mut client, mut server) = pair(params(false, 15));
+    client.send_text("hi").unwrap();
+    let wire = transfer(&mut client, &mut server);
+    assert!(!parse_frames(&wire)[0].1);
+}
+
+#[test]
+fn a_compressed_message_may_be_fragmented() {
+    let mut compressed = Vec::new();
+    tether_proto::deflate::Compressor::new(15, 6, false)
+        .compress_message(&[b'z'; 5000], &mut compressed);
+    let (first, rest) = compressed.split_at(compressed.len() / 2);
+    let mut wire = FrameSpec::client(OpCode::Binary, first)
+        .rsv1()
+        .fin(false)
+        .bytes();
+    wire.extend(FrameSpec::client(OpCode::Continuation, rest).bytes());
+    let mut server = Connection::new(Role::Server, Config::default(), Some(params(false, 15)));
+    server.handle_read(&wire).unwrap();
+    assert_eq!(
+        server.poll_event(),
+        Some(Event::Message(Message::from(vec![b'z'; 5000])))
+    );
+}
+
+#[test]
+fn rsv1_on_a_continuation_or_control_frame_fails_with_1002() {
+    for frame in [
+        FrameSpec::client(OpCode::Ping, b"").rsv1(),
+        FrameSpec::client(OpCode::Continuation, b"x").rsv1(),
+    ] {
+        let mut harness = Harness {
+            connection: Connection::new(Role::Server, Config::default(), Some(params(false, 15))),
+            role: Role::Server,
+        };
+        let mut wire = FrameSpec::client(OpCode::Text, b"a").fin(false).bytes();
+        wire.extend(frame.bytes());
+        let result = harness.feed(&wire);
+        assert_failed_with(&mut harness, result, CloseCode::PROTOCOL_ERROR);
+    }
+}
+
+#[test]
+fn corrupt_compressed_data_fails_with_1007() {
+    let mut harness = Harness {
+        connection: Connection::new(Role::Server, Config::default(), Some(params(false, 15))),
+        role: Role::Server,
+    };
+    let result = harness.feed(
+        &FrameSpec::client(OpCode::Binary, &[0xff; 32])
+            .rsv1()
+            .bytes(),
+    );
+    assert_failed_with(&mut harness, result, CloseCode::INVALID_PAYLOAD);
+}

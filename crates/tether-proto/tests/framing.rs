@@ -1,0 +1,228 @@
+//! RFC 6455 §5: framing rules, as the receiving side enforces them.
+
+mod common;
+
+use common::{assert_failed_with, close_payload, FrameSpec, Harness};
+use tether_proto::connection::Event;
+use tether_proto::frame::OpCode;
+use tether_proto::{CloseCode, Config, Message};
+
+fn server() -> Harness {
+    Harness::server(Config::default())
+}
+
+#[test]
+fn a_masked_text_frame_is_delivered_as_a_message() {
+    let mut harness = server();
+    harness
+        .feed(&FrameSpec::client(OpCode::Text, "héllo".as_bytes()).bytes())
+        .unwrap();
+    assert_eq!(
+        harness.events(),
+        vec![Event::Message(Message::from("héllo"))]
+    );
+}
+
+#[test]
+fn every_payload_length_form_is_accepted() {
+    for len in [0usize, 1, 125, 126, 127, 65535, 65536, 200_000] {
+        let mut harness = server();
+        let payload = vec![7u8; len];
+        harness
+            .feed(&FrameSpec::client(OpCode::Binary, &payload).bytes())
+            .unwrap();
+        assert_eq!(
+            harness.events(),
+            vec![Event::Message(Message::from(payload))],
+            "len {len}"
+        );
+    }
+}
+
+#[test]
+fn reserved_bits_without_an_extension_fail_with_1002() {
+    for (rsv1, rsv2, rsv3) in [
+        (true, false, false),
+        (false, true, false),
+        (false, false, true),
+    ] {
+        let mut harness = server();
+        let mut frame = FrameSpec::client(OpCode::Text, b"x");
+        frame.rsv1 = rsv1;
+        frame.rsv2 = rsv2;
+        frame.rsv3 = rsv3;
+        let result = harness.feed(&frame.bytes());
+        assert_failed_with(&mut harness, result, CloseCode::PROTOCOL_ERROR);
+    }
+}
+
+#[test]
+fn reserved_opcodes_fail_with_1002() {
+    for opcode in [3u8, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
+        let mut harness = server();
+        let result = harness.feed(
+            &FrameSpec::client(OpCode::Binary, b"")
+                .raw_opcode(opcode)
+                .bytes(),
+        );
+        assert_failed_with(&mut harness, result, CloseCode::PROTOCOL_ERROR);
+    }
+}
+
+#[test]
+fn a_continuation_with_no_message_in_progress_fails_with_1002() {
+    let mut harness = server();
+    let result = harness.feed(&FrameSpec::client(OpCode::Continuation, b"orphan").bytes());
+    assert_failed_with(&mut harness, result, CloseCode::PROTOCOL_ERROR);
+}
+
+#[test]
+fn a_new_message_inside_a_fragmented_one_fails_with_1002() {
+    let mut harness = server();
+    harness
+        .feed(&FrameSpec::client(OpCode::Text, b"part").fin(false).bytes())
+        .unwrap();
+    let result = harness.feed(&FrameSpec::client(OpCode::Text, b"other").bytes());
+    assert_failed_with(&mut harness, result, CloseCode::PROTOCOL_ERROR);
+}
+
+#[test]
+fn a_server_refuses_unmasked_client_frames() {
+    let mut harness = server();
+    let result = harness.feed(&FrameSpec::server(OpCode::Text, b"plain").bytes());
+    assert_failed_with(&mut harness, result, CloseCode::PROTOCOL_ERROR);
+}
+
+#[test]
+fn a_client_refuses_masked_server_frames() {
+    let mut harness = Harness::client(Config::default());
+    let result = harness.feed(&FrameSpec::client(OpCode::Text, b"masked").bytes());
+    assert_failed_with(&mut harness, result, CloseCode::PROTOCOL_ERROR);
+}
+
+#[test]
+fn a_64_bit_length_with_the_top_bit_set_fails_with_1002() {
+    let mut harness = server();
+    let result = harness.feed(
+        &FrameSpec::client(OpCode::Binary, b"")
+            .declared_len(1 << 63)
+            .bytes(),
+    );
+    assert_failed_with(&mut harness, result, CloseCode::PROTOCOL_ERROR);
+}
+
+#[test]
+fn fragments_with_interleaved_control_frames_reassemble() {
+    let mut harness = server();
+    let mut wire = FrameSpec::client(OpCode::Text, b"Hel").fin(false).bytes();
+    wire.extend(FrameSpec::client(OpCode::Ping, b"p1").bytes());
+    wire.extend(
+        FrameSpec::client(OpCode::Continuation, b"lo ")
+            .fin(false)
+            .bytes(),
+    );
+    wire.extend(FrameSpec::client(OpCode::Pong, b"").bytes());
+    wire.extend(FrameSpec::client(OpCode::Continuation, b"world").bytes());
+    harness.feed(&wire).unwrap();
+    assert_eq!(
+        harness.events(),
+        vec![
+            Event::Ping(b"p1"[..].into()),
+            Event::Pong(b""[..].into()),
+            Event::Message(Message::from("Hello world")),
+        ]
+    );
+    assert_eq!(
+        harness.sent_frames(),
+        vec![(OpCode::Pong, false, b"p1".to_vec())]
+    );
+}
+
+#[test]
+fn a_message_before_a_violation_is_delivered_and_may_be_answered_before_the_close() {
+    let mut harness = server();
+    let mut wire = FrameSpec::client(OpCode::Text, b"first").bytes();
+    wire.extend(FrameSpec::client(OpCode::Continuation, b"orphan").bytes());
+    assert!(harness.feed(&wire).is_err());
+    assert_eq!(
+        harness.connection.poll_event(),
+        Some(Event::Message(Message::from("first")))
+    );
+    harness.connection.send_text("first").unwrap();
+    assert_eq!(harness.connection.poll_event(), None);
+    let frames = harness.sent_frames();
+    assert_eq!(frames[0], (OpCode::Text, false, b"first".to_vec()));
+    assert_eq!(frames[1].0, OpCode::Close);
+    assert_eq!(u16::from_be_bytes([frames[1].2[0], frames[1].2[1]]), 1002);
+}
+
+#[test]
+fn input_after_a_failure_is_ignored() {
+    let mut harness = server();
+    let _ = harness.feed(&FrameSpec::client(OpCode::Continuation, b"x").bytes());
+    let _ = harness.events();
+    harness
+        .feed(&FrameSpec::client(OpCode::Text, b"late").bytes())
+        .unwrap();
+    assert_eq!(harness.events(), vec![]);
+}
+
+#[test]
+fn every_split_point_of_a_frame_stream_gives_the_same_messages() {
+    let mut wire = FrameSpec::client(OpCode::Text, "κόσμε".as_bytes())
+        .fin(false)
+        .bytes();
+    wire.extend(FrameSpec::client(OpCode::Continuation, &[b'x'; 300]).bytes());
+    wire.extend(FrameSpec::client(OpCode::Binary, &[1, 2, 3]).bytes());
+    let mut whole = server();
+    whole.feed(&wire).unwrap();
+    let expected = whole.events();
+    for split in 0..=wire.len() {
+        let mut harness = server();
+        harness.feed(&wire[..split]).unwrap();
+        harness.feed(&wire[split..]).unwrap();
+        assert_eq!(harness.events(), expected, "split at {split}");
+    }
+    let mut harness = server();
+    for byte in &wire {
+        harness.feed(std::slice::from_ref(byte)).unwrap();
+    }
+    assert_eq!(harness.events(), expected);
+}
+
+#[test]
+fn our_frames_are_masked_as_a_client_and_unmasked_as_a_server() {
+    let mut client = Harness::client(Config::default());
+    client.connection.send_text("abc").unwrap();
+    let bytes = client.connection.pending_transmit().to_vec();
+    assert_eq!(bytes[1] & 0x80, 0x80);
+    let mut server = server();
+    server.connection.send_text("abc").unwrap();
+    let bytes = server.connection.pending_transmit().to_vec();
+    assert_eq!(bytes[1] & 0x80, 0);
+}
+
+#[test]
+fn an_injected_mask_source_is_used_for_every_frame() {
+    let mut client = Harness::client(Config::default());
+    client.connection.set_mask_source(Box::new(|| [0, 0, 0, 0]));
+    client.connection.send_text("abc").unwrap();
+    let bytes = client.connection.pending_transmit().to_vec();
+    assert_eq!(&bytes[2..], &[0, 0, 0, 0, b'a', b'b', b'c']);
+}
+
+#[test]
+fn many_sends_are_batched_into_one_transmit_buffer() {
+    let mut harness = server();
+    for i in 0..16 {
+        harness.connection.send_text(&format!("m{i}")).unwrap();
+    }
+    let frames = harness.sent_frames();
+    assert_eq!(frames.len(), 16);
+    assert!(!harness.connection.wants_transmit());
+}
+
+#[test]
+fn close_payload_helper_encodes_code_first() {
+    assert_eq!(close_payload(1000, b"x"), vec![0x03, 0xe8, b'x']);
+}
