@@ -67,9 +67,7 @@ struct ConnectArgs {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -95,7 +93,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => "ws",
     };
-    let server = Server::bind(args.listen, config).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let server =
+        Server::bind(args.listen, config).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = server.local_addr()?;
     eprintln!("tether: echo server listening on {scheme}://{addr}/");
     tokio::select! {
@@ -154,7 +153,8 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         };
         config.headers.push((name.trim().to_owned(), value.trim().to_owned()));
     }
-    let mut socket = tether::connect_with(&args.url, &config).await.with_context(|| format!("cannot connect to {}", args.url))?;
+    let mut socket =
+        tether::connect_with(&args.url, &config).await.with_context(|| format!("cannot connect to {}", args.url))?;
     eprintln!("Connected to {}.", args.url);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {

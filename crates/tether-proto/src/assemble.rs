@@ -132,10 +132,7 @@ mod tests {
         let mut validator = Utf8Validator::default();
         let mut buf = "κόσμε".as_bytes().to_vec();
         buf.extend_from_slice(&[0xf4, 0x90]);
-        assert_eq!(
-            validator.check(&buf, false),
-            Err(ProtocolError::InvalidUtf8)
-        );
+        assert_eq!(validator.check(&buf, false), Err(ProtocolError::InvalidUtf8));
     }
 
     #[test]

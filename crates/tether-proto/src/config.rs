@@ -91,11 +91,7 @@ pub struct HandshakeLimits {
 
 impl Default for HandshakeLimits {
     fn default() -> Self {
-        HandshakeLimits {
-            max_head_bytes: 16 << 10,
-            max_headers: 128,
-            max_line_len: 8 << 10,
-        }
+        HandshakeLimits { max_head_bytes: 16 << 10, max_headers: 128, max_line_len: 8 << 10 }
     }
 }
 

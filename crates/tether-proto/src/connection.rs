@@ -18,8 +18,7 @@ use crate::config::Config;
 use crate::deflate::{Compressor, Decompressor, DeflateParams};
 use crate::error::{ProtocolError, UsageError};
 use crate::frame::{
-    apply_mask, CloseCode, FrameHeader, MaskSource, OpCode, RandomMask, MAX_CONTROL_PAYLOAD,
-    MAX_HEADER_LEN,
+    apply_mask, CloseCode, FrameHeader, MaskSource, OpCode, RandomMask, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
 };
 use crate::message::{CloseFrame, Message};
 use crate::Role;
@@ -70,16 +69,9 @@ const RETAINED_OUTPUT: usize = 64 << 10;
 #[derive(Debug)]
 enum ReadState {
     /// Collecting a header; `have` bytes of it are in `buf`.
-    Header {
-        buf: [u8; MAX_HEADER_LEN],
-        have: usize,
-    },
+    Header { buf: [u8; MAX_HEADER_LEN], have: usize },
     /// Inside a frame's payload.
-    Payload {
-        header: FrameHeader,
-        remaining: u64,
-        offset: usize,
-    },
+    Payload { header: FrameHeader, remaining: u64, offset: usize },
     /// After a failure or the closing handshake: input is ignored.
     Discard,
 }
@@ -92,10 +84,7 @@ struct ControlPayload {
 }
 
 impl ControlPayload {
-    const EMPTY: ControlPayload = ControlPayload {
-        buf: [0; MAX_CONTROL_PAYLOAD],
-        len: 0,
-    };
+    const EMPTY: ControlPayload = ControlPayload { buf: [0; MAX_CONTROL_PAYLOAD], len: 0 };
 
     fn as_slice(&self) -> &[u8] {
         &self.buf[..self.len]
@@ -150,10 +139,7 @@ impl Connection {
             Some(params) => {
                 let (out_bits, out_reset) = params.outgoing(role);
                 let (in_bits, in_reset) = params.incoming(role);
-                (
-                    Some(Compressor::new(out_bits, level, out_reset)),
-                    Some(Decompressor::new(in_bits, in_reset)),
-                )
+                (Some(Compressor::new(out_bits, level, out_reset)), Some(Decompressor::new(in_bits, in_reset)))
             }
             None => (None, None),
         };
@@ -161,10 +147,7 @@ impl Connection {
             role,
             config,
             state: State::Open,
-            read: ReadState::Header {
-                buf: [0; MAX_HEADER_LEN],
-                have: 0,
-            },
+            read: ReadState::Header { buf: [0; MAX_HEADER_LEN], have: 0 },
             incoming: Assembler::default(),
             control: ControlPayload::EMPTY,
             decompressor,
@@ -265,19 +248,13 @@ impl Connection {
             match &mut self.read {
                 ReadState::Discard => return Ok(()),
                 ReadState::Header { buf, have } => {
-                    let needed = if *have < 2 {
-                        2
-                    } else {
-                        FrameHeader::len_from_prefix([buf[0], buf[1]])
-                    };
+                    let needed = if *have < 2 { 2 } else { FrameHeader::len_from_prefix([buf[0], buf[1]]) };
                     if *have < needed {
                         let n = (needed - *have).min(data.len());
                         buf[*have..*have + n].copy_from_slice(&data[..n]);
                         *have += n;
                         data = &data[n..];
-                        if *have < needed
-                            || needed == 2 && FrameHeader::len_from_prefix([buf[0], buf[1]]) > 2
-                        {
+                        if *have < needed || needed == 2 && FrameHeader::len_from_prefix([buf[0], buf[1]]) > 2 {
                             continue;
                         }
                     }
@@ -291,30 +268,22 @@ impl Connection {
                         return Err(self.fail(error));
                     }
                 }
-                ReadState::Payload {
-                    header,
-                    remaining,
-                    offset,
-                } => {
+                ReadState::Payload { header, remaining, offset } => {
                     let header = *header;
-                    let take = usize::try_from(*remaining)
-                        .unwrap_or(usize::MAX)
-                        .min(data.len());
+                    let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(data.len());
                     let chunk_offset = *offset;
                     *remaining -= take as u64;
                     *offset += take;
                     let done = *remaining == 0;
                     let (chunk, rest) = data.split_at(take);
                     data = rest;
-                    let result = self
-                        .frame_payload(&header, chunk, chunk_offset)
-                        .and_then(|()| {
-                            if done {
-                                self.end_frame(&header)
-                            } else {
-                                Ok(())
-                            }
-                        });
+                    let result = self.frame_payload(&header, chunk, chunk_offset).and_then(|()| {
+                        if done {
+                            self.end_frame(&header)
+                        } else {
+                            Ok(())
+                        }
+                    });
                     if let Err(error) = result {
                         return Err(self.fail(error));
                     }
@@ -328,8 +297,7 @@ impl Connection {
     /// expected (after the closing handshake); otherwise the connection
     /// closed abnormally (1006) and any partial message is discarded.
     pub fn handle_eof(&mut self) -> bool {
-        let clean =
-            self.state == State::Closed && self.error.is_none() && self.close_received.is_some();
+        let clean = self.state == State::Closed && self.error.is_none() && self.close_received.is_some();
         self.state = State::Closed;
         self.read = ReadState::Discard;
         clean
@@ -364,9 +332,7 @@ impl Connection {
         } else {
             match (header.opcode, self.incoming.in_progress()) {
                 (OpCode::Continuation, false) => return Err(ProtocolError::UnexpectedContinuation),
-                (OpCode::Text | OpCode::Binary, true) => {
-                    return Err(ProtocolError::ExpectedContinuation)
-                }
+                (OpCode::Text | OpCode::Binary, true) => return Err(ProtocolError::ExpectedContinuation),
                 (OpCode::Text, false) => self.incoming.start(MessageKind::Text, header.rsv1),
                 (OpCode::Binary, false) => self.incoming.start(MessageKind::Binary, header.rsv1),
                 _ => {}
@@ -381,35 +347,20 @@ impl Connection {
             // it now, before a byte of it is read or a byte of memory reserved.
             let total = self.incoming.len() as u64 + header.payload_len;
             if !self.incoming.is_compressed() && total > self.config.max_message_size as u64 {
-                return Err(ProtocolError::MessageTooLarge {
-                    limit: self.config.max_message_size,
-                    actual: total,
-                });
+                return Err(ProtocolError::MessageTooLarge { limit: self.config.max_message_size, actual: total });
             }
             self.incoming.count_fragment(self.config.max_fragments)?;
         }
         if header.payload_len == 0 {
-            self.read = ReadState::Header {
-                buf: [0; MAX_HEADER_LEN],
-                have: 0,
-            };
+            self.read = ReadState::Header { buf: [0; MAX_HEADER_LEN], have: 0 };
             return self.end_frame(&header);
         }
-        self.read = ReadState::Payload {
-            header,
-            remaining: header.payload_len,
-            offset: 0,
-        };
+        self.read = ReadState::Payload { header, remaining: header.payload_len, offset: 0 };
         Ok(())
     }
 
     /// Takes in a piece of the current frame's payload.
-    fn frame_payload(
-        &mut self,
-        header: &FrameHeader,
-        chunk: &[u8],
-        offset: usize,
-    ) -> Result<(), ProtocolError> {
+    fn frame_payload(&mut self, header: &FrameHeader, chunk: &[u8], offset: usize) -> Result<(), ProtocolError> {
         if header.opcode.is_control() {
             let start = self.control.len;
             self.control.buf[start..start + chunk.len()].copy_from_slice(chunk);
@@ -426,11 +377,7 @@ impl Connection {
                 apply_mask(&mut self.scratch, key, offset);
             }
             if let Some(decompressor) = &mut self.decompressor {
-                decompressor.decompress(
-                    &self.scratch,
-                    &mut self.incoming.buf,
-                    self.config.max_message_size,
-                )?;
+                decompressor.decompress(&self.scratch, &mut self.incoming.buf, self.config.max_message_size)?;
             }
         } else {
             let buf = &mut self.incoming.buf;
@@ -450,30 +397,22 @@ impl Connection {
 
     /// A frame's payload is complete.
     fn end_frame(&mut self, header: &FrameHeader) -> Result<(), ProtocolError> {
-        self.read = ReadState::Header {
-            buf: [0; MAX_HEADER_LEN],
-            have: 0,
-        };
+        self.read = ReadState::Header { buf: [0; MAX_HEADER_LEN], have: 0 };
         match header.opcode {
             OpCode::Ping => {
                 let payload = self.control;
                 self.queue_pong(payload);
-                self.events
-                    .push_back(Event::Ping(Bytes::copy_from_slice(payload.as_slice())));
+                self.events.push_back(Event::Ping(Bytes::copy_from_slice(payload.as_slice())));
             }
             OpCode::Pong => {
-                self.events
-                    .push_back(Event::Pong(Bytes::copy_from_slice(self.control.as_slice())));
+                self.events.push_back(Event::Pong(Bytes::copy_from_slice(self.control.as_slice())));
             }
             OpCode::Close => self.receive_close()?,
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 if header.fin {
                     if self.incoming.is_compressed() {
                         if let Some(decompressor) = &mut self.decompressor {
-                            decompressor.finish_message(
-                                &mut self.incoming.buf,
-                                self.config.max_message_size,
-                            )?;
+                            decompressor.finish_message(&mut self.incoming.buf, self.config.max_message_size)?;
                         }
                     }
                     let message = self.incoming.finish()?;
@@ -494,8 +433,7 @@ impl Connection {
                 if !code.is_sendable() {
                     return Err(ProtocolError::InvalidCloseCode(code.0));
                 }
-                let reason =
-                    simdutf8::basic::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
+                let reason = simdutf8::basic::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
                 Some(CloseFrame::new(code, reason))
             }
         };
@@ -578,11 +516,7 @@ impl Connection {
     /// # Errors
     /// [`UsageError::Closed`] once the closing handshake has started.
     pub fn send_with(&mut self, message: &Message, compress: bool) -> Result<(), UsageError> {
-        let opcode = if message.is_text() {
-            OpCode::Text
-        } else {
-            OpCode::Binary
-        };
+        let opcode = if message.is_text() { OpCode::Text } else { OpCode::Binary };
         self.send_data(opcode, message.as_bytes(), compress)
     }
 
@@ -602,12 +536,7 @@ impl Connection {
         self.send_data(OpCode::Binary, data, true)
     }
 
-    fn send_data(
-        &mut self,
-        opcode: OpCode,
-        payload: &[u8],
-        compress: bool,
-    ) -> Result<(), UsageError> {
+    fn send_data(&mut self, opcode: OpCode, payload: &[u8], compress: bool) -> Result<(), UsageError> {
         if self.state != State::Open {
             return Err(UsageError::Closed);
         }
@@ -664,8 +593,7 @@ impl Connection {
         if reason.len() > MAX_CONTROL_PAYLOAD - 2 {
             return Err(UsageError::ControlPayloadTooLong(reason.len() + 2));
         }
-        if self.close_sent.is_some() || self.deferred_close.is_some() || self.state == State::Closed
-        {
+        if self.close_sent.is_some() || self.deferred_close.is_some() || self.state == State::Closed {
             return Ok(());
         }
         self.write_close(CloseFrame::new(code, reason));
@@ -711,11 +639,7 @@ impl Connection {
                 None => RandomMask.next_mask(),
             }),
         };
-        let header = FrameHeader {
-            rsv1: compressed,
-            mask,
-            ..FrameHeader::new(opcode, payload.len() as u64)
-        };
+        let header = FrameHeader { rsv1: compressed, mask, ..FrameHeader::new(opcode, payload.len() as u64) };
         let mut encoded = [0u8; MAX_HEADER_LEN];
         let header_len = header.encode(&mut encoded);
         self.output.reserve(header_len + payload.len());

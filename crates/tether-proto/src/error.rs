@@ -66,9 +66,7 @@ impl ProtocolError {
     #[must_use]
     pub fn close_code(&self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCompressedData => {
-                CloseCode::INVALID_PAYLOAD
-            }
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             ProtocolError::FrameTooLarge { .. }
             | ProtocolError::MessageTooLarge { .. }
             | ProtocolError::TooManyFragments { .. } => CloseCode::MESSAGE_TOO_BIG,
@@ -81,21 +79,15 @@ impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProtocolError::ReservedOpCode(op) => write!(f, "reserved opcode {op:#x}"),
-            ProtocolError::ReservedBitsSet => {
-                f.write_str("reserved bits set without a negotiated extension")
-            }
-            ProtocolError::LengthTopBitSet => {
-                f.write_str("64-bit payload length has its most significant bit set")
-            }
+            ProtocolError::ReservedBitsSet => f.write_str("reserved bits set without a negotiated extension"),
+            ProtocolError::LengthTopBitSet => f.write_str("64-bit payload length has its most significant bit set"),
             ProtocolError::UnmaskedClientFrame => f.write_str("client frame is not masked"),
             ProtocolError::MaskedServerFrame => f.write_str("server frame is masked"),
             ProtocolError::FragmentedControlFrame => f.write_str("control frame is fragmented"),
             ProtocolError::ControlFrameTooLong(len) => {
                 write!(f, "control frame payload of {len} bytes exceeds 125")
             }
-            ProtocolError::UnexpectedContinuation => {
-                f.write_str("continuation frame with no message in progress")
-            }
+            ProtocolError::UnexpectedContinuation => f.write_str("continuation frame with no message in progress"),
             ProtocolError::ExpectedContinuation => {
                 f.write_str("new data frame while a fragmented message is in progress")
             }
@@ -110,10 +102,7 @@ impl fmt::Display for ProtocolError {
                 write!(f, "frame of {actual} bytes exceeds the limit of {limit}")
             }
             ProtocolError::MessageTooLarge { limit, actual } => {
-                write!(
-                    f,
-                    "message of at least {actual} bytes exceeds the limit of {limit}"
-                )
+                write!(f, "message of at least {actual} bytes exceeds the limit of {limit}")
             }
             ProtocolError::TooManyFragments { limit } => {
                 write!(f, "message has more than {limit} fragments")
@@ -141,10 +130,7 @@ impl fmt::Display for UsageError {
         match self {
             UsageError::Closed => f.write_str("the connection is closing or closed"),
             UsageError::ControlPayloadTooLong(len) => {
-                write!(
-                    f,
-                    "control frame payload of {len} bytes exceeds 125 (close reasons: 123)"
-                )
+                write!(f, "control frame payload of {len} bytes exceeds 125 (close reasons: 123)")
             }
             UsageError::UnsendableCloseCode(code) => write!(f, "close code {code} may not be sent"),
         }

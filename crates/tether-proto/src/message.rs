@@ -190,10 +190,7 @@ pub struct CloseFrame {
 impl CloseFrame {
     /// A close frame with `code` and `reason`.
     pub fn new(code: CloseCode, reason: impl Into<String>) -> CloseFrame {
-        CloseFrame {
-            code,
-            reason: reason.into(),
-        }
+        CloseFrame { code, reason: reason.into() }
     }
 }
 

@@ -36,22 +36,13 @@ fn messages_round_trip_compressed_with_every_negotiated_parameter_set() {
         for bits in [8, 9, 12, 15] {
             let (mut client, mut server) = pair(params(no_context_takeover, bits));
             for i in 0..20 {
-                let text = format!(
-                    "{{\"type\":\"ping\",\"seq\":{i},\"pad\":\"{}\"}}",
-                    "x".repeat(i * 50)
-                );
+                let text = format!("{{\"type\":\"ping\",\"seq\":{i},\"pad\":\"{}\"}}", "x".repeat(i * 50));
                 client.send_text(&text).unwrap();
                 transfer(&mut client, &mut server);
-                assert_eq!(
-                    server.poll_event(),
-                    Some(Event::Message(Message::from(text.clone())))
-                );
+                assert_eq!(server.poll_event(), Some(Event::Message(Message::from(text.clone()))));
                 server.send_text(&text).unwrap();
                 transfer(&mut server, &mut client);
-                assert_eq!(
-                    client.poll_event(),
-                    Some(Event::Message(Message::from(text)))
-                );
+                assert_eq!(client.poll_event(), Some(Event::Message(Message::from(text))));
             }
         }
     }
@@ -89,28 +80,18 @@ fn short_messages_are_sent_uncompressed() {
 #[test]
 fn a_compressed_message_may_be_fragmented() {
     let mut compressed = Vec::new();
-    tether_proto::deflate::Compressor::new(15, 6, false)
-        .compress_message(&[b'z'; 5000], &mut compressed);
+    tether_proto::deflate::Compressor::new(15, 6, false).compress_message(&[b'z'; 5000], &mut compressed);
     let (first, rest) = compressed.split_at(compressed.len() / 2);
-    let mut wire = FrameSpec::client(OpCode::Binary, first)
-        .rsv1()
-        .fin(false)
-        .bytes();
+    let mut wire = FrameSpec::client(OpCode::Binary, first).rsv1().fin(false).bytes();
     wire.extend(FrameSpec::client(OpCode::Continuation, rest).bytes());
     let mut server = Connection::new(Role::Server, Config::default(), Some(params(false, 15)));
     server.handle_read(&wire).unwrap();
-    assert_eq!(
-        server.poll_event(),
-        Some(Event::Message(Message::from(vec![b'z'; 5000])))
-    );
+    assert_eq!(server.poll_event(), Some(Event::Message(Message::from(vec![b'z'; 5000]))));
 }
 
 #[test]
 fn rsv1_on_a_continuation_or_control_frame_fails_with_1002() {
-    for frame in [
-        FrameSpec::client(OpCode::Ping, b"").rsv1(),
-        FrameSpec::client(OpCode::Continuation, b"x").rsv1(),
-    ] {
+    for frame in [FrameSpec::client(OpCode::Ping, b"").rsv1(), FrameSpec::client(OpCode::Continuation, b"x").rsv1()] {
         let mut harness = Harness {
             connection: Connection::new(Role::Server, Config::default(), Some(params(false, 15))),
             role: Role::Server,
@@ -128,10 +109,6 @@ fn corrupt_compressed_data_fails_with_1007() {
         connection: Connection::new(Role::Server, Config::default(), Some(params(false, 15))),
         role: Role::Server,
     };
-    let result = harness.feed(
-        &FrameSpec::client(OpCode::Binary, &[0xff; 32])
-            .rsv1()
-            .bytes(),
-    );
+    let result = harness.feed(&FrameSpec::client(OpCode::Binary, &[0xff; 32]).rsv1().bytes());
     assert_failed_with(&mut harness, result, CloseCode::INVALID_PAYLOAD);
 }

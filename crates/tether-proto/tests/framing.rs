@@ -14,13 +14,8 @@ fn server() -> Harness {
 #[test]
 fn a_masked_text_frame_is_delivered_as_a_message() {
     let mut harness = server();
-    harness
-        .feed(&FrameSpec::client(OpCode::Text, "héllo".as_bytes()).bytes())
-        .unwrap();
-    assert_eq!(
-        harness.events(),
-        vec![Event::Message(Message::from("héllo"))]
-    );
+    harness.feed(&FrameSpec::client(OpCode::Text, "héllo".as_bytes()).bytes()).unwrap();
+    assert_eq!(harness.events(), vec![Event::Message(Message::from("héllo"))]);
 }
 
 #[test]
@@ -28,24 +23,14 @@ fn every_payload_length_form_is_accepted() {
     for len in [0usize, 1, 125, 126, 127, 65535, 65536, 200_000] {
         let mut harness = server();
         let payload = vec![7u8; len];
-        harness
-            .feed(&FrameSpec::client(OpCode::Binary, &payload).bytes())
-            .unwrap();
-        assert_eq!(
-            harness.events(),
-            vec![Event::Message(Message::from(payload))],
-            "len {len}"
-        );
+        harness.feed(&FrameSpec::client(OpCode::Binary, &payload).bytes()).unwrap();
+        assert_eq!(harness.events(), vec![Event::Message(Message::from(payload))], "len {len}");
     }
 }
 
 #[test]
 fn reserved_bits_without_an_extension_fail_with_1002() {
-    for (rsv1, rsv2, rsv3) in [
-        (true, false, false),
-        (false, true, false),
-        (false, false, true),
-    ] {
+    for (rsv1, rsv2, rsv3) in [(true, false, false), (false, true, false), (false, false, true)] {
         let mut harness = server();
         let mut frame = FrameSpec::client(OpCode::Text, b"x");
         frame.rsv1 = rsv1;
@@ -60,11 +45,7 @@ fn reserved_bits_without_an_extension_fail_with_1002() {
 fn reserved_opcodes_fail_with_1002() {
     for opcode in [3u8, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
         let mut harness = server();
-        let result = harness.feed(
-            &FrameSpec::client(OpCode::Binary, b"")
-                .raw_opcode(opcode)
-                .bytes(),
-        );
+        let result = harness.feed(&FrameSpec::client(OpCode::Binary, b"").raw_opcode(opcode).bytes());
         assert_failed_with(&mut harness, result, CloseCode::PROTOCOL_ERROR);
     }
 }
@@ -79,9 +60,7 @@ fn a_continuation_with_no_message_in_progress_fails_with_1002() {
 #[test]
 fn a_new_message_inside_a_fragmented_one_fails_with_1002() {
     let mut harness = server();
-    harness
-        .feed(&FrameSpec::client(OpCode::Text, b"part").fin(false).bytes())
-        .unwrap();
+    harness.feed(&FrameSpec::client(OpCode::Text, b"part").fin(false).bytes()).unwrap();
     let result = harness.feed(&FrameSpec::client(OpCode::Text, b"other").bytes());
     assert_failed_with(&mut harness, result, CloseCode::PROTOCOL_ERROR);
 }
@@ -103,11 +82,7 @@ fn a_client_refuses_masked_server_frames() {
 #[test]
 fn a_64_bit_length_with_the_top_bit_set_fails_with_1002() {
     let mut harness = server();
-    let result = harness.feed(
-        &FrameSpec::client(OpCode::Binary, b"")
-            .declared_len(1 << 63)
-            .bytes(),
-    );
+    let result = harness.feed(&FrameSpec::client(OpCode::Binary, b"").declared_len(1 << 63).bytes());
     assert_failed_with(&mut harness, result, CloseCode::PROTOCOL_ERROR);
 }
 
@@ -116,26 +91,15 @@ fn fragments_with_interleaved_control_frames_reassemble() {
     let mut harness = server();
     let mut wire = FrameSpec::client(OpCode::Text, b"Hel").fin(false).bytes();
     wire.extend(FrameSpec::client(OpCode::Ping, b"p1").bytes());
-    wire.extend(
-        FrameSpec::client(OpCode::Continuation, b"lo ")
-            .fin(false)
-            .bytes(),
-    );
+    wire.extend(FrameSpec::client(OpCode::Continuation, b"lo ").fin(false).bytes());
     wire.extend(FrameSpec::client(OpCode::Pong, b"").bytes());
     wire.extend(FrameSpec::client(OpCode::Continuation, b"world").bytes());
     harness.feed(&wire).unwrap();
     assert_eq!(
         harness.events(),
-        vec![
-            Event::Ping(b"p1"[..].into()),
-            Event::Pong(b""[..].into()),
-            Event::Message(Message::from("Hello world")),
-        ]
+        vec![Event::Ping(b"p1"[..].into()), Event::Pong(b""[..].into()), Event::Message(Message::from("Hello world")),]
     );
-    assert_eq!(
-        harness.sent_frames(),
-        vec![(OpCode::Pong, false, b"p1".to_vec())]
-    );
+    assert_eq!(harness.sent_frames(), vec![(OpCode::Pong, false, b"p1".to_vec())]);
 }
 
 #[test]
@@ -144,10 +108,7 @@ fn a_message_before_a_violation_is_delivered_and_may_be_answered_before_the_clos
     let mut wire = FrameSpec::client(OpCode::Text, b"first").bytes();
     wire.extend(FrameSpec::client(OpCode::Continuation, b"orphan").bytes());
     assert!(harness.feed(&wire).is_err());
-    assert_eq!(
-        harness.connection.poll_event(),
-        Some(Event::Message(Message::from("first")))
-    );
+    assert_eq!(harness.connection.poll_event(), Some(Event::Message(Message::from("first"))));
     harness.connection.send_text("first").unwrap();
     assert_eq!(harness.connection.poll_event(), None);
     let frames = harness.sent_frames();
@@ -161,17 +122,13 @@ fn input_after_a_failure_is_ignored() {
     let mut harness = server();
     let _ = harness.feed(&FrameSpec::client(OpCode::Continuation, b"x").bytes());
     let _ = harness.events();
-    harness
-        .feed(&FrameSpec::client(OpCode::Text, b"late").bytes())
-        .unwrap();
+    harness.feed(&FrameSpec::client(OpCode::Text, b"late").bytes()).unwrap();
     assert_eq!(harness.events(), vec![]);
 }
 
 #[test]
 fn every_split_point_of_a_frame_stream_gives_the_same_messages() {
-    let mut wire = FrameSpec::client(OpCode::Text, "κόσμε".as_bytes())
-        .fin(false)
-        .bytes();
+    let mut wire = FrameSpec::client(OpCode::Text, "κόσμε".as_bytes()).fin(false).bytes();
     wire.extend(FrameSpec::client(OpCode::Continuation, &[b'x'; 300]).bytes());
     wire.extend(FrameSpec::client(OpCode::Binary, &[1, 2, 3]).bytes());
     let mut whole = server();

@@ -10,8 +10,8 @@ use tether_proto::connection::Event;
 use tether_proto::deflate::DeflateConfig;
 use tether_proto::frame::OpCode;
 use tether_proto::handshake::{
-    accept_key, accept_request, ClientHandshake, ClientHandshakeConfig, HandshakeError, HeadError,
-    HeadReader, Request, Response, ServerHandshakeConfig, Target,
+    accept_key, accept_request, ClientHandshake, ClientHandshakeConfig, HandshakeError, HeadError, HeadReader, Request,
+    Response, ServerHandshakeConfig, Target,
 };
 use tether_proto::{Config, Connection, HandshakeLimits, Message, Role};
 
@@ -37,16 +37,13 @@ fn server_config() -> ServerHandshakeConfig {
 }
 
 fn status_for(text: &str) -> u16 {
-    accept_request(&parse_request(text), &server_config())
-        .map(|_| 101)
-        .unwrap_or_else(|rejection| rejection.status)
+    accept_request(&parse_request(text), &server_config()).map(|_| 101).unwrap_or_else(|rejection| rejection.status)
 }
 
 #[test]
 fn a_valid_request_is_answered_101_with_the_rfc_accept_key() {
     let accepted = accept_request(&parse_request(&request("")), &server_config()).unwrap();
-    let response =
-        String::from_utf8(accepted.response(&[("Server".into(), "tether".into())])).unwrap();
+    let response = String::from_utf8(accepted.response(&[("Server".into(), "tether".into())])).unwrap();
     assert!(response.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
     assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     assert!(response.contains("Server: tether\r\n"));
@@ -66,9 +63,7 @@ fn a_request_without_upgrade_is_answered_426() {
     let text = request("").replace("Upgrade: websocket\r\n", "");
     let rejection = accept_request(&parse_request(&text), &server_config()).unwrap_err();
     assert_eq!(rejection.status, 426);
-    assert!(String::from_utf8(rejection.to_bytes())
-        .unwrap()
-        .contains("Upgrade: websocket\r\n"));
+    assert!(String::from_utf8(rejection.to_bytes()).unwrap().contains("Upgrade: websocket\r\n"));
 }
 
 #[test]
@@ -76,9 +71,7 @@ fn a_version_other_than_13_is_answered_426_naming_13() {
     let text = request("").replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8");
     let rejection = accept_request(&parse_request(&text), &server_config()).unwrap_err();
     assert_eq!(rejection.status, 426);
-    assert!(String::from_utf8(rejection.to_bytes())
-        .unwrap()
-        .contains("Sec-WebSocket-Version: 13\r\n"));
+    assert!(String::from_utf8(rejection.to_bytes()).unwrap().contains("Sec-WebSocket-Version: 13\r\n"));
 }
 
 #[test]
@@ -101,17 +94,12 @@ fn malformed_requests_are_answered_400_with_a_reason() {
 
 #[test]
 fn the_clients_first_supported_subprotocol_is_chosen() {
-    let accepted = accept_request(
-        &parse_request(&request("Sec-WebSocket-Protocol: v9, superchat, chat\r\n")),
-        &server_config(),
-    )
-    .unwrap();
+    let accepted =
+        accept_request(&parse_request(&request("Sec-WebSocket-Protocol: v9, superchat, chat\r\n")), &server_config())
+            .unwrap();
     assert_eq!(accepted.protocol.as_deref(), Some("superchat"));
-    let accepted = accept_request(
-        &parse_request(&request("Sec-WebSocket-Protocol: v9\r\n")),
-        &server_config(),
-    )
-    .unwrap();
+    let accepted =
+        accept_request(&parse_request(&request("Sec-WebSocket-Protocol: v9\r\n")), &server_config()).unwrap();
     assert_eq!(accepted.protocol, None);
 }
 
@@ -124,41 +112,28 @@ fn deflate_is_negotiated_from_the_first_acceptable_offer() {
         &server_config(),
     )
     .unwrap();
-    assert_eq!(
-        accepted.deflate.map(|params| params.server_max_window_bits),
-        Some(10)
-    );
+    assert_eq!(accepted.deflate.map(|params| params.server_max_window_bits), Some(10));
     let response = String::from_utf8(accepted.response(&[])).unwrap();
-    assert!(response
-        .contains("Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\n"));
+    assert!(response.contains("Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\n"));
 }
 
 #[test]
 fn too_many_headers_is_431_at_129_and_fine_at_128() {
     let with_headers = |count: usize| {
-        let extra: String = (0..count - 5)
-            .map(|i| format!("X-Filler-{i}: y\r\n"))
-            .collect();
+        let extra: String = (0..count - 5).map(|i| format!("X-Filler-{i}: y\r\n")).collect();
         request(&extra)
     };
     let mut reader = HeadReader::new(HandshakeLimits::default());
     assert!(reader.feed(with_headers(128).as_bytes()).unwrap().is_some());
     let mut reader = HeadReader::new(HandshakeLimits::default());
     let error = reader.feed(with_headers(129).as_bytes()).unwrap_err();
-    assert_eq!(
-        (error.status(), error),
-        (431, HeadError::TooManyHeaders { limit: 128 })
-    );
+    assert_eq!((error.status(), error), (431, HeadError::TooManyHeaders { limit: 128 }));
 }
 
 #[test]
 fn a_head_dripped_one_byte_at_a_time_is_parsed_in_linear_time() {
-    let limits = HandshakeLimits::default()
-        .with_max_head_bytes(64 << 10)
-        .with_max_headers(1000);
-    let filler: String = (0..700)
-        .map(|i| format!("X-Filler-{i:04}: {}\r\n", "v".repeat(70)))
-        .collect();
+    let limits = HandshakeLimits::default().with_max_head_bytes(64 << 10).with_max_headers(1000);
+    let filler: String = (0..700).map(|i| format!("X-Filler-{i:04}: {}\r\n", "v".repeat(70))).collect();
     let text = request(&filler);
     assert!(text.len() > 60_000);
     let start = Instant::now();
@@ -170,11 +145,7 @@ fn a_head_dripped_one_byte_at_a_time_is_parsed_in_linear_time() {
     assert!(done.is_some());
     assert_eq!(Request::parse(&reader).unwrap().headers.len(), 705);
     // Rescanning the buffer on every byte would be ~1.8e9 byte visits here.
-    assert!(
-        start.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
 }
 
 #[test]
@@ -185,18 +156,12 @@ fn a_pathological_protocol_header_is_handled_in_linear_time() {
             " ".repeat(n),
             "\\".repeat(n)
         );
-        let limits = HandshakeLimits::default()
-            .with_max_head_bytes(64 << 10)
-            .with_max_line_len(64 << 10);
+        let limits = HandshakeLimits::default().with_max_head_bytes(64 << 10).with_max_line_len(64 << 10);
         let start = Instant::now();
         let mut reader = HeadReader::new(limits);
         reader.feed(request(&header).as_bytes()).unwrap().unwrap();
         let _ = accept_request(&Request::parse(&reader).unwrap(), &server_config());
-        assert!(
-            start.elapsed() < Duration::from_millis(50),
-            "n={n}: {:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_millis(50), "n={n}: {:?}", start.elapsed());
     }
 }
 
@@ -221,10 +186,7 @@ const GOOD_RESPONSE: &str =
 fn the_client_request_carries_every_required_field_and_custom_headers() {
     let mut config = ClientHandshakeConfig::default();
     config.protocols = vec!["chat".into()];
-    config.headers = vec![
-        ("Cookie".into(), "a=b".into()),
-        ("Origin".into(), "https://example.com".into()),
-    ];
+    config.headers = vec![("Cookie".into(), "a=b".into()), ("Origin".into(), "https://example.com".into())];
     config.deflate = Some(DeflateConfig::default());
     let (_, request) = client(config);
     assert!(request.starts_with("GET /chat HTTP/1.1\r\nHost: example.com:8080\r\n"));
@@ -243,27 +205,18 @@ fn the_client_request_carries_every_required_field_and_custom_headers() {
 
 #[test]
 fn header_injection_through_custom_headers_is_refused() {
-    for (name, value) in [
-        ("X-Evil", "a\r\nInjected: yes"),
-        ("Bad Name", "x"),
-        ("Sec-WebSocket-Key", "x"),
-    ] {
+    for (name, value) in [("X-Evil", "a\r\nInjected: yes"), ("Bad Name", "x"), ("Sec-WebSocket-Key", "x")] {
         let mut config = ClientHandshakeConfig::default();
         config.headers = vec![(name.into(), value.into())];
         let target = Target::parse("ws://example.com/").unwrap();
-        assert!(matches!(
-            ClientHandshake::new(&target, config),
-            Err(HandshakeError::InvalidRequestHeader(_))
-        ));
+        assert!(matches!(ClientHandshake::new(&target, config), Err(HandshakeError::InvalidRequestHeader(_))));
     }
 }
 
 #[test]
 fn the_client_accepts_a_correct_101() {
     let (handshake, _) = client(ClientHandshakeConfig::default());
-    let accepted = handshake
-        .verify(parse_response(GOOD_RESPONSE.as_bytes()).0)
-        .unwrap();
+    let accepted = handshake.verify(parse_response(GOOD_RESPONSE.as_bytes()).0).unwrap();
     assert_eq!((accepted.protocol, accepted.deflate), (None, None));
 }
 
@@ -274,32 +227,19 @@ fn the_client_rejects_bad_answers_with_a_typed_error() {
         ("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", |e| {
             matches!(e, HandshakeError::Status { status: 403, .. })
         }),
-        (
-            &GOOD_RESPONSE.replace(
-                "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
-                "AAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-            ),
-            |e| matches!(e, HandshakeError::AcceptMismatch),
-        ),
-        (&GOOD_RESPONSE.replace("Upgrade: websocket\r\n", ""), |e| {
-            matches!(e, HandshakeError::MissingUpgrade)
+        (&GOOD_RESPONSE.replace("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "AAAAAAAAAAAAAAAAAAAAAAAAAAA="), |e| {
+            matches!(e, HandshakeError::AcceptMismatch)
         }),
-        (
-            &GOOD_RESPONSE.replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: nope\r\n\r\n"),
-            |e| matches!(e, HandshakeError::UnexpectedProtocol(_)),
-        ),
-        (
-            &GOOD_RESPONSE.replace(
-                "\r\n\r\n",
-                "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
-            ),
-            |e| matches!(e, HandshakeError::Deflate(_)),
-        ),
+        (&GOOD_RESPONSE.replace("Upgrade: websocket\r\n", ""), |e| matches!(e, HandshakeError::MissingUpgrade)),
+        (&GOOD_RESPONSE.replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: nope\r\n\r\n"), |e| {
+            matches!(e, HandshakeError::UnexpectedProtocol(_))
+        }),
+        (&GOOD_RESPONSE.replace("\r\n\r\n", "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"), |e| {
+            matches!(e, HandshakeError::Deflate(_))
+        }),
     ];
     for (text, expected) in cases {
-        let error = handshake
-            .verify(parse_response(text.as_bytes()).0)
-            .unwrap_err();
+        let error = handshake.verify(parse_response(text.as_bytes()).0).unwrap_err();
         assert!(expected(&error), "{text}: {error:?}");
     }
 }
@@ -308,10 +248,7 @@ fn the_client_rejects_bad_answers_with_a_typed_error() {
 fn a_10_kib_status_line_is_refused_at_the_line_limit() {
     let mut reader = HeadReader::new(HandshakeLimits::default());
     let text = format!("HTTP/1.1 101 {}\r\n\r\n", "x".repeat(10 << 10));
-    assert_eq!(
-        reader.feed(text.as_bytes()),
-        Err(HeadError::LineTooLong { limit: 8 << 10 })
-    );
+    assert_eq!(reader.feed(text.as_bytes()), Err(HeadError::LineTooLong { limit: 8 << 10 }));
 }
 
 #[test]
@@ -338,10 +275,6 @@ fn frames_in_the_same_read_as_the_101_are_kept_at_every_split_point() {
         }
         assert!(head_done);
         assert_eq!(accept_key(KEY.as_bytes()), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        assert_eq!(
-            connection.poll_event(),
-            Some(Event::Message(Message::from("first frame"))),
-            "split {split}"
-        );
+        assert_eq!(connection.poll_event(), Some(Event::Message(Message::from("first frame"))), "split {split}");
     }
 }

@@ -62,9 +62,7 @@ fn limited(limit: usize) -> Config {
 #[test]
 fn a_declared_length_over_the_limit_fails_with_1009_before_any_payload() {
     let mut harness = Harness::server(limited(1 << 20));
-    let header = FrameSpec::client(OpCode::Binary, b"")
-        .declared_len((1 << 20) + 1)
-        .bytes();
+    let header = FrameSpec::client(OpCode::Binary, b"").declared_len((1 << 20) + 1).bytes();
     let result = harness.feed(&header);
     assert!(matches!(result, Err(ProtocolError::FrameTooLarge { .. })));
     assert_failed_with(&mut harness, result, CloseCode::MESSAGE_TOO_BIG);
@@ -73,37 +71,20 @@ fn a_declared_length_over_the_limit_fails_with_1009_before_any_payload() {
 #[test]
 fn a_declared_length_within_the_limit_reserves_nothing_before_its_bytes_arrive() {
     let mut connection = Connection::new(Role::Server, limited(64 << 20), None);
-    let header = FrameSpec::client(OpCode::Binary, b"")
-        .declared_len((64 << 20) - 1)
-        .bytes();
+    let header = FrameSpec::client(OpCode::Binary, b"").declared_len((64 << 20) - 1).bytes();
     let growth = peak_growth(|| {
         connection.handle_read(&header).unwrap();
         connection.handle_read(&[0u8; 100]).unwrap();
     });
-    assert!(
-        growth < 64 << 10,
-        "declaring 64 MiB allocated {growth} bytes"
-    );
+    assert!(growth < 64 << 10, "declaring 64 MiB allocated {growth} bytes");
 }
 
 #[test]
 fn fragments_whose_sum_exceeds_the_limit_fail_with_1009() {
     let mut harness = Harness::server(limited(1000));
-    harness
-        .feed(
-            &FrameSpec::client(OpCode::Binary, &[1; 600])
-                .fin(false)
-                .bytes(),
-        )
-        .unwrap();
+    harness.feed(&FrameSpec::client(OpCode::Binary, &[1; 600]).fin(false).bytes()).unwrap();
     let result = harness.feed(&FrameSpec::client(OpCode::Continuation, &[1; 401]).bytes());
-    assert!(matches!(
-        result,
-        Err(ProtocolError::MessageTooLarge {
-            limit: 1000,
-            actual: 1001
-        })
-    ));
+    assert!(matches!(result, Err(ProtocolError::MessageTooLarge { limit: 1000, actual: 1001 })));
     assert_failed_with(&mut harness, result, CloseCode::MESSAGE_TOO_BIG);
 }
 
@@ -112,29 +93,13 @@ fn a_message_of_exactly_the_limit_is_delivered_intact_and_one_more_byte_is_refus
     let limit = 4096;
     let payload: Vec<u8> = (0..limit).map(|i| (i % 251) as u8).collect();
     let mut harness = Harness::server(limited(limit));
-    harness
-        .feed(&FrameSpec::client(OpCode::Binary, &payload).bytes())
-        .unwrap();
-    assert_eq!(
-        harness.events(),
-        vec![Event::Message(Message::from(payload.clone()))]
-    );
+    harness.feed(&FrameSpec::client(OpCode::Binary, &payload).bytes()).unwrap();
+    assert_eq!(harness.events(), vec![Event::Message(Message::from(payload.clone()))]);
 
     let mut harness = Harness::server(limited(limit));
-    harness
-        .feed(
-            &FrameSpec::client(OpCode::Binary, &payload[..limit / 2])
-                .fin(false)
-                .bytes(),
-        )
-        .unwrap();
-    harness
-        .feed(&FrameSpec::client(OpCode::Continuation, &payload[limit / 2..]).bytes())
-        .unwrap();
-    assert_eq!(
-        harness.events(),
-        vec![Event::Message(Message::from(payload.clone()))]
-    );
+    harness.feed(&FrameSpec::client(OpCode::Binary, &payload[..limit / 2]).fin(false).bytes()).unwrap();
+    harness.feed(&FrameSpec::client(OpCode::Continuation, &payload[limit / 2..]).bytes()).unwrap();
+    assert_eq!(harness.events(), vec![Event::Message(Message::from(payload.clone()))]);
 
     let mut harness = Harness::server(limited(limit));
     let mut over = payload;
@@ -163,20 +128,12 @@ fn compressed_frame(message: &[u8]) -> Vec<u8> {
 fn a_compressed_message_of_exactly_the_limit_inflates_and_one_more_byte_is_refused() {
     let limit = 10_000;
     let mut connection = Connection::new(Role::Server, limited(limit), Some(deflate_params()));
-    connection
-        .handle_read(&compressed_frame(&vec![b'a'; limit]))
-        .unwrap();
-    assert_eq!(
-        connection.poll_event(),
-        Some(Event::Message(Message::from(vec![b'a'; limit])))
-    );
+    connection.handle_read(&compressed_frame(&vec![b'a'; limit])).unwrap();
+    assert_eq!(connection.poll_event(), Some(Event::Message(Message::from(vec![b'a'; limit]))));
 
     let mut connection = Connection::new(Role::Server, limited(limit), Some(deflate_params()));
     let result = connection.handle_read(&compressed_frame(&vec![b'a'; limit + 1]));
-    assert!(
-        matches!(result, Err(ProtocolError::MessageTooLarge { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(ProtocolError::MessageTooLarge { .. })), "{result:?}");
     assert_eq!(connection.poll_event(), None);
 }
 
@@ -189,10 +146,7 @@ fn a_decompression_bomb_is_stopped_at_the_limit_with_bounded_memory() {
     let mut result = Ok(());
     let growth = peak_growth(|| result = connection.handle_read(&bomb));
     assert!(matches!(result, Err(ProtocolError::MessageTooLarge { .. })));
-    assert!(
-        growth < 1 << 20,
-        "inflating a bomb grew the heap by {growth} bytes"
-    );
+    assert!(growth < 1 << 20, "inflating a bomb grew the heap by {growth} bytes");
 }
 
 #[test]
@@ -202,20 +156,10 @@ fn a_bomb_split_across_fragments_is_stopped_too() {
     Compressor::new(15, 9, false).compress_message(&vec![0u8; 4 << 20], &mut wire);
     let (first, rest) = wire.split_at(wire.len() / 2);
     let mut connection = Connection::new(Role::Server, limited(limit), Some(deflate_params()));
-    connection
-        .handle_read(
-            &FrameSpec::client(OpCode::Binary, first)
-                .rsv1()
-                .fin(false)
-                .bytes(),
-        )
-        .ok();
+    connection.handle_read(&FrameSpec::client(OpCode::Binary, first).rsv1().fin(false).bytes()).ok();
     let result = connection.handle_read(&FrameSpec::client(OpCode::Continuation, rest).bytes());
     let first_error = connection.error().cloned();
-    assert!(
-        matches!(first_error, Some(ProtocolError::MessageTooLarge { .. })),
-        "{first_error:?} / {result:?}"
-    );
+    assert!(matches!(first_error, Some(ProtocolError::MessageTooLarge { .. })), "{first_error:?} / {result:?}");
 }
 
 #[test]
@@ -223,12 +167,8 @@ fn an_endless_fragmented_message_of_one_byte_continuations_is_closed_at_a_bound(
     let mut config = Config::default();
     config.max_fragments = 1000;
     let mut harness = Harness::server(config);
-    harness
-        .feed(&FrameSpec::client(OpCode::Binary, b"x").fin(false).bytes())
-        .unwrap();
-    let continuation = FrameSpec::client(OpCode::Continuation, b"x")
-        .fin(false)
-        .bytes();
+    harness.feed(&FrameSpec::client(OpCode::Binary, b"x").fin(false).bytes()).unwrap();
+    let continuation = FrameSpec::client(OpCode::Continuation, b"x").fin(false).bytes();
     let mut failure = None;
     for sent in 1..200_000 {
         if let Err(error) = harness.feed(&continuation) {
@@ -245,15 +185,9 @@ fn an_endless_fragmented_message_of_one_byte_continuations_is_closed_at_a_bound(
 #[test]
 fn the_default_fragment_bound_admits_autobahns_65536_fragments() {
     let mut harness = Harness::server(Config::default());
-    let mut wire = FrameSpec::client(OpCode::Binary, &[0; 64])
-        .fin(false)
-        .bytes();
+    let mut wire = FrameSpec::client(OpCode::Binary, &[0; 64]).fin(false).bytes();
     for _ in 1..65535 {
-        wire.extend(
-            FrameSpec::client(OpCode::Continuation, &[0; 64])
-                .fin(false)
-                .bytes(),
-        );
+        wire.extend(FrameSpec::client(OpCode::Continuation, &[0; 64]).fin(false).bytes());
     }
     wire.extend(FrameSpec::client(OpCode::Continuation, &[0; 64]).bytes());
     harness.feed(&wire).unwrap();
@@ -263,9 +197,7 @@ fn the_default_fragment_bound_admits_autobahns_65536_fragments() {
 #[test]
 fn an_idle_connection_releases_its_buffers() {
     let mut connection = Connection::new(Role::Server, Config::default(), None);
-    connection
-        .handle_read(&FrameSpec::client(OpCode::Binary, &[5; 100_000]).bytes())
-        .unwrap();
+    connection.handle_read(&FrameSpec::client(OpCode::Binary, &[5; 100_000]).bytes()).unwrap();
     let message = connection.poll_event();
     connection.send_binary(&[5; 100_000]).unwrap();
     let n = connection.pending_transmit().len();

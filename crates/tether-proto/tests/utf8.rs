@@ -16,24 +16,17 @@ fn a_character_split_across_fragments_is_valid() {
     let text = "€uro 🎉".as_bytes();
     for split in 0..=text.len() {
         let mut harness = server();
-        let mut wire = FrameSpec::client(OpCode::Text, &text[..split])
-            .fin(false)
-            .bytes();
+        let mut wire = FrameSpec::client(OpCode::Text, &text[..split]).fin(false).bytes();
         wire.extend(FrameSpec::client(OpCode::Continuation, &text[split..]).bytes());
         harness.feed(&wire).unwrap();
-        assert_eq!(
-            harness.events(),
-            vec![Event::Message(Message::from("€uro 🎉"))]
-        );
+        assert_eq!(harness.events(), vec![Event::Message(Message::from("€uro 🎉"))]);
     }
 }
 
 #[test]
 fn invalid_utf8_split_across_fragments_fails_with_1007() {
     let mut harness = server();
-    let mut wire = FrameSpec::client(OpCode::Text, &[b'a', 0xce])
-        .fin(false)
-        .bytes();
+    let mut wire = FrameSpec::client(OpCode::Text, &[b'a', 0xce]).fin(false).bytes();
     wire.extend(FrameSpec::client(OpCode::Continuation, &[0x20]).bytes());
     let result = harness.feed(&wire);
     assert_failed_with(&mut harness, result, CloseCode::INVALID_PAYLOAD);
@@ -72,11 +65,6 @@ fn a_truncated_character_at_the_end_of_a_message_fails_with_1007() {
 #[test]
 fn binary_messages_are_not_checked() {
     let mut harness = server();
-    harness
-        .feed(&FrameSpec::client(OpCode::Binary, &[0xff, 0xfe]).bytes())
-        .unwrap();
-    assert_eq!(
-        harness.events(),
-        vec![Event::Message(Message::from(vec![0xff, 0xfe]))]
-    );
+    harness.feed(&FrameSpec::client(OpCode::Binary, &[0xff, 0xfe]).bytes()).unwrap();
+    assert_eq!(harness.events(), vec![Event::Message(Message::from(vec![0xff, 0xfe]))]);
 }

@@ -156,12 +156,8 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
         let mask_key = mask_key.clone();
         connection.set_mask_source(Box::new(move || mask_key()));
     }
-    let info = ConnectionInfo {
-        peer_addr,
-        request: None,
-        protocol: accepted.protocol,
-        response: Some(accepted.response),
-    };
+    let info =
+        ConnectionInfo { peer_addr, request: None, protocol: accepted.protocol, response: Some(accepted.response) };
     Ok(WebSocket::new(stream, connection, info, config.close_timeout, &leftover))
 }
 
@@ -169,7 +165,9 @@ impl From<HeadReadError> for Error {
     fn from(error: HeadReadError) -> Self {
         match error {
             HeadReadError::Io(error) => Error::from(error),
-            HeadReadError::Head(error) => Error::new(Kind::Handshake(tether_proto::handshake::HandshakeError::Head(error))),
+            HeadReadError::Head(error) => {
+                Error::new(Kind::Handshake(tether_proto::handshake::HandshakeError::Head(error)))
+            }
         }
     }
 }

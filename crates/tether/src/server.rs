@@ -174,7 +174,9 @@ async fn accept_with(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Resul
     tokio::time::timeout(config.open_timeout, async {
         tcp.set_nodelay(true)?;
         let stream = match &config.tls {
-            Some(tls) => MaybeTlsStream::ServerTls(Box::new(tokio_rustls::TlsAcceptor::from(tls.clone()).accept(tcp).await?)),
+            Some(tls) => {
+                MaybeTlsStream::ServerTls(Box::new(tokio_rustls::TlsAcceptor::from(tls.clone()).accept(tcp).await?))
+            }
             None => MaybeTlsStream::Plain(tcp),
         };
         handshake(stream, peer, shared).await
@@ -183,13 +185,19 @@ async fn accept_with(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Resul
     .map_err(|_| Error::timeout("opening handshake"))?
 }
 
-async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, peer: SocketAddr, shared: &Shared) -> Result<WebSocket<S>> {
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Result<WebSocket<S>> {
     let config = &shared.config;
     let mut reader = HeadReader::new(config.limits.clone());
     let leftover = match read_head(&mut stream, &mut reader).await {
         Ok(leftover) => leftover,
         Err(HeadReadError::Io(error)) => return Err(error.into()),
-        Err(HeadReadError::Head(error)) => return Err(refuse(&mut stream, Rejection::new(error.status(), error.to_string())).await),
+        Err(HeadReadError::Head(error)) => {
+            return Err(refuse(&mut stream, Rejection::new(error.status(), error.to_string())).await)
+        }
     };
     let request = match Request::parse(&reader) {
         Ok(request) => request,
@@ -204,7 +212,8 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, peer: Socke
     stream.write_all(&response).await?;
     stream.flush().await?;
     let connection = Connection::new(Role::Server, config.protocol.clone(), accepted.deflate);
-    let info = ConnectionInfo { peer_addr: Some(peer), request: Some(request), response: None, protocol: accepted.protocol };
+    let info =
+        ConnectionInfo { peer_addr: Some(peer), request: Some(request), response: None, protocol: accepted.protocol };
     Ok(WebSocket::new(stream, connection, info, config.close_timeout, &leftover))
 }
 

@@ -81,7 +81,10 @@ pub struct WebSocket<S = crate::MaybeTlsStream> {
 
 impl<S> std::fmt::Debug for WebSocket<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebSocket").field("connection", &self.connection).field("phase", &self.phase).finish_non_exhaustive()
+        f.debug_struct("WebSocket")
+            .field("connection", &self.connection)
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
     }
 }
 
@@ -360,7 +363,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         match tokio::time::timeout(deadline, drain).await {
             Ok(result) => result,
             Err(_) => {
-                let _ = tokio::time::timeout(Duration::from_millis(100), tokio::io::AsyncWriteExt::shutdown(&mut self.stream)).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(100),
+                    tokio::io::AsyncWriteExt::shutdown(&mut self.stream),
+                )
+                .await;
                 self.phase = Phase::Done;
                 Err(Error::timeout("close handshake"))
             }

@@ -35,10 +35,7 @@ async fn answer_to(addr: std::net::SocketAddr, request: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await.unwrap().unwrap();
     String::from_utf8_lossy(&answer).into_owned()
 }
 
@@ -46,20 +43,13 @@ async fn answer_to(addr: std::net::SocketAddr, request: &str) -> String {
 async fn a_request_without_upgrade_is_answered_426() {
     let addr = echo_server(ServerConfig::default()).await;
     let answer = answer_to(addr, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
-    assert!(
-        answer.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
-        "{answer}"
-    );
+    assert!(answer.starts_with("HTTP/1.1 426 Upgrade Required\r\n"), "{answer}");
 }
 
 #[tokio::test]
 async fn a_wrong_version_is_answered_426_naming_version_13() {
     let addr = echo_server(ServerConfig::default()).await;
-    let answer = answer_to(
-        addr,
-        &upgrade_request("").replace("Version: 13", "Version: 12"),
-    )
-    .await;
+    let answer = answer_to(addr, &upgrade_request("").replace("Version: 13", "Version: 12")).await;
     assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
     assert!(answer.contains("Sec-WebSocket-Version: 13\r\n"));
 }
@@ -68,10 +58,7 @@ async fn a_wrong_version_is_answered_426_naming_version_13() {
 async fn a_bad_key_is_answered_400_with_a_reason() {
     let addr = echo_server(ServerConfig::default()).await;
     let answer = answer_to(addr, &upgrade_request("").replace(KEY, "short")).await;
-    assert!(
-        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
-        "{answer}"
-    );
+    assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
     assert!(answer.contains("Sec-WebSocket-Key"), "{answer}");
 }
 
@@ -79,11 +66,7 @@ async fn a_bad_key_is_answered_400_with_a_reason() {
 async fn too_many_headers_are_answered_431() {
     let addr = echo_server(ServerConfig::default()).await;
     let filler: String = (0..2001).map(|i| format!("X-{i}: y\r\n")).collect();
-    let answer = answer_to(
-        addr,
-        &format!("GET / HTTP/1.1\r\nHost: a\r\n{filler}Upgrade: websocket\r\n\r\n"),
-    )
-    .await;
+    let answer = answer_to(addr, &format!("GET / HTTP/1.1\r\nHost: a\r\n{filler}Upgrade: websocket\r\n\r\n")).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 }
 
@@ -109,11 +92,10 @@ async fn an_endless_header_is_answered_431_long_before_it_ends() {
         let n = reader.read(&mut answer).await.unwrap_or(0);
         String::from_utf8_lossy(&answer[..n]).into_owned()
     };
-    let (written, answer) = tokio::time::timeout(Duration::from_secs(10), async {
-        tokio::join!(write_all, read_answer)
-    })
-    .await
-    .expect("the server must answer, not wait for 20 MB");
+    let (written, answer) =
+        tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(write_all, read_answer) })
+            .await
+            .expect("the server must answer, not wait for 20 MB");
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     assert!(written < 20 << 20, "the server read all {written} bytes");
 }
@@ -149,9 +131,7 @@ async fn a_slowloris_client_is_dropped_at_the_open_timeout_however_steadily_it_d
             break;
         }
         let mut probe = [0u8; 1];
-        if let Ok(Ok(0)) =
-            tokio::time::timeout(Duration::from_millis(1), stream.read(&mut probe)).await
-        {
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), stream.read(&mut probe)).await {
             dropped_after = Some(start.elapsed());
             break;
         }
@@ -169,10 +149,7 @@ async fn a_declared_length_over_the_limit_is_closed_with_1009_at_once() {
     config.protocol = tether::Config::default().with_max_message_size(1 << 20);
     let addr = echo_server(config).await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(upgrade_request("").as_bytes())
-        .await
-        .unwrap();
+    stream.write_all(upgrade_request("").as_bytes()).await.unwrap();
     let mut head = vec![0u8; 1024];
     let _ = stream.read(&mut head).await.unwrap();
     // A masked binary frame header declaring 64 MiB, and no payload.
@@ -181,15 +158,8 @@ async fn a_declared_length_over_the_limit_is_closed_with_1009_at_once() {
     header.extend_from_slice(&[1, 2, 3, 4]);
     stream.write_all(&header).await.unwrap();
     let mut frame = vec![0u8; 256];
-    let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut frame))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        n >= 4 && frame[0] == 0x88,
-        "expected a close frame, got {:?}",
-        &frame[..n]
-    );
+    let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut frame)).await.unwrap().unwrap();
+    assert!(n >= 4 && frame[0] == 0x88, "expected a close frame, got {:?}", &frame[..n]);
     assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), 1009);
 }
 
@@ -247,26 +217,18 @@ async fn the_client_reports_a_refusal_with_its_status() {
 async fn the_client_rejects_a_wrong_accept_key() {
     let url = raw_server(|_| switching("a different key")).await;
     let error = tether::connect(&url).await.unwrap_err();
-    assert!(
-        error.is_handshake() && error.to_string().contains("Accept"),
-        "{error}"
-    );
+    assert!(error.is_handshake() && error.to_string().contains("Accept"), "{error}");
 }
 
 #[tokio::test]
 async fn the_client_stops_reading_an_endless_response_head_at_the_limit() {
     let url = raw_server(|_| {
         let mut endless = b"HTTP/1.1 200 OK\r\n".to_vec();
-        endless.extend(
-            std::iter::repeat_n(b"X-Spam: 0123456789abcdef\r\n".iter().copied(), 200_000).flatten(),
-        );
+        endless.extend(std::iter::repeat_n(b"X-Spam: 0123456789abcdef\r\n".iter().copied(), 200_000).flatten());
         endless
     })
     .await;
-    let error = tokio::time::timeout(Duration::from_secs(5), tether::connect(&url))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let error = tokio::time::timeout(Duration::from_secs(5), tether::connect(&url)).await.unwrap().unwrap_err();
     assert_eq!(error.http_status(), Some(431), "{error}");
 }
 
@@ -293,10 +255,7 @@ async fn a_frame_in_the_same_write_as_the_101_is_received() {
     })
     .await;
     let mut socket = tether::connect(&url).await.unwrap();
-    assert_eq!(
-        socket.recv().await.unwrap(),
-        Some(tether::Message::from("hi"))
-    );
+    assert_eq!(socket.recv().await.unwrap(), Some(tether::Message::from("hi")));
 }
 
 #[tokio::test]
@@ -308,11 +267,7 @@ async fn close_returns_at_the_close_timeout_when_the_peer_ignores_it() {
     let start = Instant::now();
     let error = socket.close(CloseCode::NORMAL, "").await.unwrap_err();
     assert!(error.is_timeout(), "{error}");
-    assert!(
-        start.elapsed() < Duration::from_millis(1000),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_millis(1000), "{:?}", start.elapsed());
 }
 
 #[tokio::test]
@@ -324,12 +279,7 @@ async fn eof_in_the_middle_of_a_message_is_an_abnormal_closure() {
         let mut buf = [0u8; 4096];
         let n = stream.read(&mut buf).await.unwrap();
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        let key = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .unwrap()
-            .trim()
-            .to_owned();
+        let key = text.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap().trim().to_owned();
         let mut reply = switching(&key);
         reply.extend_from_slice(&[0x01, 0x03, b'p', b'a', b'r']); // a first fragment, then nothing
         stream.write_all(&reply).await.unwrap();
@@ -345,9 +295,7 @@ async fn connecting_to_a_server_that_never_answers_times_out() {
     let addr = listener.local_addr().unwrap();
     let mut config = ClientConfig::default();
     config.open_timeout = Some(Duration::from_millis(200));
-    let error = tether::connect_with(&format!("ws://{addr}/"), &config)
-        .await
-        .unwrap_err();
+    let error = tether::connect_with(&format!("ws://{addr}/"), &config).await.unwrap_err();
     assert!(error.is_timeout(), "{error}");
     drop(listener);
 }

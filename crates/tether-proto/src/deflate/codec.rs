@@ -30,9 +30,7 @@ pub struct Compressor {
 
 impl std::fmt::Debug for Compressor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Compressor")
-            .field("reset_after_message", &self.reset_after_message)
-            .finish_non_exhaustive()
+        f.debug_struct("Compressor").field("reset_after_message", &self.reset_after_message).finish_non_exhaustive()
     }
 }
 
@@ -88,9 +86,7 @@ pub struct Decompressor {
 
 impl std::fmt::Debug for Decompressor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Decompressor")
-            .field("reset_after_message", &self.reset_after_message)
-            .finish_non_exhaustive()
+        f.debug_struct("Decompressor").field("reset_after_message", &self.reset_after_message).finish_non_exhaustive()
     }
 }
 
@@ -112,12 +108,7 @@ impl Decompressor {
     /// # Errors
     /// [`ProtocolError::MessageTooLarge`] past the limit,
     /// [`ProtocolError::InvalidCompressedData`] for corrupt data.
-    pub fn decompress(
-        &mut self,
-        mut input: &[u8],
-        out: &mut BytesMut,
-        limit: usize,
-    ) -> Result<(), ProtocolError> {
+    pub fn decompress(&mut self, mut input: &[u8], out: &mut BytesMut, limit: usize) -> Result<(), ProtocolError> {
         while !input.is_empty() || !self.ended {
             if self.ended {
                 // RFC 7692 §7.2.3.4 lets a sender end with BFINAL; bytes after it are garbage.
@@ -126,18 +117,13 @@ impl Decompressor {
             // Never inflate more than one byte past the limit.
             let room = (limit + 1).saturating_sub(out.len());
             if room == 0 {
-                return Err(ProtocolError::MessageTooLarge {
-                    limit,
-                    actual: out.len() as u64,
-                });
+                return Err(ProtocolError::MessageTooLarge { limit, actual: out.len() as u64 });
             }
             let step = room.min(INFLATE_STEP);
             let start = out.len();
             out.resize(start + step, 0);
             let (in_before, out_before) = (self.stream.total_in(), self.stream.total_out());
-            let status = self
-                .stream
-                .decompress(input, &mut out[start..], FlushDecompress::None);
+            let status = self.stream.decompress(input, &mut out[start..], FlushDecompress::None);
             let produced = (self.stream.total_out() - out_before) as usize;
             let consumed = (self.stream.total_in() - in_before) as usize;
             out.truncate(start + produced);
@@ -148,10 +134,7 @@ impl Decompressor {
                 Ok(Status::Ok | Status::BufError) => {}
             }
             if out.len() > limit {
-                return Err(ProtocolError::MessageTooLarge {
-                    limit,
-                    actual: out.len() as u64,
-                });
+                return Err(ProtocolError::MessageTooLarge { limit, actual: out.len() as u64 });
             }
             // Output space left over means zlib has nothing more pending.
             if input.is_empty() && produced < step {
@@ -169,11 +152,7 @@ impl Decompressor {
     ///
     /// # Errors
     /// As [`decompress`](Self::decompress).
-    pub fn finish_message(
-        &mut self,
-        out: &mut BytesMut,
-        limit: usize,
-    ) -> Result<(), ProtocolError> {
+    pub fn finish_message(&mut self, out: &mut BytesMut, limit: usize) -> Result<(), ProtocolError> {
         if !self.ended {
             self.decompress(&SYNC_TRAILER, out, limit)?;
         }
@@ -189,20 +168,12 @@ impl Decompressor {
 mod tests {
     use super::*;
 
-    fn round_trip(
-        compressor: &mut Compressor,
-        decompressor: &mut Decompressor,
-        message: &[u8],
-    ) -> usize {
+    fn round_trip(compressor: &mut Compressor, decompressor: &mut Decompressor, message: &[u8]) -> usize {
         let mut wire = Vec::new();
         compressor.compress_message(message, &mut wire);
         let mut out = BytesMut::new();
-        decompressor
-            .decompress(&wire, &mut out, usize::MAX - 1)
-            .unwrap();
-        decompressor
-            .finish_message(&mut out, usize::MAX - 1)
-            .unwrap();
+        decompressor.decompress(&wire, &mut out, usize::MAX - 1).unwrap();
+        decompressor.finish_message(&mut out, usize::MAX - 1).unwrap();
         assert_eq!(&out[..], message);
         wire.len()
     }
@@ -227,10 +198,7 @@ mod tests {
         let mut reset = (Compressor::new(15, 6, true), Decompressor::new(15, true));
         round_trip(&mut keep.0, &mut keep.1, message);
         round_trip(&mut reset.0, &mut reset.1, message);
-        assert!(
-            round_trip(&mut keep.0, &mut keep.1, message)
-                < round_trip(&mut reset.0, &mut reset.1, message)
-        );
+        assert!(round_trip(&mut keep.0, &mut keep.1, message) < round_trip(&mut reset.0, &mut reset.1, message));
     }
 
     #[test]
@@ -238,9 +206,7 @@ mod tests {
         // RFC 7692 §7.2.3.1: "Hello" compressed, without the trailer.
         let mut out = BytesMut::new();
         let mut decompressor = Decompressor::new(15, false);
-        decompressor
-            .decompress(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], &mut out, 100)
-            .unwrap();
+        decompressor.decompress(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], &mut out, 100).unwrap();
         decompressor.finish_message(&mut out, 100).unwrap();
         assert_eq!(&out[..], b"Hello");
     }

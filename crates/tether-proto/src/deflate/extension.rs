@@ -75,11 +75,7 @@ impl Cursor<'_> {
                     return Ok(String::from_utf8_lossy(&value).into_owned());
                 }
                 Some(b'\\') => {
-                    let escaped = self
-                        .input
-                        .get(self.at + 1)
-                        .copied()
-                        .ok_or_else(|| self.error())?;
+                    let escaped = self.input.get(self.at + 1).copied().ok_or_else(|| self.error())?;
                     value.push(escaped);
                     self.at += 2;
                 }
@@ -98,10 +94,7 @@ impl Cursor<'_> {
 /// # Errors
 /// Anything that does not follow the grammar, with the offset where it broke.
 pub fn parse_extensions(header: &[u8]) -> Result<Vec<ExtensionOffer>, ExtensionParseError> {
-    let mut cursor = Cursor {
-        input: header,
-        at: 0,
-    };
+    let mut cursor = Cursor { input: header, at: 0 };
     let mut offers = Vec::new();
     loop {
         cursor.skip_space();
@@ -128,11 +121,7 @@ pub fn parse_extensions(header: &[u8]) -> Result<Vec<ExtensionOffer>, ExtensionP
                     let value = if cursor.peek() == Some(b'=') {
                         cursor.at += 1;
                         cursor.skip_space();
-                        Some(if cursor.peek() == Some(b'"') {
-                            cursor.quoted_string()?
-                        } else {
-                            cursor.token()?
-                        })
+                        Some(if cursor.peek() == Some(b'"') { cursor.quoted_string()? } else { cursor.token()? })
                     } else {
                         None
                     };
@@ -152,10 +141,7 @@ mod tests {
     fn offer(name: &str, params: &[(&str, Option<&str>)]) -> ExtensionOffer {
         ExtensionOffer {
             name: name.into(),
-            params: params
-                .iter()
-                .map(|(k, v)| ((*k).into(), v.map(Into::into)))
-                .collect(),
+            params: params.iter().map(|(k, v)| ((*k).into(), v.map(Into::into))).collect(),
         }
     }
 
@@ -170,10 +156,7 @@ mod tests {
             vec![
                 offer(
                     "permessage-deflate",
-                    &[
-                        ("client_max_window_bits", None),
-                        ("server_max_window_bits", Some("10"))
-                    ]
+                    &[("client_max_window_bits", None), ("server_max_window_bits", Some("10"))]
                 ),
                 offer("x-foo", &[]),
                 offer("permessage-deflate", &[]),
@@ -183,19 +166,8 @@ mod tests {
 
     #[test]
     fn malformed_headers_are_errors_not_panics() {
-        for bad in [
-            &b"permessage-deflate; =1"[..],
-            b"a b",
-            b"a; b=\"unclosed",
-            b"a; b=",
-            b";",
-            b"a; b=\"x\\",
-        ] {
-            assert!(
-                parse_extensions(bad).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+        for bad in [&b"permessage-deflate; =1"[..], b"a b", b"a; b=\"unclosed", b"a; b=", b";", b"a; b=\"x\\"] {
+            assert!(parse_extensions(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         assert_eq!(parse_extensions(b" , ,").unwrap(), vec![]);
     }

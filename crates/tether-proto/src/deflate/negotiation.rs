@@ -58,16 +58,10 @@ impl DeflateParams {
             value.push_str(CLIENT_NO_CONTEXT_TAKEOVER);
         }
         if self.server_max_window_bits < 15 {
-            value.push_str(&format!(
-                "; {SERVER_MAX_WINDOW_BITS}={}",
-                self.server_max_window_bits
-            ));
+            value.push_str(&format!("; {SERVER_MAX_WINDOW_BITS}={}", self.server_max_window_bits));
         }
         if self.client_max_window_bits < 15 {
-            value.push_str(&format!(
-                "; {CLIENT_MAX_WINDOW_BITS}={}",
-                self.client_max_window_bits
-            ));
+            value.push_str(&format!("; {CLIENT_MAX_WINDOW_BITS}={}", self.client_max_window_bits));
         }
         value
     }
@@ -95,10 +89,9 @@ impl fmt::Display for DeflateError {
             DeflateError::InvalidParameter(param) => {
                 write!(f, "invalid permessage-deflate parameter: {param}")
             }
-            DeflateError::NotAsRequested(what) => write!(
-                f,
-                "permessage-deflate response does not honour the offer: {what}"
-            ),
+            DeflateError::NotAsRequested(what) => {
+                write!(f, "permessage-deflate response does not honour the offer: {what}")
+            }
         }
     }
 }
@@ -133,12 +126,7 @@ fn parse_params(params: &[(String, Option<String>)]) -> Result<ParsedParams, Str
             return Err(format!("{name} repeated"));
         }
         seen.push(name);
-        let bits = || {
-            value
-                .as_deref()
-                .and_then(parse_window_bits)
-                .ok_or_else(|| format!("{name}={value:?}"))
-        };
+        let bits = || value.as_deref().and_then(parse_window_bits).ok_or_else(|| format!("{name}={value:?}"));
         match name.as_str() {
             SERVER_NO_CONTEXT_TAKEOVER | CLIENT_NO_CONTEXT_TAKEOVER if value.is_some() => {
                 return Err(format!("{name} takes no value"));
@@ -147,8 +135,7 @@ fn parse_params(params: &[(String, Option<String>)]) -> Result<ParsedParams, Str
             CLIENT_NO_CONTEXT_TAKEOVER => parsed.client_no_context_takeover = true,
             SERVER_MAX_WINDOW_BITS => parsed.server_max_window_bits = Some(bits()?),
             CLIENT_MAX_WINDOW_BITS => {
-                parsed.client_max_window_bits =
-                    Some(if value.is_some() { Some(bits()?) } else { None });
+                parsed.client_max_window_bits = Some(if value.is_some() { Some(bits()?) } else { None });
             }
             _ => return Err(format!("unknown parameter {name}")),
         }
@@ -174,16 +161,10 @@ impl DeflateConfig {
             value.push_str(CLIENT_NO_CONTEXT_TAKEOVER);
         }
         if self.server_max_window_bits < 15 {
-            value.push_str(&format!(
-                "; {SERVER_MAX_WINDOW_BITS}={}",
-                self.server_max_window_bits
-            ));
+            value.push_str(&format!("; {SERVER_MAX_WINDOW_BITS}={}", self.server_max_window_bits));
         }
         if self.client_max_window_bits < 15 {
-            value.push_str(&format!(
-                "; {CLIENT_MAX_WINDOW_BITS}={}",
-                self.client_max_window_bits
-            ));
+            value.push_str(&format!("; {CLIENT_MAX_WINDOW_BITS}={}", self.client_max_window_bits));
         } else {
             value.push_str("; ");
             value.push_str(CLIENT_MAX_WINDOW_BITS);
@@ -198,34 +179,27 @@ impl DeflateConfig {
     /// is declined (not an error: the next offer may do).
     #[must_use]
     pub fn accept_offer(&self, offers: &[ExtensionOffer]) -> Option<DeflateParams> {
-        offers
-            .iter()
-            .filter(|offer| offer.name.eq_ignore_ascii_case(EXTENSION_NAME))
-            .find_map(|offer| {
-                let requested = parse_params(&offer.params).ok()?;
-                let server_max_window_bits = requested
-                    .server_max_window_bits
-                    .map_or(self.server_max_window_bits, |bits| {
-                        bits.min(self.server_max_window_bits)
-                    });
-                // §7.1.2.2: without client_max_window_bits in the offer the client
-                // may not support a smaller window, so we cannot ask for one.
-                let client_max_window_bits = match requested.client_max_window_bits {
-                    None => 15,
-                    Some(offered) => offered.unwrap_or(15).min(self.client_max_window_bits),
-                };
-                Some(DeflateParams {
-                    // §7.1.1.1: a requested server_no_context_takeover MUST be honoured.
-                    server_no_context_takeover: requested.server_no_context_takeover
-                        || self.server_no_context_takeover,
-                    // §7.1.1.2: echoing the client's hint is always allowed, and it
-                    // lets us drop our decompressor's context between messages.
-                    client_no_context_takeover: requested.client_no_context_takeover
-                        || self.client_no_context_takeover,
-                    server_max_window_bits,
-                    client_max_window_bits,
-                })
+        offers.iter().filter(|offer| offer.name.eq_ignore_ascii_case(EXTENSION_NAME)).find_map(|offer| {
+            let requested = parse_params(&offer.params).ok()?;
+            let server_max_window_bits = requested
+                .server_max_window_bits
+                .map_or(self.server_max_window_bits, |bits| bits.min(self.server_max_window_bits));
+            // §7.1.2.2: without client_max_window_bits in the offer the client
+            // may not support a smaller window, so we cannot ask for one.
+            let client_max_window_bits = match requested.client_max_window_bits {
+                None => 15,
+                Some(offered) => offered.unwrap_or(15).min(self.client_max_window_bits),
+            };
+            Some(DeflateParams {
+                // §7.1.1.1: a requested server_no_context_takeover MUST be honoured.
+                server_no_context_takeover: requested.server_no_context_takeover || self.server_no_context_takeover,
+                // §7.1.1.2: echoing the client's hint is always allowed, and it
+                // lets us drop our decompressor's context between messages.
+                client_no_context_takeover: requested.client_no_context_takeover || self.client_no_context_takeover,
+                server_max_window_bits,
+                client_max_window_bits,
             })
+        })
     }
 
     /// As a client: checks the server's `Sec-WebSocket-Extensions` answer
@@ -235,16 +209,11 @@ impl DeflateConfig {
     /// An extension we did not offer, a malformed parameter, or a parameter
     /// that does not honour our offer: RFC 7692 §7.1 requires the client to
     /// fail the connection then.
-    pub fn accept_response(
-        &self,
-        response: &[ExtensionOffer],
-    ) -> Result<Option<DeflateParams>, DeflateError> {
+    pub fn accept_response(&self, response: &[ExtensionOffer]) -> Result<Option<DeflateParams>, DeflateError> {
         let [accepted] = response else {
             return match response.first() {
                 None => Ok(None),
-                Some(_) => Err(DeflateError::UnexpectedExtension(
-                    "more than one extension".into(),
-                )),
+                Some(_) => Err(DeflateError::UnexpectedExtension("more than one extension".into())),
             };
         };
         if !accepted.name.eq_ignore_ascii_case(EXTENSION_NAME) {
@@ -252,37 +221,28 @@ impl DeflateConfig {
         }
         let answer = parse_params(&accepted.params).map_err(DeflateError::InvalidParameter)?;
         if self.server_no_context_takeover && !answer.server_no_context_takeover {
-            return Err(DeflateError::NotAsRequested(
-                SERVER_NO_CONTEXT_TAKEOVER.into(),
-            ));
+            return Err(DeflateError::NotAsRequested(SERVER_NO_CONTEXT_TAKEOVER.into()));
         }
         let server_max_window_bits = match answer.server_max_window_bits {
             Some(bits) if bits > self.server_max_window_bits => {
-                return Err(DeflateError::NotAsRequested(format!(
-                    "{SERVER_MAX_WINDOW_BITS}={bits}"
-                )));
+                return Err(DeflateError::NotAsRequested(format!("{SERVER_MAX_WINDOW_BITS}={bits}")));
             }
             Some(bits) => bits,
             None if self.server_max_window_bits < 15 => {
-                return Err(DeflateError::NotAsRequested(format!(
-                    "{SERVER_MAX_WINDOW_BITS} missing"
-                )));
+                return Err(DeflateError::NotAsRequested(format!("{SERVER_MAX_WINDOW_BITS} missing")));
             }
             None => 15,
         };
         let client_max_window_bits = match answer.client_max_window_bits {
             Some(None) => {
-                return Err(DeflateError::InvalidParameter(format!(
-                    "{CLIENT_MAX_WINDOW_BITS} without a value"
-                )))
+                return Err(DeflateError::InvalidParameter(format!("{CLIENT_MAX_WINDOW_BITS} without a value")))
             }
             Some(Some(bits)) => bits.min(self.client_max_window_bits),
             None => self.client_max_window_bits,
         };
         Ok(Some(DeflateParams {
             server_no_context_takeover: answer.server_no_context_takeover,
-            client_no_context_takeover: answer.client_no_context_takeover
-                || self.client_no_context_takeover,
+            client_no_context_takeover: answer.client_no_context_takeover || self.client_no_context_takeover,
             server_max_window_bits,
             client_max_window_bits,
         }))
@@ -306,10 +266,7 @@ mod tests {
         )
         .unwrap();
         assert!(params.server_no_context_takeover);
-        assert_eq!(
-            (params.server_max_window_bits, params.client_max_window_bits),
-            (9, 15)
-        );
+        assert_eq!((params.server_max_window_bits, params.client_max_window_bits), (9, 15));
         assert_eq!(
             params.to_response_header(),
             "permessage-deflate; server_no_context_takeover; server_max_window_bits=9"
@@ -318,28 +275,10 @@ mod tests {
 
     #[test]
     fn server_limits_client_window_only_when_offered() {
-        let config = DeflateConfig {
-            client_max_window_bits: 10,
-            ..DeflateConfig::default()
-        };
-        assert_eq!(
-            accept(&config, "permessage-deflate")
-                .unwrap()
-                .client_max_window_bits,
-            15
-        );
-        assert_eq!(
-            accept(&config, "permessage-deflate; client_max_window_bits")
-                .unwrap()
-                .client_max_window_bits,
-            10
-        );
-        assert_eq!(
-            accept(&config, "permessage-deflate; client_max_window_bits=8")
-                .unwrap()
-                .client_max_window_bits,
-            8
-        );
+        let config = DeflateConfig { client_max_window_bits: 10, ..DeflateConfig::default() };
+        assert_eq!(accept(&config, "permessage-deflate").unwrap().client_max_window_bits, 15);
+        assert_eq!(accept(&config, "permessage-deflate; client_max_window_bits").unwrap().client_max_window_bits, 10);
+        assert_eq!(accept(&config, "permessage-deflate; client_max_window_bits=8").unwrap().client_max_window_bits, 8);
     }
 
     #[test]
@@ -358,11 +297,8 @@ mod tests {
         ] {
             assert_eq!(accept(&config, bad), None, "{bad}");
         }
-        let params = accept(
-            &config,
-            "permessage-deflate; bogus, permessage-deflate; client_no_context_takeover",
-        )
-        .unwrap();
+        let params =
+            accept(&config, "permessage-deflate; bogus, permessage-deflate; client_no_context_takeover").unwrap();
         assert!(params.client_no_context_takeover);
     }
 
@@ -382,10 +318,7 @@ mod tests {
 
     #[test]
     fn client_rejects_answers_that_break_the_offer() {
-        let client = DeflateConfig {
-            server_max_window_bits: 10,
-            ..DeflateConfig::default()
-        };
+        let client = DeflateConfig { server_max_window_bits: 10, ..DeflateConfig::default() };
         for bad in [
             "permessage-deflate; server_max_window_bits=12",
             "permessage-deflate",

@@ -29,15 +29,7 @@ impl FrameHeader {
     /// A final, unmasked, uncompressed header for `opcode` and `payload_len`.
     #[must_use]
     pub const fn new(opcode: OpCode, payload_len: u64) -> FrameHeader {
-        FrameHeader {
-            fin: true,
-            rsv1: false,
-            rsv2: false,
-            rsv3: false,
-            opcode,
-            mask: None,
-            payload_len,
-        }
+        FrameHeader { fin: true, rsv1: false, rsv2: false, rsv3: false, opcode, mask: None, payload_len }
     }
 
     /// How many header bytes a buffer starting with `first_two` needs in all.
@@ -80,14 +72,7 @@ impl FrameHeader {
             }
             short => (u64::from(short), 2),
         };
-        let mask = (b1 & 0x80 != 0).then(|| {
-            [
-                buf[mask_at],
-                buf[mask_at + 1],
-                buf[mask_at + 2],
-                buf[mask_at + 3],
-            ]
-        });
+        let mask = (b1 & 0x80 != 0).then(|| [buf[mask_at], buf[mask_at + 1], buf[mask_at + 2], buf[mask_at + 3]]);
         let header = FrameHeader {
             fin: b0 & 0x80 != 0,
             rsv1: b0 & 0x40 != 0,
@@ -150,14 +135,7 @@ mod tests {
 
     #[test]
     fn lengths_use_the_shortest_form_and_round_trip() {
-        for (len, expected_size) in [
-            (0, 2),
-            (125, 2),
-            (126, 4),
-            (65535, 4),
-            (65536, 10),
-            (u64::MAX >> 1, 10),
-        ] {
+        for (len, expected_size) in [(0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10), (u64::MAX >> 1, 10)] {
             let mut header = FrameHeader::new(OpCode::Binary, len);
             let mut out = [0u8; MAX_HEADER_LEN];
             assert_eq!(header.encode(&mut out), expected_size);
@@ -173,19 +151,13 @@ mod tests {
     fn sixty_four_bit_length_with_top_bit_is_rejected() {
         let mut buf = [0x82, 127, 0, 0, 0, 0, 0, 0, 0, 0];
         buf[2] = 0x80;
-        assert_eq!(
-            FrameHeader::decode(&buf),
-            Err(ProtocolError::LengthTopBitSet)
-        );
+        assert_eq!(FrameHeader::decode(&buf), Err(ProtocolError::LengthTopBitSet));
     }
 
     #[test]
     fn reserved_opcodes_are_rejected() {
         for op in [0x3, 0x7, 0xB, 0xF] {
-            assert_eq!(
-                FrameHeader::decode(&[0x80 | op, 0]),
-                Err(ProtocolError::ReservedOpCode(op))
-            );
+            assert_eq!(FrameHeader::decode(&[0x80 | op, 0]), Err(ProtocolError::ReservedOpCode(op)));
         }
     }
 }

@@ -8,9 +8,7 @@
 /// which the compiler turns into SIMD on targets that have it; no `unsafe`.
 pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate_key(key, offset);
-    let wide = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
+    let wide = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
     let mut chunks = data.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
@@ -113,8 +111,7 @@ mod tests {
     #[test]
     fn random_masks_differ() {
         let mut source = RandomMask;
-        let keys: std::collections::HashSet<[u8; 4]> =
-            (0..64).map(|_| source.next_mask()).collect();
+        let keys: std::collections::HashSet<[u8; 4]> = (0..64).map(|_| source.next_mask()).collect();
         assert!(keys.len() > 60);
     }
 }

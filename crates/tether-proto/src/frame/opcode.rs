@@ -85,9 +85,7 @@ mod tests {
 
     #[test]
     fn only_close_ping_pong_are_control() {
-        assert!(
-            OpCode::Close.is_control() && OpCode::Ping.is_control() && OpCode::Pong.is_control()
-        );
+        assert!(OpCode::Close.is_control() && OpCode::Ping.is_control() && OpCode::Pong.is_control());
         assert!(!OpCode::Text.is_control() && !OpCode::Binary.is_control());
         assert!(!OpCode::Continuation.is_control());
     }

@@ -26,10 +26,7 @@ pub fn generate_key() -> String {
 /// Whether `key` is what §4.2.1 demands: base64 that decodes to 16 bytes.
 #[must_use]
 pub fn is_valid_key(key: &[u8]) -> bool {
-    key.len() == 24
-        && STANDARD
-            .decode(key)
-            .is_ok_and(|decoded| decoded.len() == 16)
+    key.len() == 24 && STANDARD.decode(key).is_ok_and(|decoded| decoded.len() == 16)
 }
 
 #[cfg(test)]
@@ -38,10 +35,7 @@ mod tests {
 
     #[test]
     fn rfc_6455_sample_key() {
-        assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]
@@ -53,13 +47,7 @@ mod tests {
 
     #[test]
     fn keys_that_do_not_decode_to_16_bytes_are_invalid() {
-        for bad in [
-            "",
-            "abc",
-            "dGhlIHNhbXBsZSBub25jZQ",
-            "dGhlIHNhbXBsZSBub25jZQ=!",
-            "AAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-        ] {
+        for bad in ["", "abc", "dGhlIHNhbXBsZSBub25jZQ", "dGhlIHNhbXBsZSBub25jZQ=!", "AAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
             assert!(!is_valid_key(bad.as_bytes()), "{bad}");
         }
     }

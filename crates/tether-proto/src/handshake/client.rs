@@ -4,9 +4,7 @@
 use std::fmt;
 
 use super::{accept_key, generate_key, HeadError, Headers, Response, Target};
-use crate::deflate::{
-    parse_extensions, DeflateConfig, DeflateError, DeflateParams, ExtensionParseError,
-};
+use crate::deflate::{parse_extensions, DeflateConfig, DeflateError, DeflateParams, ExtensionParseError};
 
 /// What a client asks for in the handshake.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -61,12 +59,8 @@ impl fmt::Display for HandshakeError {
                 write!(f, "server answered {status} {reason}")
             }
             HandshakeError::MissingUpgrade => f.write_str("101 answer lacks Upgrade: websocket"),
-            HandshakeError::MissingConnection => {
-                f.write_str("101 answer lacks Connection: Upgrade")
-            }
-            HandshakeError::AcceptMismatch => {
-                f.write_str("Sec-WebSocket-Accept does not match our key")
-            }
+            HandshakeError::MissingConnection => f.write_str("101 answer lacks Connection: Upgrade"),
+            HandshakeError::AcceptMismatch => f.write_str("Sec-WebSocket-Accept does not match our key"),
             HandshakeError::UnexpectedProtocol(protocol) => {
                 write!(f, "server chose subprotocol {protocol:?}, not offered")
             }
@@ -109,10 +103,7 @@ const RESERVED_REQUEST_HEADERS: [&str; 6] = [
 ];
 
 fn is_token(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 impl ClientHandshake {
@@ -121,10 +112,7 @@ impl ClientHandshake {
     /// # Errors
     /// A header in `config` with a name that is not a token, a value with
     /// CR, LF or NUL (header injection), or a reserved WebSocket field.
-    pub fn new(
-        target: &Target,
-        config: ClientHandshakeConfig,
-    ) -> Result<(ClientHandshake, Vec<u8>), HandshakeError> {
+    pub fn new(target: &Target, config: ClientHandshakeConfig) -> Result<(ClientHandshake, Vec<u8>), HandshakeError> {
         Self::with_key(target, config, generate_key())
     }
 
@@ -147,55 +135,30 @@ impl ClientHandshake {
         }
         for protocol in &config.protocols {
             if !is_token(protocol) {
-                return Err(HandshakeError::InvalidRequestHeader(format!(
-                    "Sec-WebSocket-Protocol: {protocol}"
-                )));
+                return Err(HandshakeError::InvalidRequestHeader(format!("Sec-WebSocket-Protocol: {protocol}")));
             }
         }
-        let has = |name: &str| {
-            config
-                .headers
-                .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case(name))
-        };
+        let has = |name: &str| config.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
         let mut request = format!("GET {} HTTP/1.1\r\n", target.resource);
         if !has("Host") {
             request.push_str(&format!("Host: {}\r\n", target.host_header()));
         }
         request.push_str("Upgrade: websocket\r\nConnection: Upgrade\r\n");
-        request.push_str(&format!(
-            "Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        ));
+        request.push_str(&format!("Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"));
         if !config.protocols.is_empty() {
-            request.push_str(&format!(
-                "Sec-WebSocket-Protocol: {}\r\n",
-                config.protocols.join(", ")
-            ));
+            request.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", config.protocols.join(", ")));
         }
         if let Some(deflate) = &config.deflate {
-            request.push_str(&format!(
-                "Sec-WebSocket-Extensions: {}\r\n",
-                deflate.to_offer_header()
-            ));
+            request.push_str(&format!("Sec-WebSocket-Extensions: {}\r\n", deflate.to_offer_header()));
         }
         if !has("User-Agent") {
-            request.push_str(concat!(
-                "User-Agent: tether/",
-                env!("CARGO_PKG_VERSION"),
-                "\r\n"
-            ));
+            request.push_str(concat!("User-Agent: tether/", env!("CARGO_PKG_VERSION"), "\r\n"));
         }
         for (name, value) in &config.headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
         request.push_str("\r\n");
-        Ok((
-            ClientHandshake {
-                expected_accept: accept_key(key.as_bytes()),
-                config,
-            },
-            request.into_bytes(),
-        ))
+        Ok((ClientHandshake { expected_accept: accept_key(key.as_bytes()), config }, request.into_bytes()))
     }
 
     /// Checks the server's answer (RFC 6455 §4.1, items 1–6 of the
@@ -219,8 +182,7 @@ impl ClientHandshake {
             return Err(HandshakeError::MissingConnection);
         }
         if headers.count("Sec-WebSocket-Accept") != 1
-            || headers.get("Sec-WebSocket-Accept").map(<[u8]>::trim_ascii)
-                != Some(self.expected_accept.as_bytes())
+            || headers.get("Sec-WebSocket-Accept").map(<[u8]>::trim_ascii) != Some(self.expected_accept.as_bytes())
         {
             return Err(HandshakeError::AcceptMismatch);
         }
@@ -239,20 +201,10 @@ impl ClientHandshake {
             Some(value) => parse_extensions(&value).map_err(HandshakeError::ExtensionSyntax)?,
         };
         let deflate = match &self.config.deflate {
-            Some(deflate) => deflate
-                .accept_response(&extensions)
-                .map_err(HandshakeError::Deflate)?,
+            Some(deflate) => deflate.accept_response(&extensions).map_err(HandshakeError::Deflate)?,
             None if extensions.is_empty() => None,
-            None => {
-                return Err(HandshakeError::Deflate(DeflateError::UnexpectedExtension(
-                    extensions[0].name.clone(),
-                )))
-            }
+            None => return Err(HandshakeError::Deflate(DeflateError::UnexpectedExtension(extensions[0].name.clone()))),
         };
-        Ok(ClientAccepted {
-            protocol,
-            deflate,
-            response,
-        })
+        Ok(ClientAccepted { protocol, deflate, response })
     }
 }

@@ -41,9 +41,7 @@ impl HeadError {
     #[must_use]
     pub fn status(&self) -> u16 {
         match self {
-            HeadError::TooLarge { .. }
-            | HeadError::TooManyHeaders { .. }
-            | HeadError::LineTooLong { .. } => 431,
+            HeadError::TooLarge { .. } | HeadError::TooManyHeaders { .. } | HeadError::LineTooLong { .. } => 431,
             HeadError::Malformed(_) => 400,
         }
     }
@@ -76,13 +74,7 @@ impl HeadReader {
     /// A reader enforcing `limits`.
     #[must_use]
     pub fn new(limits: HandshakeLimits) -> HeadReader {
-        HeadReader {
-            limits,
-            buf: Vec::new(),
-            line_len: 0,
-            lines: 0,
-            complete: false,
-        }
+        HeadReader { limits, buf: Vec::new(), line_len: 0, lines: 0, complete: false }
     }
 
     /// Takes bytes from `data` up to the end of the head.
@@ -98,9 +90,7 @@ impl HeadReader {
         debug_assert!(!self.complete, "feed after the head was complete");
         for (index, &byte) in data.iter().enumerate() {
             if self.buf.len() == self.limits.max_head_bytes {
-                return Err(HeadError::TooLarge {
-                    limit: self.limits.max_head_bytes,
-                });
+                return Err(HeadError::TooLarge { limit: self.limits.max_head_bytes });
             }
             self.buf.push(byte);
             match byte {
@@ -112,9 +102,7 @@ impl HeadReader {
                     self.lines += 1;
                     // The first line is the request or status line, not a header.
                     if self.lines > self.limits.max_headers + 1 {
-                        return Err(HeadError::TooManyHeaders {
-                            limit: self.limits.max_headers,
-                        });
+                        return Err(HeadError::TooManyHeaders { limit: self.limits.max_headers });
                     }
                     self.line_len = 0;
                 }
@@ -122,9 +110,7 @@ impl HeadReader {
                 _ => {
                     self.line_len += 1;
                     if self.line_len > self.limits.max_line_len {
-                        return Err(HeadError::LineTooLong {
-                            limit: self.limits.max_line_len,
-                        });
+                        return Err(HeadError::LineTooLong { limit: self.limits.max_line_len });
                     }
                 }
             }
@@ -193,9 +179,7 @@ impl Request {
     /// The path part of the target (before any `?`).
     #[must_use]
     pub fn path(&self) -> &str {
-        self.target
-            .split_once('?')
-            .map_or(&self.target, |(path, _)| path)
+        self.target.split_once('?').map_or(&self.target, |(path, _)| path)
     }
 
     /// The query part of the target (after `?`), if any.
@@ -230,9 +214,7 @@ impl Response {
                 reason: response.reason.unwrap_or_default().to_owned(),
                 headers: collect_headers(response.headers),
             }),
-            Ok(httparse::Status::Partial) => {
-                Err(HeadError::Malformed("incomplete response".into()))
-            }
+            Ok(httparse::Status::Partial) => Err(HeadError::Malformed("incomplete response".into())),
             Err(error) => Err(HeadError::Malformed(error.to_string())),
         }
     }
@@ -242,8 +224,7 @@ impl Response {
 mod tests {
     use super::*;
 
-    const REQUEST: &[u8] =
-        b"GET /chat?x=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\r\nFRAME";
+    const REQUEST: &[u8] = b"GET /chat?x=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\r\nFRAME";
 
     #[test]
     fn a_head_fed_byte_by_byte_completes_at_the_blank_line() {
@@ -259,10 +240,7 @@ mod tests {
             }
         }
         let request = Request::parse(&reader).unwrap();
-        assert_eq!(
-            (request.method.as_str(), request.path(), request.query()),
-            ("GET", "/chat", Some("x=1"))
-        );
+        assert_eq!((request.method.as_str(), request.path(), request.query()), ("GET", "/chat", Some("x=1")));
         assert_eq!(request.headers.get_str("host"), Some("example.com"));
     }
 
@@ -275,10 +253,7 @@ mod tests {
 
     #[test]
     fn header_count_limit_is_inclusive() {
-        let limits = HandshakeLimits {
-            max_headers: 3,
-            ..HandshakeLimits::default()
-        };
+        let limits = HandshakeLimits { max_headers: 3, ..HandshakeLimits::default() };
         let head = |count: usize| {
             let mut head = b"GET / HTTP/1.1\r\n".to_vec();
             for i in 0..count {
@@ -287,24 +262,14 @@ mod tests {
             head.extend_from_slice(b"\r\n");
             head
         };
-        assert!(HeadReader::new(limits.clone())
-            .feed(&head(3))
-            .unwrap()
-            .is_some());
+        assert!(HeadReader::new(limits.clone()).feed(&head(3)).unwrap().is_some());
         let err = HeadReader::new(limits).feed(&head(4)).unwrap_err();
-        assert_eq!(
-            (err.clone(), err.status()),
-            (HeadError::TooManyHeaders { limit: 3 }, 431)
-        );
+        assert_eq!((err.clone(), err.status()), (HeadError::TooManyHeaders { limit: 3 }, 431));
     }
 
     #[test]
     fn oversized_heads_and_lines_are_refused_at_the_limit() {
-        let limits = HandshakeLimits {
-            max_head_bytes: 1024,
-            max_line_len: 100,
-            max_headers: 128,
-        };
+        let limits = HandshakeLimits { max_head_bytes: 1024, max_line_len: 100, max_headers: 128 };
         let mut reader = HeadReader::new(limits.clone());
         let mut err = None;
         for _ in 0..1000 {
@@ -316,23 +281,14 @@ mod tests {
         assert_eq!(err, Some(HeadError::TooLarge { limit: 1024 }));
         assert!(reader.buffered() <= 1024);
         let long_line = [b'a'; 101];
-        assert_eq!(
-            HeadReader::new(limits).feed(&long_line),
-            Err(HeadError::LineTooLong { limit: 100 })
-        );
+        assert_eq!(HeadReader::new(limits).feed(&long_line), Err(HeadError::LineTooLong { limit: 100 }));
     }
 
     #[test]
     fn status_line_and_headers_parse() {
         let mut reader = HeadReader::new(HandshakeLimits::default());
-        reader
-            .feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        reader.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n").unwrap().unwrap();
         let response = Response::parse(&reader).unwrap();
-        assert_eq!(
-            (response.status, response.reason.as_str()),
-            (101, "Switching Protocols")
-        );
+        assert_eq!((response.status, response.reason.as_str()), (101, "Switching Protocols"));
     }
 }

@@ -22,34 +22,24 @@ impl Headers {
     /// The first value of `name` (case-insensitive).
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.fields
-            .iter()
-            .find(|(field, _)| field.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_slice())
+        self.fields.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_slice())
     }
 
     /// The first value of `name` as text, if it is valid UTF-8.
     #[must_use]
     pub fn get_str(&self, name: &str) -> Option<&str> {
-        self.get(name)
-            .and_then(|value| std::str::from_utf8(value).ok())
+        self.get(name).and_then(|value| std::str::from_utf8(value).ok())
     }
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.fields
-            .iter()
-            .filter(move |(field, _)| field.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_slice())
+        self.fields.iter().filter(move |(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_slice())
     }
 
     /// How many fields named `name` there are.
     #[must_use]
     pub fn count(&self, name: &str) -> usize {
-        self.fields
-            .iter()
-            .filter(|(field, _)| field.eq_ignore_ascii_case(name))
-            .count()
+        self.fields.iter().filter(|(field, _)| field.eq_ignore_ascii_case(name)).count()
     }
 
     /// Whether any value of `name`, read as a comma-separated list, holds
@@ -83,9 +73,7 @@ impl Headers {
 
     /// Every field, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.fields
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_slice()))
+        self.fields.iter().map(|(name, value)| (name.as_str(), value.as_slice()))
     }
 
     /// How many fields there are.
@@ -115,10 +103,7 @@ mod tests {
         assert!(!headers.has_token("connection", "close"));
         let items: Vec<&[u8]> = headers.list_items("SEC-WEBSOCKET-PROTOCOL").collect();
         assert_eq!(items, [&b"chat"[..], b"superchat", b"v2"]);
-        assert_eq!(
-            headers.joined("sec-websocket-protocol").unwrap(),
-            b"chat, superchat, v2"
-        );
+        assert_eq!(headers.joined("sec-websocket-protocol").unwrap(), b"chat, superchat, v2");
         assert_eq!(headers.count("Sec-WebSocket-Protocol"), 2);
     }
 }

@@ -21,11 +21,7 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection with `status` and a plain-text `reason`.
     pub fn new(status: u16, reason: impl Into<String>) -> Rejection {
-        Rejection {
-            status,
-            reason: reason.into(),
-            headers: Vec::new(),
-        }
+        Rejection { status, reason: reason.into(), headers: Vec::new() }
     }
 
     /// Adds a response header.
@@ -57,13 +53,7 @@ impl Rejection {
 
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status,
-            reason_phrase(self.status),
-            self.reason
-        )
+        write!(f, "{} {}: {}", self.status, reason_phrase(self.status), self.reason)
     }
 }
 
@@ -128,19 +118,14 @@ impl Accepted {
     /// The `101 Switching Protocols` answer, with `extra` headers appended.
     #[must_use]
     pub fn response(&self, extra: &[(String, String)]) -> Vec<u8> {
-        let mut response = String::from(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
-        );
+        let mut response =
+            String::from("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
         push_header(&mut response, "Sec-WebSocket-Accept", &self.accept);
         if let Some(protocol) = &self.protocol {
             push_header(&mut response, "Sec-WebSocket-Protocol", protocol);
         }
         if let Some(deflate) = &self.deflate {
-            push_header(
-                &mut response,
-                "Sec-WebSocket-Extensions",
-                &deflate.to_response_header(),
-            );
+            push_header(&mut response, "Sec-WebSocket-Extensions", &deflate.to_response_header());
         }
         for (name, value) in extra {
             push_header(&mut response, name, value);
@@ -156,16 +141,10 @@ impl Accepted {
 /// A [`Rejection`] with the status to answer: 400 for a malformed request,
 /// 426 (with `Sec-WebSocket-Version: 13` or `Upgrade: websocket`) for the
 /// wrong protocol or version.
-pub fn accept_request(
-    request: &Request,
-    config: &ServerHandshakeConfig,
-) -> Result<Accepted, Rejection> {
+pub fn accept_request(request: &Request, config: &ServerHandshakeConfig) -> Result<Accepted, Rejection> {
     let headers = &request.headers;
     if request.method != "GET" {
-        return Err(Rejection::new(
-            400,
-            format!("method must be GET, not {}", request.method),
-        ));
+        return Err(Rejection::new(400, format!("method must be GET, not {}", request.method)));
     }
     if request.minor_version < 1 {
         return Err(Rejection::new(400, "HTTP/1.1 or later is required"));
@@ -185,49 +164,29 @@ pub fn accept_request(
         None => return Err(Rejection::new(400, "missing Sec-WebSocket-Version")),
         Some(b"13") if headers.count("Sec-WebSocket-Version") == 1 => {}
         Some(_) => {
-            return Err(
-                Rejection::new(426, "unsupported WebSocket version: only 13 is supported")
-                    .with_header("Sec-WebSocket-Version", "13"),
-            );
+            return Err(Rejection::new(426, "unsupported WebSocket version: only 13 is supported")
+                .with_header("Sec-WebSocket-Version", "13"));
         }
     }
-    let key = match (
-        headers.get("Sec-WebSocket-Key"),
-        headers.count("Sec-WebSocket-Key"),
-    ) {
+    let key = match (headers.get("Sec-WebSocket-Key"), headers.count("Sec-WebSocket-Key")) {
         (Some(key), 1) if is_valid_key(key) => key,
         (None, _) => return Err(Rejection::new(400, "missing Sec-WebSocket-Key")),
-        _ => {
-            return Err(Rejection::new(
-                400,
-                "Sec-WebSocket-Key must be one base64-encoded 16-byte value",
-            ))
-        }
+        _ => return Err(Rejection::new(400, "Sec-WebSocket-Key must be one base64-encoded 16-byte value")),
     };
     if headers.count("Origin") > 1 {
         return Err(Rejection::new(400, "more than one Origin header"));
     }
     let deflate = match (&config.deflate, headers.joined("Sec-WebSocket-Extensions")) {
         (Some(deflate), Some(offers)) => {
-            let offers = parse_extensions(&offers).map_err(|error| {
-                Rejection::new(400, format!("invalid Sec-WebSocket-Extensions: {error}"))
-            })?;
+            let offers = parse_extensions(&offers)
+                .map_err(|error| Rejection::new(400, format!("invalid Sec-WebSocket-Extensions: {error}")))?;
             deflate.accept_offer(&offers)
         }
         _ => None,
     };
     let protocol = headers
         .list_items("Sec-WebSocket-Protocol")
-        .find_map(|offered| {
-            config
-                .protocols
-                .iter()
-                .find(|ours| ours.as_bytes() == offered)
-        })
+        .find_map(|offered| config.protocols.iter().find(|ours| ours.as_bytes() == offered))
         .cloned();
-    Ok(Accepted {
-        protocol,
-        deflate,
-        accept: accept_key(key),
-    })
+    Ok(Accepted { protocol, deflate, accept: accept_key(key) })
 }

@@ -50,9 +50,7 @@ impl Target {
             return Err(error("user info is not supported"));
         }
         let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-            let (host, after) = bracketed
-                .split_once(']')
-                .ok_or_else(|| error("unclosed IPv6 bracket"))?;
+            let (host, after) = bracketed.split_once(']').ok_or_else(|| error("unclosed IPv6 bracket"))?;
             (host, after.strip_prefix(':'))
         } else {
             match authority.rsplit_once(':') {
@@ -80,22 +78,13 @@ impl Target {
         } else {
             resource.to_owned()
         };
-        Ok(Target {
-            secure,
-            host: host.to_owned(),
-            port,
-            resource,
-        })
+        Ok(Target { secure, host: host.to_owned(), port, resource })
     }
 
     /// The `Host` header value: brackets around IPv6, the port only if not the default.
     #[must_use]
     pub fn host_header(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         if self.port == self.default_port() {
             host
         } else {
@@ -128,41 +117,23 @@ mod tests {
         let target = Target::parse("ws://localhost:9001/chat?room=1").unwrap();
         assert_eq!(
             target,
-            Target {
-                secure: false,
-                host: "localhost".into(),
-                port: 9001,
-                resource: "/chat?room=1".into()
-            }
+            Target { secure: false, host: "localhost".into(), port: 9001, resource: "/chat?room=1".into() }
         );
         let target = Target::parse("wss://[::1]/").unwrap();
-        assert_eq!(
-            (target.host.as_str(), target.port, target.host_header()),
-            ("::1", 443, "[::1]".to_owned())
-        );
+        assert_eq!((target.host.as_str(), target.port, target.host_header()), ("::1", 443, "[::1]".to_owned()));
         let target = Target::parse("WS://example.com?x").unwrap();
         assert_eq!(
             (target.port, target.resource.as_str(), target.host_header()),
             (80, "/?x", "example.com".to_owned())
         );
-        assert_eq!(
-            Target::parse("ws://h:81").unwrap().to_string(),
-            "ws://h:81/"
-        );
+        assert_eq!(Target::parse("ws://h:81").unwrap().to_string(), "ws://h:81/");
     }
 
     #[test]
     fn rejects_what_is_not_a_websocket_uri() {
-        for bad in [
-            "http://x/",
-            "ws://",
-            "ws://:80/",
-            "ws://h:99999/",
-            "ws://u:p@h/",
-            "ws://h/#frag",
-            "ws://[::1/",
-            "x",
-        ] {
+        for bad in
+            ["http://x/", "ws://", "ws://:80/", "ws://h:99999/", "ws://u:p@h/", "ws://h/#frag", "ws://[::1/", "x"]
+        {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }

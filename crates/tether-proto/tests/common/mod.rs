@@ -41,10 +41,7 @@ impl FrameSpec {
 
     /// A final, unmasked (server-to-client) frame.
     pub fn server(opcode: OpCode, payload: &[u8]) -> FrameSpec {
-        FrameSpec {
-            mask: None,
-            ..FrameSpec::client(opcode, payload)
-        }
+        FrameSpec { mask: None, ..FrameSpec::client(opcode, payload) }
     }
 
     pub fn fin(mut self, fin: bool) -> Self {
@@ -115,17 +112,11 @@ pub struct Harness {
 
 impl Harness {
     pub fn server(config: Config) -> Harness {
-        Harness {
-            connection: Connection::new(Role::Server, config, None),
-            role: Role::Server,
-        }
+        Harness { connection: Connection::new(Role::Server, config, None), role: Role::Server }
     }
 
     pub fn client(config: Config) -> Harness {
-        Harness {
-            connection: Connection::new(Role::Client, config, None),
-            role: Role::Client,
-        }
+        Harness { connection: Connection::new(Role::Client, config, None), role: Role::Client }
     }
 
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), ProtocolError> {
@@ -157,9 +148,7 @@ impl Harness {
 pub fn parse_frames(mut bytes: &[u8]) -> Vec<(OpCode, bool, Vec<u8>)> {
     let mut frames = Vec::new();
     while !bytes.is_empty() {
-        let (header, header_len) = FrameHeader::decode(bytes)
-            .expect("valid header")
-            .expect("complete header");
+        let (header, header_len) = FrameHeader::decode(bytes).expect("valid header").expect("complete header");
         let end = header_len + header.payload_len as usize;
         let mut payload = bytes[header_len..end].to_vec();
         if let Some(key) = header.mask {
@@ -172,11 +161,7 @@ pub fn parse_frames(mut bytes: &[u8]) -> Vec<(OpCode, bool, Vec<u8>)> {
 }
 
 /// Asserts the connection failed with `code`, sent it, and is closed.
-pub fn assert_failed_with(
-    harness: &mut Harness,
-    result: Result<(), ProtocolError>,
-    code: CloseCode,
-) {
+pub fn assert_failed_with(harness: &mut Harness, result: Result<(), ProtocolError>, code: CloseCode) {
     let error = result.expect_err("the input must be refused");
     assert_eq!(error.close_code(), code, "{error}");
     let _ = harness.events();
