@@ -157,16 +157,17 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         tether::connect_with(&args.url, &config).await.with_context(|| format!("cannot connect to {}", args.url))?;
     eprintln!("Connected to {}.", args.url);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    let mut close_deadline = None;
     loop {
         tokio::select! {
-            line = lines.next_line() => match line? {
+            line = lines.next_line(), if stdin_open => match line? {
                 Some(line) => socket.send(line).await?,
                 None => {
-                    match tokio::time::timeout(Duration::from_secs(10), socket.close(CloseCode::NORMAL, "")).await {
-                        Ok(result) => result?,
-                        Err(_) => bail!("close handshake timed out"),
-                    }
-                    break;
+                    // End of input: close, but keep printing what is still in flight.
+                    stdin_open = false;
+                    socket.send_close(CloseCode::NORMAL, "").await?;
+                    close_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
                 }
             },
             received = socket.recv() => match received {
@@ -175,6 +176,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
                 Ok(None) => break,
                 Err(error) => bail!("connection failed: {error}"),
             },
+            () = sleep_until(close_deadline) => bail!("the server did not answer the close within 10 s"),
         }
     }
     match socket.close_frame() {
@@ -182,6 +184,13 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         None => eprintln!("Connection closed."),
     }
     Ok(())
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn hex_preview(bytes: &[u8]) -> String {

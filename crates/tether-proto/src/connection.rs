@@ -76,40 +76,25 @@ enum ReadState {
     Discard,
 }
 
-/// A control frame's payload (at most 125 bytes), kept inline.
-#[derive(Clone, Copy)]
-struct ControlPayload {
-    buf: [u8; MAX_CONTROL_PAYLOAD],
-    len: usize,
+/// The limits the connection enforces, copied out of [`Config`].
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    max_frame_size: usize,
+    max_message_size: usize,
+    max_fragments: usize,
 }
 
-impl ControlPayload {
-    const EMPTY: ControlPayload = ControlPayload { buf: [0; MAX_CONTROL_PAYLOAD], len: 0 };
-
-    fn as_slice(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
+/// permessage-deflate state, boxed: it is large, and absent unless negotiated.
+#[derive(Debug)]
+struct Deflate {
+    compressor: Compressor,
+    decompressor: Decompressor,
+    min_size: usize,
 }
 
-/// One WebSocket connection's protocol state, after the opening handshake.
-pub struct Connection {
-    role: Role,
-    config: Config,
-    state: State,
-    read: ReadState,
-    incoming: Assembler,
-    control: ControlPayload,
-    decompressor: Option<Decompressor>,
-    /// Unmasked compressed bytes on their way to the decompressor.
-    scratch: Vec<u8>,
-    events: VecDeque<Event>,
-    output: Vec<u8>,
-    /// How much of `output` has been transmitted.
-    sent: usize,
-    pending_pong: Option<ControlPayload>,
-    compressor: Option<Compressor>,
-    compress_min_size: usize,
-    mask_source: Option<Box<dyn MaskSource>>,
+/// How the connection is ending, boxed: nothing of it exists while open.
+#[derive(Debug, Default)]
+struct Ending {
     close_sent: Option<CloseFrame>,
     /// A close frame (echo or failure) waiting for the application to take
     /// the events before it, so it can still answer them (see `poll_event`).
@@ -118,12 +103,38 @@ pub struct Connection {
     error: Option<ProtocolError>,
 }
 
+/// One WebSocket connection's protocol state, after the opening handshake.
+///
+/// Small on purpose (a few hundred bytes): what is only needed sometimes
+/// (deflate, the closing handshake, a flood's pending pong) lives behind a
+/// pointer, and the buffers are freed when idle
+/// ([`release_memory`](Self::release_memory)).
+pub struct Connection {
+    role: Role,
+    state: State,
+    limits: Limits,
+    read: ReadState,
+    incoming: Assembler,
+    deflate: Option<Box<Deflate>>,
+    /// A control frame's payload as it arrives, or unmasked compressed bytes
+    /// on their way to the decompressor (never both at once).
+    scratch: Vec<u8>,
+    events: VecDeque<Event>,
+    output: Vec<u8>,
+    /// How much of `output` has been transmitted.
+    sent: usize,
+    /// The answer to the latest ping, while the output is backed up.
+    pending_pong: Option<Box<[u8]>>,
+    mask_source: Option<Box<dyn MaskSource>>,
+    ending: Option<Box<Ending>>,
+}
+
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("role", &self.role)
             .field("state", &self.state)
-            .field("deflate", &self.compressor.is_some())
+            .field("deflate", &self.deflate.is_some())
             .field("unsent", &(self.output.len() - self.sent))
             .finish_non_exhaustive()
     }
@@ -133,36 +144,35 @@ impl Connection {
     /// A connection in the `Open` state, with `deflate` as negotiated.
     #[must_use]
     pub fn new(role: Role, config: Config, deflate: Option<DeflateParams>) -> Connection {
-        let level = config.deflate.as_ref().map_or(1, |d| d.level);
-        let compress_min_size = config.deflate.as_ref().map_or(0, |d| d.min_size);
-        let (compressor, decompressor) = match deflate {
-            Some(params) => {
-                let (out_bits, out_reset) = params.outgoing(role);
-                let (in_bits, in_reset) = params.incoming(role);
-                (Some(Compressor::new(out_bits, level, out_reset)), Some(Decompressor::new(in_bits, in_reset)))
-            }
-            None => (None, None),
-        };
+        let deflate = deflate.map(|params| {
+            let (level, mem_level, min_size) =
+                config.deflate.as_ref().map_or((1, 5, 0), |d| (d.level, d.mem_level, d.min_size));
+            let (out_bits, out_reset) = params.outgoing(role);
+            let (in_bits, in_reset) = params.incoming(role);
+            Box::new(Deflate {
+                compressor: Compressor::new(out_bits, level, mem_level, out_reset),
+                decompressor: Decompressor::new(in_bits, in_reset),
+                min_size,
+            })
+        });
         Connection {
             role,
-            config,
             state: State::Open,
+            limits: Limits {
+                max_frame_size: config.max_frame_size,
+                max_message_size: config.max_message_size,
+                max_fragments: config.max_fragments,
+            },
             read: ReadState::Header { buf: [0; MAX_HEADER_LEN], have: 0 },
             incoming: Assembler::default(),
-            control: ControlPayload::EMPTY,
-            decompressor,
+            deflate,
             scratch: Vec::new(),
             events: VecDeque::new(),
             output: Vec::new(),
             sent: 0,
             pending_pong: None,
-            compressor,
-            compress_min_size,
             mask_source: None,
-            close_sent: None,
-            deferred_close: None,
-            close_received: None,
-            error: None,
+            ending: None,
         }
     }
 
@@ -186,34 +196,46 @@ impl Connection {
         self.state
     }
 
-    /// The limits in force.
+    /// The largest message accepted, in bytes.
     #[must_use]
-    pub fn config(&self) -> &Config {
-        &self.config
+    pub fn max_message_size(&self) -> usize {
+        self.limits.max_message_size
     }
 
     /// Whether permessage-deflate was negotiated.
     #[must_use]
     pub fn is_compressed(&self) -> bool {
-        self.compressor.is_some()
+        self.deflate.is_some()
     }
 
     /// The close frame we sent, if any.
     #[must_use]
     pub fn close_sent(&self) -> Option<&CloseFrame> {
-        self.close_sent.as_ref()
+        self.ending.as_ref()?.close_sent.as_ref()
     }
 
     /// The close frame we received: `Some(None)` for one without a status code.
     #[must_use]
     pub fn close_received(&self) -> Option<Option<&CloseFrame>> {
-        self.close_received.as_ref().map(Option::as_ref)
+        self.ending.as_ref()?.close_received.as_ref().map(Option::as_ref)
     }
 
     /// The protocol error that failed the connection, if one did.
     #[must_use]
     pub fn error(&self) -> Option<&ProtocolError> {
-        self.error.as_ref()
+        self.ending.as_ref()?.error.as_ref()
+    }
+
+    fn ending(&mut self) -> &mut Ending {
+        self.ending.get_or_insert_with(Box::default)
+    }
+
+    fn has_sent_close(&self) -> bool {
+        self.ending.as_ref().is_some_and(|ending| ending.close_sent.is_some())
+    }
+
+    fn has_deferred_close(&self) -> bool {
+        self.ending.as_ref().is_some_and(|ending| ending.deferred_close.is_some())
     }
 
     /// Whether events wait in [`poll_event`](Self::poll_event).
@@ -297,7 +319,7 @@ impl Connection {
     /// expected (after the closing handshake); otherwise the connection
     /// closed abnormally (1006) and any partial message is discarded.
     pub fn handle_eof(&mut self) -> bool {
-        let clean = self.state == State::Closed && self.error.is_none() && self.close_received.is_some();
+        let clean = self.state == State::Closed && self.error().is_none() && self.close_received().is_some();
         self.state = State::Closed;
         self.read = ReadState::Discard;
         clean
@@ -309,7 +331,7 @@ impl Connection {
             return Err(ProtocolError::ReservedBitsSet);
         }
         if header.rsv1 {
-            if self.decompressor.is_none() {
+            if self.deflate.is_none() {
                 return Err(ProtocolError::ReservedBitsSet);
             }
             if header.opcode.is_control() || header.opcode == OpCode::Continuation {
@@ -328,7 +350,7 @@ impl Connection {
             if header.payload_len > MAX_CONTROL_PAYLOAD as u64 {
                 return Err(ProtocolError::ControlFrameTooLong(header.payload_len));
             }
-            self.control.len = 0;
+            self.scratch.clear();
         } else {
             match (header.opcode, self.incoming.in_progress()) {
                 (OpCode::Continuation, false) => return Err(ProtocolError::UnexpectedContinuation),
@@ -337,19 +359,19 @@ impl Connection {
                 (OpCode::Binary, false) => self.incoming.start(MessageKind::Binary, header.rsv1),
                 _ => {}
             }
-            if header.payload_len > self.config.max_frame_size as u64 {
+            if header.payload_len > self.limits.max_frame_size as u64 {
                 return Err(ProtocolError::FrameTooLarge {
-                    limit: self.config.max_frame_size,
+                    limit: self.limits.max_frame_size,
                     actual: header.payload_len,
                 });
             }
             // Uncompressed, the declared length is the message growth: refuse
             // it now, before a byte of it is read or a byte of memory reserved.
             let total = self.incoming.len() as u64 + header.payload_len;
-            if !self.incoming.is_compressed() && total > self.config.max_message_size as u64 {
-                return Err(ProtocolError::MessageTooLarge { limit: self.config.max_message_size, actual: total });
+            if !self.incoming.is_compressed() && total > self.limits.max_message_size as u64 {
+                return Err(ProtocolError::MessageTooLarge { limit: self.limits.max_message_size, actual: total });
             }
-            self.incoming.count_fragment(self.config.max_fragments)?;
+            self.incoming.count_fragment(self.limits.max_fragments)?;
         }
         if header.payload_len == 0 {
             self.read = ReadState::Header { buf: [0; MAX_HEADER_LEN], have: 0 };
@@ -362,11 +384,10 @@ impl Connection {
     /// Takes in a piece of the current frame's payload.
     fn frame_payload(&mut self, header: &FrameHeader, chunk: &[u8], offset: usize) -> Result<(), ProtocolError> {
         if header.opcode.is_control() {
-            let start = self.control.len;
-            self.control.buf[start..start + chunk.len()].copy_from_slice(chunk);
-            self.control.len += chunk.len();
+            let start = self.scratch.len();
+            self.scratch.extend_from_slice(chunk);
             if let Some(key) = header.mask {
-                apply_mask(&mut self.control.buf[start..self.control.len], key, offset);
+                apply_mask(&mut self.scratch[start..], key, offset);
             }
             return Ok(());
         }
@@ -376,8 +397,8 @@ impl Connection {
             if let Some(key) = header.mask {
                 apply_mask(&mut self.scratch, key, offset);
             }
-            if let Some(decompressor) = &mut self.decompressor {
-                decompressor.decompress(&self.scratch, &mut self.incoming.buf, self.config.max_message_size)?;
+            if let Some(deflate) = &mut self.deflate {
+                deflate.decompressor.decompress(&self.scratch, &mut self.incoming.buf, self.limits.max_message_size)?;
             }
         } else {
             let buf = &mut self.incoming.buf;
@@ -400,19 +421,22 @@ impl Connection {
         self.read = ReadState::Header { buf: [0; MAX_HEADER_LEN], have: 0 };
         match header.opcode {
             OpCode::Ping => {
-                let payload = self.control;
-                self.queue_pong(payload);
-                self.events.push_back(Event::Ping(Bytes::copy_from_slice(payload.as_slice())));
+                let payload = std::mem::take(&mut self.scratch);
+                self.queue_pong(&payload);
+                self.events.push_back(Event::Ping(Bytes::copy_from_slice(&payload)));
+                self.scratch = payload;
             }
             OpCode::Pong => {
-                self.events.push_back(Event::Pong(Bytes::copy_from_slice(self.control.as_slice())));
+                self.events.push_back(Event::Pong(Bytes::copy_from_slice(&self.scratch)));
             }
             OpCode::Close => self.receive_close()?,
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 if header.fin {
                     if self.incoming.is_compressed() {
-                        if let Some(decompressor) = &mut self.decompressor {
-                            decompressor.finish_message(&mut self.incoming.buf, self.config.max_message_size)?;
+                        if let Some(deflate) = &mut self.deflate {
+                            deflate
+                                .decompressor
+                                .finish_message(&mut self.incoming.buf, self.limits.max_message_size)?;
                         }
                     }
                     let message = self.incoming.finish()?;
@@ -424,8 +448,7 @@ impl Connection {
     }
 
     fn receive_close(&mut self) -> Result<(), ProtocolError> {
-        let payload = self.control.as_slice();
-        let frame = match payload {
+        let frame = match self.scratch.as_slice() {
             [] => None,
             [_] => return Err(ProtocolError::CloseFrameTooShort),
             [high, low, reason @ ..] => {
@@ -437,16 +460,16 @@ impl Connection {
                 Some(CloseFrame::new(code, reason))
             }
         };
-        self.close_received = Some(frame.clone());
+        self.ending().close_received = Some(frame.clone());
         self.read = ReadState::Discard;
-        if self.close_sent.is_none() {
+        if self.has_sent_close() {
+            self.state = State::Closed;
+        } else {
             // RFC 6455 §5.5.1: "If an endpoint receives a Close frame and did
             // not previously send a Close frame, the endpoint MUST send a Close
             // frame in response", echoing the status code (none received: 1000).
             let code = frame.as_ref().map_or(CloseCode::NORMAL, |frame| frame.code);
             self.end_with_close(CloseFrame::new(code, ""));
-        } else {
-            self.state = State::Closed;
         }
         self.events.push_back(Event::Close(frame));
         Ok(())
@@ -456,13 +479,15 @@ impl Connection {
     /// error's code unless one was sent, and ignore all further input.
     fn fail(&mut self, error: ProtocolError) -> ProtocolError {
         self.read = ReadState::Discard;
-        self.error = Some(error.clone());
-        if self.close_sent.is_none() && self.deferred_close.is_none() {
+        self.ending().error = Some(error.clone());
+        if self.has_deferred_close() {
+            // The close already waiting (an echo of the peer's) goes out as planned.
+        } else if self.has_sent_close() {
+            self.state = State::Closed;
+        } else {
             let mut reason = error.to_string();
             truncate_at_char_boundary(&mut reason, MAX_CONTROL_PAYLOAD - 2);
             self.end_with_close(CloseFrame::new(error.close_code(), reason));
-        } else if self.deferred_close.is_none() {
-            self.state = State::Closed;
         }
         error
     }
@@ -477,7 +502,7 @@ impl Connection {
             self.write_close(frame);
             self.state = State::Closed;
         } else {
-            self.deferred_close = Some(frame);
+            self.ending().deferred_close = Some(frame);
         }
     }
 
@@ -491,7 +516,7 @@ impl Connection {
     pub fn poll_event(&mut self) -> Option<Event> {
         let event = self.events.pop_front();
         if event.is_none() {
-            if let Some(frame) = self.deferred_close.take() {
+            if let Some(frame) = self.ending.as_mut().and_then(|ending| ending.deferred_close.take()) {
                 self.write_close(frame);
                 self.state = State::Closed;
             }
@@ -540,12 +565,13 @@ impl Connection {
         if self.state != State::Open {
             return Err(UsageError::Closed);
         }
-        match &mut self.compressor {
-            Some(compressor) if compress && payload.len() >= self.compress_min_size => {
+        match &mut self.deflate {
+            Some(deflate) if compress && payload.len() >= deflate.min_size => {
                 let mut compressed = std::mem::take(&mut self.scratch);
                 compressed.clear();
-                compressor.compress_message(payload, &mut compressed);
+                deflate.compressor.compress_message(payload, &mut compressed);
                 self.write_frame(opcode, true, &compressed);
+                compressed.clear();
                 self.scratch = compressed;
             }
             _ => self.write_frame(opcode, false, payload),
@@ -593,7 +619,7 @@ impl Connection {
         if reason.len() > MAX_CONTROL_PAYLOAD - 2 {
             return Err(UsageError::ControlPayloadTooLong(reason.len() + 2));
         }
-        if self.close_sent.is_some() || self.deferred_close.is_some() || self.state == State::Closed {
+        if self.has_sent_close() || self.has_deferred_close() || self.state == State::Closed {
             return Ok(());
         }
         self.write_close(CloseFrame::new(code, reason));
@@ -610,23 +636,23 @@ impl Connection {
         // nothing after close); flush it first.
         self.flush_pending_pong();
         self.write_frame(OpCode::Close, false, &payload[..2 + reason.len()]);
-        self.close_sent = Some(frame);
+        self.ending().close_sent = Some(frame);
     }
 
-    fn queue_pong(&mut self, payload: ControlPayload) {
-        if self.close_sent.is_some() || self.deferred_close.is_some() {
+    fn queue_pong(&mut self, payload: &[u8]) {
+        if self.has_sent_close() || self.has_deferred_close() {
             return;
         }
         if self.unsent() < PONG_BACKLOG_LIMIT {
-            self.write_frame(OpCode::Pong, false, payload.as_slice());
+            self.write_frame(OpCode::Pong, false, payload);
         } else {
-            self.pending_pong = Some(payload);
+            self.pending_pong = Some(payload.into());
         }
     }
 
     fn flush_pending_pong(&mut self) {
         if let Some(pong) = self.pending_pong.take() {
-            self.write_frame(OpCode::Pong, false, pong.as_slice());
+            self.write_frame(OpCode::Pong, false, &pong);
         }
     }
 
@@ -715,5 +741,17 @@ fn truncate_at_char_boundary(text: &mut String, max: usize) {
             end -= 1;
         }
         text.truncate(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_small() {
+        // An idle connection is this struct and nothing else: keep it small.
+        let size = std::mem::size_of::<Connection>();
+        assert!(size <= 320, "Connection is {size} bytes");
     }
 }

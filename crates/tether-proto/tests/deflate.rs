@@ -80,7 +80,7 @@ fn short_messages_are_sent_uncompressed() {
 #[test]
 fn a_compressed_message_may_be_fragmented() {
     let mut compressed = Vec::new();
-    tether_proto::deflate::Compressor::new(15, 6, false).compress_message(&[b'z'; 5000], &mut compressed);
+    tether_proto::deflate::Compressor::new(15, 6, 8, false).compress_message(&[b'z'; 5000], &mut compressed);
     let (first, rest) = compressed.split_at(compressed.len() / 2);
     let mut wire = FrameSpec::client(OpCode::Binary, first).rsv1().fin(false).bytes();
     wire.extend(FrameSpec::client(OpCode::Continuation, rest).bytes());

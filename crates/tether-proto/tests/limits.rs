@@ -120,7 +120,7 @@ fn deflate_params() -> DeflateParams {
 
 fn compressed_frame(message: &[u8]) -> Vec<u8> {
     let mut wire = Vec::new();
-    Compressor::new(15, 6, false).compress_message(message, &mut wire);
+    Compressor::new(15, 6, 8, false).compress_message(message, &mut wire);
     FrameSpec::client(OpCode::Binary, &wire).rsv1().bytes()
 }
 
@@ -153,7 +153,7 @@ fn a_decompression_bomb_is_stopped_at_the_limit_with_bounded_memory() {
 fn a_bomb_split_across_fragments_is_stopped_too() {
     let limit = 64 << 10;
     let mut wire = Vec::new();
-    Compressor::new(15, 9, false).compress_message(&vec![0u8; 4 << 20], &mut wire);
+    Compressor::new(15, 9, 8, false).compress_message(&vec![0u8; 4 << 20], &mut wire);
     let (first, rest) = wire.split_at(wire.len() / 2);
     let mut connection = Connection::new(Role::Server, limited(limit), Some(deflate_params()));
     connection.handle_read(&FrameSpec::client(OpCode::Binary, first).rsv1().fin(false).bytes()).ok();
@@ -207,4 +207,43 @@ fn an_idle_connection_releases_its_buffers() {
     connection.release_memory();
     let freed = before.saturating_sub(live());
     assert!(freed >= 100_000, "released only {freed} bytes");
+}
+
+/// Heap held by one server connection with permessage-deflate after it has
+/// compressed and inflated one message each way, for the documented figures
+/// (`docs/memory.md`). Run with `--nocapture` to see them.
+fn deflate_connection_cost(params: DeflateParams) -> usize {
+    let before = live();
+    let mut connections = Vec::new();
+    for _ in 0..8 {
+        let mut connection = Connection::new(Role::Server, Config::default(), Some(params));
+        connection.handle_read(&compressed_frame(&[b'm'; 1000])).unwrap();
+        let _ = connection.poll_event();
+        connection.send_binary(&[b'm'; 1000]).unwrap();
+        let n = connection.pending_transmit().len();
+        connection.advance_transmit(n);
+        connection.release_memory();
+        connections.push(connection);
+    }
+    (live() - before) / connections.len()
+}
+
+#[test]
+fn the_memory_cost_of_deflate_per_connection_is_bounded_and_reported() {
+    let plain = {
+        let before = live();
+        let connections: Vec<Connection> =
+            (0..8).map(|_| Connection::new(Role::Server, Config::default(), None)).collect();
+        (live() - before) / connections.len()
+    };
+    let full = deflate_connection_cost(deflate_params());
+    let small = deflate_connection_cost(DeflateParams {
+        server_max_window_bits: 10,
+        client_max_window_bits: 10,
+        ..deflate_params()
+    });
+    println!("heap per connection: no deflate {plain} B; deflate 15 bits {full} B; deflate 10 bits {small} B");
+    assert!(plain <= 320, "a plain connection is only its struct: {plain} B");
+    assert!(full < 512 << 10, "{full}");
+    assert!(small < full, "a smaller window must cost less: {small} vs {full}");
 }

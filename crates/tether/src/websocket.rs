@@ -374,6 +374,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
+    /// Sends a close frame and returns without waiting for the peer's:
+    /// keep calling [`recv`](Self::recv) to read the messages still in
+    /// flight, until it returns `Ok(None)` when the peer's close arrives.
+    ///
+    /// # Errors
+    /// An invalid code or reason, or a transport error.
+    pub async fn send_close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        self.start_close(code, reason)?;
+        self.flush().await
+    }
+
     /// Splits the connection into a receiving and a sending half that can
     /// be used from different tasks.
     pub fn split(self) -> (crate::split::WebSocketReader<S>, crate::split::WebSocketWriter<S>) {

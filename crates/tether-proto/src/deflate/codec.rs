@@ -1,17 +1,22 @@
 //! The permessage-deflate codec: one compressor for what we send, one
 //! decompressor for what we receive, each keeping or resetting its LZ77
 //! context between messages as negotiated.
+//!
+//! Both sit on zlib-rs's safe streaming API rather than on flate2, because
+//! flate2 fixes zlib's `memLevel` at 8, and at that level a compressor costs
+//! about 300 KiB per connection; `memLevel` is ours to choose here. Each
+//! stream is also created on first use, so a connection that only receives,
+//! only sends, or sits idle pays nothing for the other direction.
 
 use bytes::BytesMut;
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use zlib_rs::{DeflateConfig as ZlibDeflateConfig, DeflateFlush, InflateFlush, Status};
 
 use super::SYNC_TRAILER;
 use crate::error::ProtocolError;
 
 /// How much output one inflate step may produce. The decompressed-size cap
-/// is checked between steps, so a decompression bomb is stopped after at
-/// most the limit plus this much work (here: never beyond limit + 1 byte of
-/// output, since each step is also clipped to the room left).
+/// is checked between steps, and each step is clipped to the room left, so
+/// a decompression bomb never inflates more than one byte past the limit.
 const INFLATE_STEP: usize = 32 << 10;
 
 /// zlib refuses an 8-bit window for raw deflate. A 9-bit compressor never
@@ -24,46 +29,58 @@ fn zlib_window_bits(bits: u8) -> u8 {
 
 /// Compresses whole messages (RFC 7692 §7.2.1).
 pub struct Compressor {
-    stream: Compress,
+    stream: Option<zlib_rs::Deflate>,
+    config: ZlibDeflateConfig,
     reset_after_message: bool,
 }
 
 impl std::fmt::Debug for Compressor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Compressor").field("reset_after_message", &self.reset_after_message).finish_non_exhaustive()
+        f.debug_struct("Compressor")
+            .field("config", &self.config)
+            .field("allocated", &self.stream.is_some())
+            .field("reset_after_message", &self.reset_after_message)
+            .finish()
     }
 }
 
 impl Compressor {
-    /// A compressor with an LZ77 window of `window_bits` at `level`, which
-    /// forgets its history after each message when `reset_after_message`.
+    /// A compressor with an LZ77 window of `window_bits`, zlib `level` (0–9)
+    /// and `mem_level` (1–9: the hash table and output buffer size, and so
+    /// most of the memory), which forgets its history after each message
+    /// when `reset_after_message`. Nothing is allocated until the first message.
     #[must_use]
-    pub fn new(window_bits: u8, level: u32, reset_after_message: bool) -> Compressor {
-        Compressor {
-            stream: Compress::new_with_window_bits(
-                Compression::new(level.min(9)),
-                false,
-                zlib_window_bits(window_bits),
-            ),
-            reset_after_message,
-        }
+    pub fn new(window_bits: u8, level: u32, mem_level: u8, reset_after_message: bool) -> Compressor {
+        let config = ZlibDeflateConfig {
+            level: level.min(9) as i32,
+            window_bits: -i32::from(zlib_window_bits(window_bits)),
+            mem_level: i32::from(mem_level.clamp(1, 9)),
+            ..ZlibDeflateConfig::default()
+        };
+        Compressor { stream: None, config, reset_after_message }
     }
 
     /// Appends the compressed form of one whole message to `out`: raw
     /// deflate ending in a sync flush, with the flush's `00 00 ff ff`
     /// trailer removed as §7.2.1 requires.
     pub fn compress_message(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+        let config = self.config;
+        let stream = self.stream.get_or_insert_with(|| zlib_rs::Deflate::new_with_config(config));
         let start = out.len();
         loop {
             // Incompressible input grows by about 5 bytes per 16 KiB block.
-            out.reserve(input.len() + input.len() / 1024 + 64);
-            let before = self.stream.total_in();
-            // With room left in `out` after a sync flush, the flush is complete.
-            let status = self.stream.compress_vec(input, out, FlushCompress::Sync);
-            let consumed = (self.stream.total_in() - before) as usize;
+            let room = input.len() + input.len() / 1024 + 64;
+            let write_at = out.len();
+            out.resize(write_at + room, 0);
+            let (in_before, out_before) = (stream.total_in(), stream.total_out());
+            let status = stream.compress(input, &mut out[write_at..], DeflateFlush::SyncFlush);
+            let consumed = (stream.total_in() - in_before) as usize;
+            let produced = (stream.total_out() - out_before) as usize;
+            out.truncate(write_at + produced);
             input = &input[consumed..];
-            debug_assert!(status.is_ok(), "deflate cannot fail on valid state");
-            if input.is_empty() && out.len() < out.capacity() {
+            debug_assert!(status.is_ok(), "deflate fails only on misuse");
+            // With room left after a sync flush, the flush is complete.
+            if status.is_err() || (input.is_empty() && produced < room) {
                 break;
             }
         }
@@ -71,14 +88,15 @@ impl Compressor {
             out.truncate(out.len() - SYNC_TRAILER.len());
         }
         if self.reset_after_message {
-            self.stream.reset();
+            stream.reset();
         }
     }
 }
 
 /// Inflates incoming messages frame by frame, stopping at the message limit.
 pub struct Decompressor {
-    stream: Decompress,
+    stream: Option<zlib_rs::Inflate>,
+    window_bits: u8,
     reset_after_message: bool,
     /// A final deflate block (BFINAL) ended the stream mid-message.
     ended: bool,
@@ -86,20 +104,21 @@ pub struct Decompressor {
 
 impl std::fmt::Debug for Decompressor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Decompressor").field("reset_after_message", &self.reset_after_message).finish_non_exhaustive()
+        f.debug_struct("Decompressor")
+            .field("window_bits", &self.window_bits)
+            .field("allocated", &self.stream.is_some())
+            .field("reset_after_message", &self.reset_after_message)
+            .finish_non_exhaustive()
     }
 }
 
 impl Decompressor {
     /// A decompressor for a peer compressing with `window_bits`, which
     /// forgets its history after each message when `reset_after_message`.
+    /// Nothing is allocated until the first message.
     #[must_use]
     pub fn new(window_bits: u8, reset_after_message: bool) -> Decompressor {
-        Decompressor {
-            stream: Decompress::new_with_window_bits(false, zlib_window_bits(window_bits)),
-            reset_after_message,
-            ended: false,
-        }
+        Decompressor { stream: None, window_bits: zlib_window_bits(window_bits), reset_after_message, ended: false }
     }
 
     /// Inflates `input`, a piece of a compressed message, appending to `out`
@@ -109,12 +128,13 @@ impl Decompressor {
     /// [`ProtocolError::MessageTooLarge`] past the limit,
     /// [`ProtocolError::InvalidCompressedData`] for corrupt data.
     pub fn decompress(&mut self, mut input: &[u8], out: &mut BytesMut, limit: usize) -> Result<(), ProtocolError> {
+        let window_bits = self.window_bits;
+        let stream = self.stream.get_or_insert_with(|| zlib_rs::Inflate::new(false, window_bits));
         while !input.is_empty() || !self.ended {
             if self.ended {
                 // RFC 7692 §7.2.3.4 lets a sender end with BFINAL; bytes after it are garbage.
                 return Err(ProtocolError::InvalidCompressedData);
             }
-            // Never inflate more than one byte past the limit.
             let room = (limit + 1).saturating_sub(out.len());
             if room == 0 {
                 return Err(ProtocolError::MessageTooLarge { limit, actual: out.len() as u64 });
@@ -122,10 +142,10 @@ impl Decompressor {
             let step = room.min(INFLATE_STEP);
             let start = out.len();
             out.resize(start + step, 0);
-            let (in_before, out_before) = (self.stream.total_in(), self.stream.total_out());
-            let status = self.stream.decompress(input, &mut out[start..], FlushDecompress::None);
-            let produced = (self.stream.total_out() - out_before) as usize;
-            let consumed = (self.stream.total_in() - in_before) as usize;
+            let (in_before, out_before) = (stream.total_in(), stream.total_out());
+            let status = stream.decompress(input, &mut out[start..], InflateFlush::NoFlush);
+            let produced = (stream.total_out() - out_before) as usize;
+            let consumed = (stream.total_in() - in_before) as usize;
             out.truncate(start + produced);
             input = &input[consumed..];
             match status {
@@ -157,7 +177,9 @@ impl Decompressor {
             self.decompress(&SYNC_TRAILER, out, limit)?;
         }
         if self.reset_after_message || self.ended {
-            self.stream.reset(false);
+            if let Some(stream) = &mut self.stream {
+                stream.reset(false);
+            }
             self.ended = false;
         }
         Ok(())
@@ -182,10 +204,12 @@ mod tests {
     fn messages_round_trip_with_and_without_context_takeover() {
         for reset in [false, true] {
             for bits in 8..=15 {
-                let mut compressor = Compressor::new(bits, 6, reset);
-                let mut decompressor = Decompressor::new(bits, reset);
-                for message in [&b""[..], b"a", b"Hello, Hello, Hello", &[7u8; 100_000]] {
-                    round_trip(&mut compressor, &mut decompressor, message);
+                for mem_level in [1, 5, 8] {
+                    let mut compressor = Compressor::new(bits, 6, mem_level, reset);
+                    let mut decompressor = Decompressor::new(bits, reset);
+                    for message in [&b""[..], b"a", b"Hello, Hello, Hello", &[7u8; 100_000]] {
+                        round_trip(&mut compressor, &mut decompressor, message);
+                    }
                 }
             }
         }
@@ -194,11 +218,26 @@ mod tests {
     #[test]
     fn context_takeover_makes_repeated_messages_smaller() {
         let message = b"{\"type\":\"ping\",\"timestamp\":1700000000}";
-        let mut keep = (Compressor::new(15, 6, false), Decompressor::new(15, false));
-        let mut reset = (Compressor::new(15, 6, true), Decompressor::new(15, true));
+        let mut keep = (Compressor::new(15, 6, 8, false), Decompressor::new(15, false));
+        let mut reset = (Compressor::new(15, 6, 8, true), Decompressor::new(15, true));
         round_trip(&mut keep.0, &mut keep.1, message);
         round_trip(&mut reset.0, &mut reset.1, message);
         assert!(round_trip(&mut keep.0, &mut keep.1, message) < round_trip(&mut reset.0, &mut reset.1, message));
+    }
+
+    #[test]
+    fn an_eight_bit_window_request_never_reaches_back_past_256_bytes() {
+        // Compress with "8 bits" (9 underneath) and inflate with a true
+        // 256-byte window: zlib-rs accepts 8 for inflate.
+        let message: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).chain(b"abcdefgh".repeat(500)).collect();
+        let mut wire = Vec::new();
+        Compressor::new(8, 9, 8, false).compress_message(&message, &mut wire);
+        let mut inflate = zlib_rs::Inflate::new(false, 8);
+        let mut out = vec![0u8; message.len() + 64];
+        wire.extend_from_slice(&SYNC_TRAILER);
+        let status = inflate.decompress(&wire, &mut out, InflateFlush::SyncFlush);
+        assert!(status.is_ok(), "{status:?}");
+        assert_eq!(&out[..inflate.total_out() as usize], &message[..]);
     }
 
     #[test]
@@ -214,7 +253,7 @@ mod tests {
     #[test]
     fn decompression_bomb_stops_one_byte_past_the_limit() {
         let mut wire = Vec::new();
-        Compressor::new(15, 9, false).compress_message(&vec![0u8; 1 << 20], &mut wire);
+        Compressor::new(15, 9, 8, false).compress_message(&vec![0u8; 1 << 20], &mut wire);
         assert!(wire.len() < 2048, "{}", wire.len());
         let limit = 64 << 10;
         let mut out = BytesMut::new();
@@ -228,7 +267,7 @@ mod tests {
     fn a_message_of_exactly_the_limit_inflates() {
         let message = vec![b'x'; 5000];
         let mut wire = Vec::new();
-        Compressor::new(15, 6, false).compress_message(&message, &mut wire);
+        Compressor::new(15, 6, 8, false).compress_message(&message, &mut wire);
         let mut out = BytesMut::new();
         let mut decompressor = Decompressor::new(15, false);
         decompressor.decompress(&wire, &mut out, 5000).unwrap();

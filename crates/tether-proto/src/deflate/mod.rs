@@ -3,12 +3,12 @@
 //! inflated size capped by the message limit.
 //!
 //! # Memory
-//! Each direction with context takeover keeps its zlib state for the life of
-//! the connection. With flate2's fixed memLevel 8, a compressor costs about
-//! `2^(w+2) + 192 KiB` bytes (window `w` bits: 320 KiB at 15, 208 KiB at 12)
-//! and a decompressor about `2^w + 7 KiB` (39 KiB at 15). Limit the server's
-//! window with `server_max_window_bits` to cut the first; the second is set
-//! by the peer's window, which `client_max_window_bits` (on a server) bounds.
+//! Each direction's zlib state is allocated when the first compressed
+//! message goes that way and kept for the life of the connection (reset
+//! between messages without context takeover). The compressor's cost grows
+//! with its window and `mem_level`, the decompressor's with the peer's
+//! window; `docs/memory.md` has the measured figures, and
+//! `tests/limits.rs` measures them on every run.
 
 mod codec;
 mod extension;
@@ -39,6 +39,11 @@ pub struct DeflateConfig {
     /// zlib compression level, 0–9. Default 1: the fastest level keeps most
     /// of the gain on the short, repetitive messages WebSockets carry.
     pub level: u32,
+    /// zlib `memLevel`, 1–9: the size of the compressor's hash table and
+    /// output buffer, and so most of its memory. Default 5, as Python
+    /// `websockets`: far less memory than zlib's 8 for a small loss of ratio
+    /// (figures in `docs/memory.md`).
+    pub mem_level: u8,
     /// Messages shorter than this are sent uncompressed (RSV1 clear), since
     /// deflate's framing overhead outweighs the gain on a few bytes.
     /// Default 64 bytes.
@@ -53,6 +58,7 @@ impl Default for DeflateConfig {
             server_max_window_bits: 15,
             client_max_window_bits: 15,
             level: 1,
+            mem_level: 5,
             min_size: 64,
         }
     }

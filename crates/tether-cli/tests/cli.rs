@@ -1,0 +1,79 @@
+//! The `tether` command as users and outside checks run it:
+//! `tether serve --listen HOST:PORT --max-message-size BYTES` and
+//! `tether connect URL` with lines on standard input.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed when dropped, so a failing test leaks nothing.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `tether serve` on a free port and returns it with its URL.
+fn serve(extra: &[&str]) -> (Running, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stderr).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|word| word.starts_with("ws://")).expect(&line).to_owned();
+    (Running(child), url)
+}
+
+fn connect(url: &str, input: &str) -> (String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["connect", url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "tether connect did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    (stdout, stderr)
+}
+
+#[test]
+fn connect_sends_each_line_and_prints_each_echo_then_closes_cleanly() {
+    let (_server, url) = serve(&[]);
+    let (stdout, stderr) = connect(&url, "hello\nκόσμε\n");
+    assert_eq!(stdout, "< hello\n< κόσμε\n", "stderr: {stderr}");
+    assert!(stderr.contains("Connected to"), "{stderr}");
+    assert!(stderr.contains("Connection closed: 1000"), "{stderr}");
+}
+
+#[test]
+fn serve_enforces_max_message_size_with_1009() {
+    let (_server, url) = serve(&["--max-message-size", "10"]);
+    let (stdout, stderr) = connect(&url, "0123456789\n01234567890\n");
+    assert_eq!(stdout, "< 0123456789\n", "stderr: {stderr}");
+    assert!(stderr.contains("1009"), "{stderr}");
+}
+
+#[test]
+fn connect_reports_a_refused_connection_clearly() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let (_, stderr) = connect(&format!("ws://127.0.0.1:{port}/"), "");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it:
+#   1. install what is missing (Debian packages, Python/Node peers, Autobahn venv)
+#   2. static checks: rustfmt, clippy, rustdoc, "tether-proto has no tokio"
+#   3. Autobahn TestSuite, both sides, in the background (about 15 minutes)
+#   4. meanwhile: cargo test (unit, behaviour, API, bad input, interop with
+#      real peers), then a bounded fuzz run of every target
+#   5. wait for Autobahn and diff its results against conformance/expected
+# Ends with one line "test.sh: N passed, N failed" (a step each).
+#
+# Environment: TETHER_DEPS (where dependencies go), FUZZ_SECONDS (per target,
+# default 20), SKIP_AUTOBAHN=1 / SKIP_FUZZ=1 for a quicker local run.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export TETHER_DEPS="${TETHER_DEPS:-$HOME/.cache/tether-deps}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+passed=0
+failed=0
+failures=()
+
+step() {
+  local name="$1"
+  shift
+  printf '\n=== %s\n' "$name"
+  local start=$SECONDS
+  if "$@"; then
+    passed=$((passed + 1))
+    printf '=== %s: ok (%ds)\n' "$name" $((SECONDS - start))
+  else
+    failed=$((failed + 1))
+    failures+=("$name")
+    printf '=== %s: FAILED (%ds)\n' "$name" $((SECONDS - start))
+  fi
+}
+
+no_tokio_in_core() {
+  if cargo tree -p tether-proto -e normal --prefix none | grep -E '^(tokio|mio|async-std|futures) ' ; then
+    echo "tether-proto must not depend on an async runtime"
+    return 1
+  fi
+}
+
+if ! bash scripts/install-deps.sh; then
+  echo "test.sh: dependency installation failed"
+  echo "test.sh: 0 passed, 1 failed"
+  exit 1
+fi
+
+step "rustfmt" cargo fmt --all --check
+step "clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "rustdoc" env RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --quiet
+step "core has no runtime" no_tokio_in_core
+step "release build" cargo build --release --quiet -p tether-cli -p tether --example autobahn_client
+
+autobahn_pid=""
+if [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
+  mkdir -p conformance/reports
+  bash conformance/run.sh > conformance/reports/run.log 2>&1 &
+  autobahn_pid=$!
+  echo "Autobahn TestSuite running in the background (pid $autobahn_pid, log conformance/reports/run.log)"
+fi
+
+step "cargo test" cargo test --workspace --quiet
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+  step "fuzz (${FUZZ_SECONDS:-20}s per target)" bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+fi
+
+if [ -n "$autobahn_pid" ]; then
+  autobahn() {
+    wait "$autobahn_pid"
+    local status=$?
+    grep -E '^(server|client):|^conformance:|^  ' conformance/reports/run.log || tail -40 conformance/reports/run.log
+    return $status
+  }
+  step "Autobahn TestSuite (both sides, permessage-deflate)" autobahn
+fi
+
+printf '\n'
+for name in "${failures[@]}"; do
+  echo "FAILED: $name"
+done
+echo "test.sh: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
