@@ -74,6 +74,13 @@ pub struct WebSocket<S = crate::MaybeTlsStream> {
     phase: Phase,
     /// Unwritten output may still be in the transport's own buffer (TLS).
     needs_flush: bool,
+    /// Boxed: nothing of it exists while the connection is open and well.
+    ending: Option<Box<Ending>>,
+}
+
+/// How the connection ended, as far as the application is told.
+#[derive(Debug, Default)]
+struct Ending {
     /// A failure to report once the events before it have been handed out.
     failure: Option<Error>,
     peer_close: Option<CloseFrame>,
@@ -98,7 +105,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         close_timeout: Duration,
         leftover: &[u8],
     ) -> WebSocket<S> {
-        let failure = connection.handle_read(leftover).err().map(Error::from);
+        let ending = connection
+            .handle_read(leftover)
+            .err()
+            .map(|error| Box::new(Ending { failure: Some(error.into()), peer_close: None }));
         WebSocket {
             stream,
             connection,
@@ -106,8 +116,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             close_timeout,
             phase: Phase::Open,
             needs_flush: false,
-            failure,
-            peer_close: None,
+            ending,
         }
     }
 
@@ -152,7 +161,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The close frame the peer sent, once it has.
     #[must_use]
     pub fn close_frame(&self) -> Option<&CloseFrame> {
-        self.peer_close.as_ref()
+        self.ending.as_ref()?.peer_close.as_ref()
+    }
+
+    fn ending(&mut self) -> &mut Ending {
+        self.ending.get_or_insert_with(Box::default)
+    }
+
+    fn take_failure(&mut self) -> Option<Error> {
+        self.ending.as_mut()?.failure.take()
     }
 
     /// The transport.
@@ -182,7 +199,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     // Errors here change nothing: the connection is over.
                     let _ = ready!(Pin::new(&mut self.stream).poll_shutdown(cx));
                     self.phase = Phase::Done;
-                    return Poll::Ready(self.failure.take().map_or(Ok(None), Err));
+                    return Poll::Ready(self.take_failure().map_or(Ok(None), Err));
                 }
                 Phase::Open => {}
             }
@@ -190,7 +207,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Some(Event::Message(message)) => return Poll::Ready(Ok(Some(message))),
                 Some(Event::Ping(_) | Event::Pong(_)) => continue,
                 Some(Event::Close(frame)) => {
-                    self.peer_close = frame;
+                    self.ending().peer_close = frame;
                     continue;
                 }
                 None => {}
@@ -215,7 +232,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     return Poll::Ready(if self.connection.handle_eof() {
                         Ok(None)
                     } else {
-                        Err(self.failure.take().unwrap_or_else(|| Error::new(Kind::AbnormalClosure)))
+                        Err(self.take_failure().unwrap_or_else(|| Error::new(Kind::AbnormalClosure)))
                     });
                 }
                 Err(error) => {
@@ -229,7 +246,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Reads once into the per-thread buffer and feeds the core. `Ok(false)` at EOF.
     fn poll_read_once(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        let Self { stream, connection, failure, .. } = self;
+        let Self { stream, connection, ending, .. } = self;
         let result = READ_BUF.with_borrow_mut(|buf| {
             let mut read_buf = ReadBuf::new(buf);
             ready!(Pin::new(&mut *stream).poll_read(cx, &mut read_buf))?;
@@ -238,7 +255,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Poll::Ready(Ok(false));
             }
             if let Err(error) = connection.handle_read(filled) {
-                failure.get_or_insert(error.into());
+                ending.get_or_insert_with(Box::default).failure.get_or_insert(error.into());
             }
             Poll::Ready(Ok(true))
         });
@@ -280,7 +297,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     fn usage_error(&self, error: UsageError) -> Error {
         match error {
-            UsageError::Closed => Error::new(Kind::Closed(self.peer_close.clone())),
+            UsageError::Closed => Error::new(Kind::Closed(self.close_frame().cloned())),
             other => other.into(),
         }
     }

@@ -140,6 +140,7 @@ fn collect_headers(parsed: &[httparse::Header<'_>]) -> Headers {
     for header in parsed {
         headers.push(header.name, header.value);
     }
+    headers.shrink_to_fit();
     headers
 }
 

@@ -1,10 +1,22 @@
 //! HTTP header fields as received, in order, with case-insensitive lookup.
 
 /// The header fields of a request or response, in the order received.
-/// Values are kept as bytes, since HTTP allows non-UTF-8 (obs-text) values.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Stored compactly, because a server keeps its connections' requests for
+/// their whole life: all names and values in one byte buffer, and one small
+/// index entry per field, so a request of any size costs two allocations.
+/// Values are bytes, since HTTP allows non-UTF-8 (obs-text) values.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    fields: Vec<(String, Vec<u8>)>,
+    text: Vec<u8>,
+    /// (name start, name end, value end): the value starts at the name's end.
+    fields: Vec<(u32, u32, u32)>,
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter().map(|(name, value)| (name, String::from_utf8_lossy(value)))).finish()
+    }
 }
 
 impl Headers {
@@ -15,14 +27,31 @@ impl Headers {
     }
 
     /// Appends a field.
-    pub fn push(&mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) {
-        self.fields.push((name.into(), value.into()));
+    pub fn push(&mut self, name: impl AsRef<str>, value: impl AsRef<[u8]>) {
+        let start = self.text.len() as u32;
+        self.text.extend_from_slice(name.as_ref().as_bytes());
+        let name_end = self.text.len() as u32;
+        self.text.extend_from_slice(value.as_ref());
+        self.fields.push((start, name_end, self.text.len() as u32));
+    }
+
+    /// Frees spare capacity once all fields are in.
+    pub fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.fields.shrink_to_fit();
+    }
+
+    fn field(&self, &(start, name_end, value_end): &(u32, u32, u32)) -> (&str, &[u8]) {
+        let name = &self.text[start as usize..name_end as usize];
+        let value = &self.text[name_end as usize..value_end as usize];
+        // Names are pushed as &str, so they are UTF-8.
+        (std::str::from_utf8(name).unwrap_or_default(), value)
     }
 
     /// The first value of `name` (case-insensitive).
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.fields.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_slice())
+        self.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value)
     }
 
     /// The first value of `name` as text, if it is valid UTF-8.
@@ -33,21 +62,22 @@ impl Headers {
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.fields.iter().filter(move |(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_slice())
+        self.iter().filter(move |(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| value)
     }
 
     /// How many fields named `name` there are.
     #[must_use]
     pub fn count(&self, name: &str) -> usize {
-        self.fields.iter().filter(|(field, _)| field.eq_ignore_ascii_case(name)).count()
+        self.iter().filter(|(field, _)| field.eq_ignore_ascii_case(name)).count()
     }
 
     /// Whether any value of `name`, read as a comma-separated list, holds
     /// `token` (case-insensitive), as for `Connection: keep-alive, Upgrade`.
     #[must_use]
     pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.get_all(name)
-            .flat_map(|value| value.split(|&b| b == b','))
+        self.iter()
+            .filter(|(field, _)| field.eq_ignore_ascii_case(name))
+            .flat_map(|(_, value)| value.split(|&b| b == b','))
             .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
     }
 
@@ -73,7 +103,7 @@ impl Headers {
 
     /// Every field, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.fields.iter().map(|(name, value)| (name.as_str(), value.as_slice()))
+        self.fields.iter().map(|field| self.field(field))
     }
 
     /// How many fields there are.
