@@ -567,12 +567,14 @@ impl Connection {
         }
         match &mut self.deflate {
             Some(deflate) if compress && payload.len() >= deflate.min_size => {
-                let mut compressed = std::mem::take(&mut self.scratch);
-                compressed.clear();
-                deflate.compressor.compress_message(payload, &mut compressed);
-                self.write_frame(opcode, true, &compressed);
-                compressed.clear();
-                self.scratch = compressed;
+                // Borrow `scratch` past what it holds: between two reads of
+                // a control frame, that is the frame's payload so far.
+                let mut scratch = std::mem::take(&mut self.scratch);
+                let held = scratch.len();
+                deflate.compressor.compress_message(payload, &mut scratch);
+                self.write_frame(opcode, true, &scratch[held..]);
+                scratch.truncate(held);
+                self.scratch = scratch;
             }
             _ => self.write_frame(opcode, false, payload),
         }
