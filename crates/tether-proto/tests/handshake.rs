@@ -223,7 +223,8 @@ fn the_client_accepts_a_correct_101() {
 #[test]
 fn the_client_rejects_bad_answers_with_a_typed_error() {
     let (handshake, _) = client(ClientHandshakeConfig::default());
-    let cases: [(&str, fn(&HandshakeError) -> bool); 5] = [
+    type Expectation = fn(&HandshakeError) -> bool;
+    let cases: [(&str, Expectation); 5] = [
         ("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", |e| {
             matches!(e, HandshakeError::Status { status: 403, .. })
         }),
