@@ -10,6 +10,7 @@
 //! write. Pong replies and the close echo are queued output like any other.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 
 use bytes::Bytes;
 
@@ -21,6 +22,7 @@ use crate::frame::{
     apply_mask, CloseCode, FrameHeader, MaskSource, OpCode, RandomMask, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
 };
 use crate::message::{CloseFrame, Message};
+use crate::transmit::Transmit;
 use crate::Role;
 
 /// Where the connection is in its life (RFC 6455 §4–§7). The opening
@@ -62,9 +64,10 @@ const PONG_BACKLOG_LIMIT: usize = 16 << 10;
 /// it) instead of one allocation each.
 const INCOMING_RESERVE: usize = 4 << 10;
 
-/// Output buffers larger than this are freed rather than kept for reuse
-/// once drained, so one large message does not pin memory forever.
-const RETAINED_OUTPUT: usize = 64 << 10;
+/// A server sends payloads at least this large by reference (a vectored
+/// write of header and payload) instead of copying them into the output
+/// buffer. Below it, copying is cheaper than another slice to write.
+const SHARED_PAYLOAD_MIN: usize = 16 << 10;
 
 #[derive(Debug)]
 enum ReadState {
@@ -120,9 +123,7 @@ pub struct Connection {
     /// on their way to the decompressor (never both at once).
     scratch: Vec<u8>,
     events: VecDeque<Event>,
-    output: Vec<u8>,
-    /// How much of `output` has been transmitted.
-    sent: usize,
+    output: Transmit,
     /// The answer to the latest ping, while the output is backed up.
     pending_pong: Option<Box<[u8]>>,
     mask_source: Option<Box<dyn MaskSource>>,
@@ -135,7 +136,7 @@ impl std::fmt::Debug for Connection {
             .field("role", &self.role)
             .field("state", &self.state)
             .field("deflate", &self.deflate.is_some())
-            .field("unsent", &(self.output.len() - self.sent))
+            .field("unsent", &self.output.len())
             .finish_non_exhaustive()
     }
 }
@@ -168,8 +169,7 @@ impl Connection {
             deflate,
             scratch: Vec::new(),
             events: VecDeque::new(),
-            output: Vec::new(),
-            sent: 0,
+            output: Transmit::default(),
             pending_pong: None,
             mask_source: None,
             ending: None,
@@ -294,12 +294,13 @@ impl Connection {
                     let header = *header;
                     let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(data.len());
                     let chunk_offset = *offset;
+                    let frame_rest = usize::try_from(*remaining).unwrap_or(usize::MAX);
                     *remaining -= take as u64;
                     *offset += take;
                     let done = *remaining == 0;
                     let (chunk, rest) = data.split_at(take);
                     data = rest;
-                    let result = self.frame_payload(&header, chunk, chunk_offset).and_then(|()| {
+                    let result = self.frame_payload(&header, chunk, chunk_offset, frame_rest).and_then(|()| {
                         if done {
                             self.end_frame(&header)
                         } else {
@@ -382,7 +383,13 @@ impl Connection {
     }
 
     /// Takes in a piece of the current frame's payload.
-    fn frame_payload(&mut self, header: &FrameHeader, chunk: &[u8], offset: usize) -> Result<(), ProtocolError> {
+    fn frame_payload(
+        &mut self,
+        header: &FrameHeader,
+        chunk: &[u8],
+        offset: usize,
+        frame_rest: usize,
+    ) -> Result<(), ProtocolError> {
         if header.opcode.is_control() {
             let start = self.scratch.len();
             self.scratch.extend_from_slice(chunk);
@@ -403,9 +410,12 @@ impl Connection {
         } else {
             let buf = &mut self.incoming.buf;
             if buf.capacity() - buf.len() < chunk.len() {
-                // Grow by what arrived (never by what a header declares), in
-                // steps large enough that small messages share one allocation.
-                buf.reserve(chunk.len().max(INCOMING_RESERVE));
+                // Grow geometrically, so a large message is not copied again
+                // at every read, but never past what the frame still declares
+                // nor past what has already arrived: a header that lies about
+                // its length makes us hold at most twice what was sent.
+                let doubling = buf.len().max(INCOMING_RESERVE);
+                buf.reserve(chunk.len().max(doubling.min(frame_rest)));
             }
             let start = buf.len();
             buf.extend_from_slice(chunk);
@@ -542,6 +552,16 @@ impl Connection {
     /// [`UsageError::Closed`] once the closing handshake has started.
     pub fn send_with(&mut self, message: &Message, compress: bool) -> Result<(), UsageError> {
         let opcode = if message.is_text() { OpCode::Text } else { OpCode::Binary };
+        let compressing = compress && self.deflate.as_ref().is_some_and(|d| message.len() >= d.min_size);
+        if self.role == Role::Server && !compressing && message.len() >= SHARED_PAYLOAD_MIN {
+            if self.state != State::Open {
+                return Err(UsageError::Closed);
+            }
+            let payload = message.clone().into_bytes();
+            self.write_header(opcode, false, payload.len());
+            self.output.push_shared(payload);
+            return Ok(());
+        }
         self.send_data(opcode, message.as_bytes(), compress)
     }
 
@@ -658,8 +678,8 @@ impl Connection {
         }
     }
 
-    /// Appends one frame to the output, masking it if we are the client.
-    fn write_frame(&mut self, opcode: OpCode, compressed: bool, payload: &[u8]) {
+    /// Appends one frame header to the output; returns its mask key, if we mask.
+    fn write_header(&mut self, opcode: OpCode, compressed: bool, payload_len: usize) -> Option<[u8; 4]> {
         let mask = match self.role {
             Role::Server => None,
             Role::Client => Some(match &mut self.mask_source {
@@ -667,52 +687,64 @@ impl Connection {
                 None => RandomMask.next_mask(),
             }),
         };
-        let header = FrameHeader { rsv1: compressed, mask, ..FrameHeader::new(opcode, payload.len() as u64) };
+        let header = FrameHeader { rsv1: compressed, mask, ..FrameHeader::new(opcode, payload_len as u64) };
         let mut encoded = [0u8; MAX_HEADER_LEN];
         let header_len = header.encode(&mut encoded);
-        self.output.reserve(header_len + payload.len());
-        self.output.extend_from_slice(&encoded[..header_len]);
-        let start = self.output.len();
-        self.output.extend_from_slice(payload);
+        let buf = self.output.buf_mut();
+        buf.reserve(header_len + payload_len);
+        buf.extend_from_slice(&encoded[..header_len]);
+        mask
+    }
+
+    /// Appends one frame to the output, masking it if we are the client.
+    fn write_frame(&mut self, opcode: OpCode, compressed: bool, payload: &[u8]) {
+        let mask = self.write_header(opcode, compressed, payload.len());
+        let buf = self.output.buf_mut();
+        let start = buf.len();
+        buf.extend_from_slice(payload);
         if let Some(key) = mask {
-            apply_mask(&mut self.output[start..], key, 0);
+            apply_mask(&mut buf[start..], key, 0);
         }
     }
 
     // ---- output: bytes -------------------------------------------------
 
     fn unsent(&self) -> usize {
-        self.output.len() - self.sent
+        self.output.len()
     }
 
-    /// The bytes waiting to be written to the transport (possibly many
-    /// frames: write them in one call).
+    /// The next run of bytes waiting to be written to the transport
+    /// (possibly many frames: write them in one call). Empty when nothing
+    /// waits. Large payloads come as runs of their own: prefer
+    /// [`pending_transmit_vectored`](Self::pending_transmit_vectored).
     #[must_use]
     pub fn pending_transmit(&mut self) -> &[u8] {
+        self.flush_pending_pong_if_room();
+        self.output.first_chunk()
+    }
+
+    /// Everything waiting to be written, as slices for one vectored write;
+    /// returns how many of `slices` were filled.
+    pub fn pending_transmit_vectored<'a>(&'a mut self, slices: &mut [IoSlice<'a>]) -> usize {
+        self.flush_pending_pong_if_room();
+        self.output.slices(slices)
+    }
+
+    fn flush_pending_pong_if_room(&mut self) {
         if self.pending_pong.is_some() && self.unsent() < PONG_BACKLOG_LIMIT {
             self.flush_pending_pong();
         }
-        &self.output[self.sent..]
     }
 
     /// Whether anything waits to be written.
     #[must_use]
     pub fn wants_transmit(&self) -> bool {
-        self.unsent() > 0 || self.pending_pong.is_some()
+        !self.output.is_empty() || self.pending_pong.is_some()
     }
 
-    /// Records that the first `n` bytes of
-    /// [`pending_transmit`](Self::pending_transmit) were written.
+    /// Records that the next `n` bytes of the output were written.
     pub fn advance_transmit(&mut self, n: usize) {
-        self.sent = (self.sent + n).min(self.output.len());
-        if self.sent == self.output.len() {
-            self.sent = 0;
-            if self.output.capacity() > RETAINED_OUTPUT {
-                self.output = Vec::new();
-            } else {
-                self.output.clear();
-            }
-        }
+        self.output.advance(n);
     }
 
     /// Whether the transport should now be closed: the connection is
@@ -725,10 +757,7 @@ impl Connection {
     /// Frees buffers that hold nothing, so that an idle connection costs
     /// only its fixed state. The I/O layer calls this when it goes idle.
     pub fn release_memory(&mut self) {
-        if !self.wants_transmit() {
-            self.output = Vec::new();
-            self.sent = 0;
-        }
+        self.output.release_memory();
         self.incoming.release_memory();
         if !matches!(self.read, ReadState::Payload { .. }) {
             self.scratch = Vec::new();

@@ -42,6 +42,7 @@ pub mod handshake;
 pub mod message;
 
 mod assemble;
+mod transmit;
 
 pub use bytes::Bytes;
 pub use config::{Config, HandshakeLimits};

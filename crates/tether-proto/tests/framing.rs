@@ -180,6 +180,27 @@ fn many_sends_are_batched_into_one_transmit_buffer() {
 }
 
 #[test]
+fn a_large_server_message_goes_out_by_reference_intact_and_in_order() {
+    let mut harness = server();
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    harness.connection.send_text("before").unwrap();
+    harness.connection.send(&Message::from(big.clone())).unwrap();
+    harness.connection.send_text("after").unwrap();
+    let mut slices = [std::io::IoSlice::new(&[]); 8];
+    let count = harness.connection.pending_transmit_vectored(&mut slices);
+    assert!(count >= 3, "the payload is a slice of its own, not copied");
+    let frames = harness.sent_frames();
+    assert_eq!(
+        frames,
+        vec![
+            (OpCode::Text, false, b"before".to_vec()),
+            (OpCode::Binary, false, big),
+            (OpCode::Text, false, b"after".to_vec())
+        ]
+    );
+}
+
+#[test]
 fn close_payload_helper_encodes_code_first() {
     assert_eq!(close_payload(1000, b"x"), vec![0x03, 0xe8, b'x']);
 }

@@ -13,7 +13,7 @@ use crate::error::{Error, Kind, Result};
 use crate::handshake::{read_head, HeadReadError};
 use crate::stream::MaybeTlsStream;
 use crate::tls::{client_config, TrustRoots};
-use crate::websocket::{ConnectionInfo, WebSocket};
+use crate::websocket::{ConnectionInfo, Handshake, WebSocket};
 
 /// A source of mask keys for the frames a client sends (the seeds'
 /// `get_mask_key`); the default is the CSPRNG.
@@ -156,8 +156,11 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
         let mask_key = mask_key.clone();
         connection.set_mask_source(Box::new(move || mask_key()));
     }
-    let info =
-        ConnectionInfo { peer_addr, request: None, protocol: accepted.protocol, response: Some(accepted.response) };
+    let info = ConnectionInfo {
+        peer_addr,
+        handshake: Handshake::Response(accepted.response),
+        protocol: accepted.protocol.map(Into::into),
+    };
     Ok(WebSocket::new(stream, connection, info, config.close_timeout, &leftover))
 }
 

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use crate::error::{Error, Result};
 use crate::handshake::{read_head, HeadReadError};
 use crate::stream::MaybeTlsStream;
-use crate::websocket::{ConnectionInfo, WebSocket};
+use crate::websocket::{ConnectionInfo, Handshake, WebSocket};
 
 /// How a server accepts connections. Start from [`ServerConfig::default`].
 #[derive(Clone, Debug)]
@@ -216,8 +216,11 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream.write_all(&response).await?;
     stream.flush().await?;
     let connection = Connection::new(Role::Server, config.protocol.clone(), accepted.deflate);
-    let info =
-        ConnectionInfo { peer_addr: Some(peer), request: Some(request), response: None, protocol: accepted.protocol };
+    let info = ConnectionInfo {
+        peer_addr: Some(peer),
+        handshake: Handshake::Request(request),
+        protocol: accepted.protocol.map(Into::into),
+    };
     Ok(WebSocket::new(stream, connection, info, config.close_timeout, &leftover))
 }
 

@@ -10,7 +10,7 @@
 //! makes one read and one write, not sixteen.
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -25,8 +25,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::error::{Error, Kind, Result};
 
 /// How much one read asks the transport for. The buffer is per thread, not
-/// per connection: an idle connection holds no read buffer at all.
-const READ_CHUNK: usize = 64 << 10;
+/// per connection, so it can be large (fewer reads per big message) while
+/// an idle connection holds no read buffer at all.
+const READ_CHUNK: usize = 256 << 10;
+
+/// Most slices handed to one vectored write.
+const WRITE_SLICES: usize = 16;
 
 /// Past this many queued bytes, `send` writes instead of only queueing, so
 /// a sender faster than the network waits for it (backpressure).
@@ -36,13 +40,26 @@ thread_local! {
     static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
 
-/// What is known about the connection besides its bytes.
+/// What is known about the connection besides its bytes. Kept for the
+/// connection's life, so kept small: a server holds the request, a client
+/// the response, never both.
 #[derive(Debug, Default)]
 pub(crate) struct ConnectionInfo {
     pub(crate) peer_addr: Option<SocketAddr>,
-    pub(crate) request: Option<Request>,
-    pub(crate) response: Option<Response>,
-    pub(crate) protocol: Option<String>,
+    pub(crate) handshake: Handshake,
+    pub(crate) protocol: Option<Box<str>>,
+}
+
+/// The other side's half of the opening handshake.
+#[derive(Debug, Default)]
+pub(crate) enum Handshake {
+    /// Made by other means ([`WebSocket::from_raw`]).
+    #[default]
+    Unknown,
+    /// A server's view: the client's request.
+    Request(Request),
+    /// A client's view: the server's response.
+    Response(Response),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,13 +154,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// On a server: the client's upgrade request (path, query, headers).
     #[must_use]
     pub fn request(&self) -> Option<&Request> {
-        self.info.request.as_ref()
+        match &self.info.handshake {
+            Handshake::Request(request) => Some(request),
+            _ => None,
+        }
     }
 
     /// On a client: the server's `101` response (headers, cookies).
     #[must_use]
     pub fn response(&self) -> Option<&Response> {
-        self.info.response.as_ref()
+        match &self.info.handshake {
+            Handshake::Response(response) => Some(response),
+            _ => None,
+        }
     }
 
     /// The negotiated subprotocol.
@@ -337,15 +360,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     pub(crate) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         loop {
-            let pending = self.connection.pending_transmit();
-            if pending.is_empty() {
+            if !self.connection.wants_transmit() {
                 if self.needs_flush {
                     ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
                     self.needs_flush = false;
                 }
                 return Poll::Ready(Ok(()));
             }
-            let written = ready!(Pin::new(&mut self.stream).poll_write(cx, pending))?;
+            // Large payloads are queued by reference: one vectored write
+            // sends them with the frames around them, without a copy.
+            let written = if self.stream.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+                let count = self.connection.pending_transmit_vectored(&mut slices);
+                ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..count]))?
+            } else {
+                let pending = self.connection.pending_transmit();
+                ready!(Pin::new(&mut self.stream).poll_write(cx, pending))?
+            };
             if written == 0 {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
             }

@@ -129,9 +129,7 @@ impl Harness {
 
     /// Everything transmitted so far, parsed into (opcode, payload) frames.
     pub fn sent_frames(&mut self) -> Vec<(OpCode, bool, Vec<u8>)> {
-        let bytes = self.connection.pending_transmit().to_vec();
-        self.connection.advance_transmit(bytes.len());
-        parse_frames(&bytes)
+        parse_frames(&drain(&mut self.connection))
     }
 
     /// The close code we sent, if we sent a close frame.
@@ -140,6 +138,20 @@ impl Harness {
             .into_iter()
             .find(|(opcode, _, _)| *opcode == OpCode::Close)
             .map(|(_, _, payload)| u16::from_be_bytes([payload[0], payload[1]]))
+    }
+}
+
+/// Everything the connection has to transmit, in order, marked as sent.
+pub fn drain(connection: &mut Connection) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    loop {
+        let chunk = connection.pending_transmit();
+        if chunk.is_empty() {
+            return bytes;
+        }
+        let n = chunk.len();
+        bytes.extend_from_slice(chunk);
+        connection.advance_transmit(n);
     }
 }
 
