@@ -26,7 +26,9 @@ pub(crate) struct Transmit {
     buf: Vec<u8>,
     /// How much of `buf` has been written.
     sent: usize,
-    /// Boxed: absent until the first large payload, so it costs a pointer.
+    /// Boxed: absent until the first large payload, so an idle connection
+    /// pays 8 bytes for it instead of a `VecDeque`'s 32.
+    #[allow(clippy::box_collection)]
     shared: Option<Box<VecDeque<Shared>>>,
     /// Unwritten bytes held in `shared`.
     shared_unsent: usize,
