@@ -15,7 +15,7 @@
 #   --timeout  give up on a side after this many seconds (default 3600)
 #
 # Builds nothing. Needs:
-#   cargo build --release -p tether-cli -p tether --examples
+#   cargo build --release -p tether-cli --bin tether -p tether --example autobahn_client
 #   scripts/install-deps.sh        (wstest in $TETHER_DEPS/autobahn, python3 venv)
 # Environment overrides: TETHER_DEPS, CARGO_TARGET_DIR, TETHER_BIN, AUTOBAHN_CLIENT_BIN,
 #   TETHER_MAX_MESSAGE_SIZE (default 16777216 = 16 MiB, exactly the largest 9.x message;
@@ -61,7 +61,7 @@ missing=()
 [ -x "$CLIENT_BIN" ] || missing+=("$CLIENT_BIN")
 if [ "${#missing[@]}" -gt 0 ]; then
   die "missing binaries: ${missing[*]}
-  build them first:  cargo build --release -p tether-cli -p tether --examples"
+  build them first:  cargo build --release -p tether-cli --bin tether -p tether --example autobahn_client"
 fi
 [ -x "$WSTEST_PY" ] && [ -x "$DEPS/autobahn/bin/wstest" ] \
   || die "wstest not installed under $DEPS/autobahn; run scripts/install-deps.sh"

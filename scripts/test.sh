@@ -52,7 +52,7 @@ step "rustfmt" cargo fmt --all --check
 step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "rustdoc" env RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --quiet
 step "core has no runtime" no_tokio_in_core
-step "release build" cargo build --release --quiet -p tether-cli -p tether --example autobahn_client
+step "release build" cargo build --release --quiet -p tether-cli --bin tether -p tether --example autobahn_client
 
 autobahn_pid=""
 if [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
