@@ -48,22 +48,14 @@ impl DeflateParams {
     /// The `Sec-WebSocket-Extensions` value a server answers with.
     #[must_use]
     pub fn to_response_header(&self) -> String {
-        let mut value = String::from(EXTENSION_NAME);
-        if self.server_no_context_takeover {
-            value.push_str("; ");
-            value.push_str(SERVER_NO_CONTEXT_TAKEOVER);
+        let narrowed = |bits: u8| (bits < 15).then_some(bits);
+        ParsedParams {
+            server_no_context_takeover: self.server_no_context_takeover,
+            client_no_context_takeover: self.client_no_context_takeover,
+            server_max_window_bits: narrowed(self.server_max_window_bits),
+            client_max_window_bits: narrowed(self.client_max_window_bits).map(Some),
         }
-        if self.client_no_context_takeover {
-            value.push_str("; ");
-            value.push_str(CLIENT_NO_CONTEXT_TAKEOVER);
-        }
-        if self.server_max_window_bits < 15 {
-            value.push_str(&format!("; {SERVER_MAX_WINDOW_BITS}={}", self.server_max_window_bits));
-        }
-        if self.client_max_window_bits < 15 {
-            value.push_str(&format!("; {CLIENT_MAX_WINDOW_BITS}={}", self.client_max_window_bits));
-        }
-        value
+        .to_header()
     }
 }
 
@@ -107,8 +99,9 @@ fn parse_window_bits(value: &str) -> Option<u8> {
     }
 }
 
-/// The parameters of one offer or response, checked for the RFC 7692 §7.1
-/// rules every side applies: known names, no repeats, well-formed values.
+/// The parameters of one offer or response: parsed from a header (checked
+/// for the RFC 7692 §7.1 rules every side applies: known names, no repeats,
+/// well-formed values), or rendered into one.
 #[derive(Default)]
 struct ParsedParams {
     server_no_context_takeover: bool,
@@ -116,6 +109,29 @@ struct ParsedParams {
     server_max_window_bits: Option<u8>,
     /// `Some(None)`: present without a value (only legal in an offer).
     client_max_window_bits: Option<Option<u8>>,
+}
+
+impl ParsedParams {
+    /// The extension with these parameters, as a header value. The one
+    /// rendering used for both offers and answers.
+    fn to_header(&self) -> String {
+        let mut value = String::from(EXTENSION_NAME);
+        if self.server_no_context_takeover {
+            value.push_str(&format!("; {SERVER_NO_CONTEXT_TAKEOVER}"));
+        }
+        if self.client_no_context_takeover {
+            value.push_str(&format!("; {CLIENT_NO_CONTEXT_TAKEOVER}"));
+        }
+        if let Some(bits) = self.server_max_window_bits {
+            value.push_str(&format!("; {SERVER_MAX_WINDOW_BITS}={bits}"));
+        }
+        match self.client_max_window_bits {
+            Some(Some(bits)) => value.push_str(&format!("; {CLIENT_MAX_WINDOW_BITS}={bits}")),
+            Some(None) => value.push_str(&format!("; {CLIENT_MAX_WINDOW_BITS}")),
+            None => {}
+        }
+        value
+    }
 }
 
 fn parse_params(params: &[(String, Option<String>)]) -> Result<ParsedParams, String> {
@@ -151,25 +167,14 @@ impl DeflateConfig {
     /// asks (RFC 7692 §7.1.2.2).
     #[must_use]
     pub fn to_offer_header(&self) -> String {
-        let mut value = String::from(EXTENSION_NAME);
-        if self.server_no_context_takeover {
-            value.push_str("; ");
-            value.push_str(SERVER_NO_CONTEXT_TAKEOVER);
+        let narrowed = |bits: u8| (bits < 15).then_some(bits);
+        ParsedParams {
+            server_no_context_takeover: self.server_no_context_takeover,
+            client_no_context_takeover: self.client_no_context_takeover,
+            server_max_window_bits: narrowed(self.server_max_window_bits),
+            client_max_window_bits: Some(narrowed(self.client_max_window_bits)),
         }
-        if self.client_no_context_takeover {
-            value.push_str("; ");
-            value.push_str(CLIENT_NO_CONTEXT_TAKEOVER);
-        }
-        if self.server_max_window_bits < 15 {
-            value.push_str(&format!("; {SERVER_MAX_WINDOW_BITS}={}", self.server_max_window_bits));
-        }
-        if self.client_max_window_bits < 15 {
-            value.push_str(&format!("; {CLIENT_MAX_WINDOW_BITS}={}", self.client_max_window_bits));
-        } else {
-            value.push_str("; ");
-            value.push_str(CLIENT_MAX_WINDOW_BITS);
-        }
-        value
+        .to_header()
     }
 
     /// As a server: the parameters for the first acceptable permessage-deflate
