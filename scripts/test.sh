@@ -57,6 +57,7 @@ step "release build" cargo build --release --quiet -p tether-cli --bin tether -p
 autobahn_pid=""
 # Outside conformance/reports/, which run.sh empties when it starts.
 autobahn_log="$ROOT/target/autobahn.log"
+mkdir -p "$ROOT/target"
 if [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
   bash conformance/run.sh > "$autobahn_log" 2>&1 &
   autobahn_pid=$!
