@@ -91,6 +91,16 @@ class Browser:
         except OSError:
             return "(no log)"
 
+    def _signal_group_and_wait(self, pid, sig):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
     def cleanup(self):
         with self._lock:
             if self._cleaned:
@@ -99,24 +109,10 @@ class Browser:
         pid = self.proc.pid
         try:
             if self.proc.poll() is None:
-                try:
-                    os.killpg(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-                try:
-                    self.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
+                self._signal_group_and_wait(pid, signal.SIGTERM)
             # Children (renderer, zygote, ...) share the group; make sure
             # none survive the browser process.
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+            self._signal_group_and_wait(pid, signal.SIGKILL)
         finally:
             self._log.close()
             for _ in range(20):

@@ -552,17 +552,7 @@ impl Connection {
     /// [`UsageError::Closed`] once the closing handshake has started.
     pub fn send_with(&mut self, message: &Message, compress: bool) -> Result<(), UsageError> {
         let opcode = if message.is_text() { OpCode::Text } else { OpCode::Binary };
-        let compressing = compress && self.deflate.as_ref().is_some_and(|d| message.len() >= d.min_size);
-        if self.role == Role::Server && !compressing && message.len() >= SHARED_PAYLOAD_MIN {
-            if self.state != State::Open {
-                return Err(UsageError::Closed);
-            }
-            let payload = message.clone().into_bytes();
-            self.write_header(opcode, false, payload.len());
-            self.output.push_shared(payload);
-            return Ok(());
-        }
-        self.send_data(opcode, message.as_bytes(), compress)
+        self.send_data(opcode, message.as_bytes(), Some(message.shared_bytes()), compress)
     }
 
     /// Queues a text message.
@@ -570,7 +560,7 @@ impl Connection {
     /// # Errors
     /// [`UsageError::Closed`] once the closing handshake has started.
     pub fn send_text(&mut self, text: &str) -> Result<(), UsageError> {
-        self.send_data(OpCode::Text, text.as_bytes(), true)
+        self.send_data(OpCode::Text, text.as_bytes(), None, true)
     }
 
     /// Queues a binary message.
@@ -578,10 +568,19 @@ impl Connection {
     /// # Errors
     /// [`UsageError::Closed`] once the closing handshake has started.
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), UsageError> {
-        self.send_data(OpCode::Binary, data, true)
+        self.send_data(OpCode::Binary, data, None, true)
     }
 
-    fn send_data(&mut self, opcode: OpCode, payload: &[u8], compress: bool) -> Result<(), UsageError> {
+    /// Queues one data message, choosing how in one place: compressed if
+    /// deflate applies; by reference if we are the server and the payload
+    /// is large and `shared` holds it; otherwise copied into the output.
+    fn send_data(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        shared: Option<&Bytes>,
+        compress: bool,
+    ) -> Result<(), UsageError> {
         if self.state != State::Open {
             return Err(UsageError::Closed);
         }
@@ -596,7 +595,13 @@ impl Connection {
                 scratch.truncate(held);
                 self.scratch = scratch;
             }
-            _ => self.write_frame(opcode, false, payload),
+            _ => match shared {
+                Some(bytes) if self.role == Role::Server && bytes.len() >= SHARED_PAYLOAD_MIN => {
+                    self.write_header(opcode, false, bytes.len());
+                    self.output.push_shared(bytes.clone());
+                }
+                _ => self.write_frame(opcode, false, payload),
+            },
         }
         Ok(())
     }

@@ -52,6 +52,14 @@ impl Message {
         }
     }
 
+    /// The payload's shared buffer, for sending it without a copy.
+    pub(crate) fn shared_bytes(&self) -> &Bytes {
+        match self {
+            Message::Text(text) => &text.0,
+            Message::Binary(bytes) => bytes,
+        }
+    }
+
     /// The payload as shared bytes, without copying.
     #[must_use]
     pub fn into_bytes(self) -> Bytes {

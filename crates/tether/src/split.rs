@@ -103,7 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
     /// # Errors
     /// As [`WebSocket::send`].
     pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
-        self.shared.lock().queue_message(&message.into())?;
+        self.shared.lock().queue(&message.into(), true)?;
         std::future::poll_fn(|cx| self.poll_write_out(cx)).await
     }
 
@@ -134,7 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketWriter<S> {
     }
 
     fn start_send(self: Pin<&mut Self>, message: Message) -> Result<()> {
-        self.shared.lock().queue_message(&message)
+        self.shared.lock().queue(&message, true)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {

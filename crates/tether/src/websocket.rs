@@ -314,7 +314,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.flush_unless_batching().await
     }
 
-    fn queue(&mut self, message: &Message, compress: bool) -> Result<()> {
+    pub(crate) fn queue(&mut self, message: &Message, compress: bool) -> Result<()> {
         self.connection.send_with(message, compress).map_err(|error| self.usage_error(error))
     }
 
@@ -437,10 +437,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// be used from different tasks.
     pub fn split(self) -> (crate::split::WebSocketReader<S>, crate::split::WebSocketWriter<S>) {
         crate::split::split(self)
-    }
-
-    pub(crate) fn queue_message(&mut self, message: &Message) -> Result<()> {
-        self.queue(message, true)
     }
 
     pub(crate) fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
