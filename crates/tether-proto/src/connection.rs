@@ -11,17 +11,21 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::assemble::{Assembler, MessageKind};
+use crate::backlog::{Backlog, Fragment};
 use crate::config::Config;
 use crate::deflate::{Compressor, Decompressor, DeflateParams};
 use crate::error::{ProtocolError, UsageError};
 use crate::frame::{
     apply_mask, CloseCode, FrameHeader, MaskSource, OpCode, RandomMask, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
 };
+use crate::keepalive::{Due, Phase, RoundTrip, Timers};
 use crate::message::{CloseFrame, Message};
+use crate::time::Timeout;
 use crate::transmit::Transmit;
 use crate::Role;
 
@@ -85,6 +89,7 @@ struct Limits {
     max_frame_size: usize,
     max_message_size: usize,
     max_fragments: usize,
+    fragment_size: usize,
 }
 
 /// permessage-deflate state, boxed: it is large, and absent unless negotiated.
@@ -104,6 +109,8 @@ struct Ending {
     deferred_close: Option<CloseFrame>,
     close_received: Option<Option<CloseFrame>>,
     error: Option<ProtocolError>,
+    /// The deadline that ended the connection, if one did.
+    timeout: Option<Timeout>,
 }
 
 /// One WebSocket connection's protocol state, after the opening handshake.
@@ -128,6 +135,9 @@ pub struct Connection {
     pending_pong: Option<Box<[u8]>>,
     mask_source: Option<Box<dyn MaskSource>>,
     ending: Option<Box<Ending>>,
+    /// Messages waiting to be framed behind a large one (see `backlog`).
+    backlog: Option<Box<Backlog>>,
+    timers: Timers,
 }
 
 impl std::fmt::Debug for Connection {
@@ -145,6 +155,7 @@ impl Connection {
     /// A connection in the `Open` state, with `deflate` as negotiated.
     #[must_use]
     pub fn new(role: Role, config: Config, deflate: Option<DeflateParams>) -> Connection {
+        let timers = Timers::new(&config);
         let deflate = deflate.map(|params| {
             let (level, mem_level, min_size) =
                 config.deflate.as_ref().map_or((1, 5, 0), |d| (d.level, d.mem_level, d.min_size));
@@ -163,6 +174,7 @@ impl Connection {
                 max_frame_size: config.max_frame_size,
                 max_message_size: config.max_message_size,
                 max_fragments: config.max_fragments,
+                fragment_size: config.fragment_size.max(1),
             },
             read: ReadState::Header { buf: [0; MAX_HEADER_LEN], have: 0 },
             incoming: Assembler::default(),
@@ -173,6 +185,8 @@ impl Connection {
             pending_pong: None,
             mask_source: None,
             ending: None,
+            backlog: None,
+            timers,
         }
     }
 
@@ -224,6 +238,20 @@ impl Connection {
     #[must_use]
     pub fn error(&self) -> Option<&ProtocolError> {
         self.ending.as_ref()?.error.as_ref()
+    }
+
+    /// The deadline that ended the connection, if one did: a keepalive
+    /// ping left unanswered, an idle limit, a close handshake that did
+    /// not finish.
+    #[must_use]
+    pub fn timeout(&self) -> Option<Timeout> {
+        self.ending.as_ref()?.timeout
+    }
+
+    /// The round-trip time measured by keepalive pings, once one was answered.
+    #[must_use]
+    pub fn round_trip(&self) -> Option<RoundTrip> {
+        self.timers.round_trip()
     }
 
     fn ending(&mut self) -> &mut Ending {
@@ -292,6 +320,9 @@ impl Connection {
                 }
                 ReadState::Payload { header, remaining, offset } => {
                     let header = *header;
+                    if !header.opcode.is_control() {
+                        self.timers.note_progress_in();
+                    }
                     let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(data.len());
                     let chunk_offset = *offset;
                     let frame_rest = usize::try_from(*remaining).unwrap_or(usize::MAX);
@@ -353,6 +384,7 @@ impl Connection {
             }
             self.scratch.clear();
         } else {
+            self.timers.note_progress_in();
             match (header.opcode, self.incoming.in_progress()) {
                 (OpCode::Continuation, false) => return Err(ProtocolError::UnexpectedContinuation),
                 (OpCode::Text | OpCode::Binary, true) => return Err(ProtocolError::ExpectedContinuation),
@@ -437,6 +469,7 @@ impl Connection {
                 self.scratch = payload;
             }
             OpCode::Pong => {
+                self.timers.note_pong(&self.scratch);
                 self.events.push_back(Event::Pong(Bytes::copy_from_slice(&self.scratch)));
             }
             OpCode::Close => self.receive_close()?,
@@ -450,6 +483,7 @@ impl Connection {
                         }
                     }
                     let message = self.incoming.finish()?;
+                    self.timers.note_activity();
                     self.events.push_back(Event::Message(message));
                 }
             }
@@ -489,6 +523,9 @@ impl Connection {
     /// error's code unless one was sent, and ignore all further input.
     fn fail(&mut self, error: ProtocolError) -> ProtocolError {
         self.read = ReadState::Discard;
+        // A failed connection sends nothing more but its close frame: the
+        // rest of a message being fragmented is abandoned.
+        self.backlog = None;
         self.ending().error = Some(error.clone());
         if self.has_deferred_close() {
             // The close already waiting (an echo of the peer's) goes out as planned.
@@ -572,8 +609,10 @@ impl Connection {
     }
 
     /// Queues one data message, choosing how in one place: compressed if
-    /// deflate applies; by reference if we are the server and the payload
-    /// is large and `shared` holds it; otherwise copied into the output.
+    /// deflate applies; fragmented if larger than the fragment size (or
+    /// behind one that is); by reference if we are the server and the
+    /// payload is large and `shared` holds it; otherwise copied into the
+    /// output.
     fn send_data(
         &mut self,
         opcode: OpCode,
@@ -584,6 +623,8 @@ impl Connection {
         if self.state != State::Open {
             return Err(UsageError::Closed);
         }
+        self.timers.note_activity();
+        let fragment_size = self.limits.fragment_size;
         match &mut self.deflate {
             Some(deflate) if compress && payload.len() >= deflate.min_size => {
                 // Borrow `scratch` past what it holds: between two reads of
@@ -591,13 +632,22 @@ impl Connection {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 let held = scratch.len();
                 deflate.compressor.compress_message(payload, &mut scratch);
-                self.write_frame(opcode, true, &scratch[held..]);
+                let compressed = &scratch[held..];
+                if self.backlog.is_some() || compressed.len() > fragment_size {
+                    self.push_backlog(opcode, true, Bytes::copy_from_slice(compressed));
+                } else {
+                    self.write_frame(opcode, true, compressed);
+                }
                 scratch.truncate(held);
                 self.scratch = scratch;
             }
+            _ if self.backlog.is_some() || payload.len() > fragment_size => {
+                let bytes = shared.cloned().unwrap_or_else(|| Bytes::copy_from_slice(payload));
+                self.push_backlog(opcode, false, bytes);
+            }
             _ => match shared {
                 Some(bytes) if self.role == Role::Server && bytes.len() >= SHARED_PAYLOAD_MIN => {
-                    self.write_header(opcode, false, bytes.len());
+                    self.write_header(opcode, true, false, bytes.len());
                     self.output.push_shared(bytes.clone());
                 }
                 _ => self.write_frame(opcode, false, payload),
@@ -606,12 +656,49 @@ impl Connection {
         Ok(())
     }
 
+    fn push_backlog(&mut self, opcode: OpCode, compressed: bool, payload: Bytes) {
+        self.backlog.get_or_insert_with(Box::default).push(opcode, compressed, payload);
+        self.refill();
+    }
+
+    /// Frames what waits in the backlog while the output holds less than a
+    /// fragment, so what is queued next (a pong, a ping) waits behind at
+    /// most about two fragments.
+    fn refill(&mut self) {
+        while self.output.len() < self.limits.fragment_size {
+            let Some(backlog) = self.backlog.as_mut() else { return };
+            let fragment = backlog.next_fragment(self.limits.fragment_size);
+            if backlog.is_empty() {
+                self.backlog = None;
+            }
+            let Some(fragment) = fragment else { return };
+            self.write_fragment(fragment);
+        }
+    }
+
+    fn write_fragment(&mut self, fragment: Fragment) {
+        let Fragment { opcode, compressed, fin, payload } = fragment;
+        if opcode == OpCode::Close {
+            // Nothing may follow the close frame, not even a pong (§5.5.1).
+            self.flush_pending_pong();
+        }
+        if self.role == Role::Server && payload.len() >= SHARED_PAYLOAD_MIN {
+            self.write_header(opcode, fin, compressed, payload.len());
+            self.output.push_shared(payload);
+        } else {
+            let mask = self.write_header(opcode, fin, compressed, payload.len());
+            self.append_payload(&payload, mask);
+        }
+    }
+
     /// Queues a ping.
     ///
     /// # Errors
     /// A payload over 125 bytes, or the closing handshake has started.
     pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), UsageError> {
-        self.send_control(OpCode::Ping, payload)
+        self.send_control(OpCode::Ping, payload)?;
+        self.timers.note_app_ping(payload);
+        Ok(())
     }
 
     /// Queues an unsolicited pong (a one-way heartbeat, RFC 6455 §5.5.3).
@@ -659,10 +746,16 @@ impl Connection {
         payload[..2].copy_from_slice(&frame.code.0.to_be_bytes());
         let reason = frame.reason.as_bytes();
         payload[2..2 + reason.len()].copy_from_slice(reason);
-        // A pong still waiting must not follow the close frame (§5.5.1:
-        // nothing after close); flush it first.
-        self.flush_pending_pong();
-        self.write_frame(OpCode::Close, false, &payload[..2 + reason.len()]);
+        if let Some(backlog) = &mut self.backlog {
+            // Data is still being framed: the close goes after it, since
+            // no data may follow a close frame.
+            backlog.push(OpCode::Close, false, Bytes::copy_from_slice(&payload[..2 + reason.len()]));
+        } else {
+            // A pong still waiting must not follow the close frame (§5.5.1:
+            // nothing after close); flush it first.
+            self.flush_pending_pong();
+            self.write_frame(OpCode::Close, false, &payload[..2 + reason.len()]);
+        }
         self.ending().close_sent = Some(frame);
     }
 
@@ -670,7 +763,7 @@ impl Connection {
         if self.has_sent_close() || self.has_deferred_close() {
             return;
         }
-        if self.unsent() < PONG_BACKLOG_LIMIT {
+        if self.output.len() < PONG_BACKLOG_LIMIT {
             self.write_frame(OpCode::Pong, false, payload);
         } else {
             self.pending_pong = Some(payload.into());
@@ -684,7 +777,7 @@ impl Connection {
     }
 
     /// Appends one frame header to the output; returns its mask key, if we mask.
-    fn write_header(&mut self, opcode: OpCode, compressed: bool, payload_len: usize) -> Option<[u8; 4]> {
+    fn write_header(&mut self, opcode: OpCode, fin: bool, compressed: bool, payload_len: usize) -> Option<[u8; 4]> {
         let mask = match self.role {
             Role::Server => None,
             Role::Client => Some(match &mut self.mask_source {
@@ -692,7 +785,7 @@ impl Connection {
                 None => RandomMask.next_mask(),
             }),
         };
-        let header = FrameHeader { rsv1: compressed, mask, ..FrameHeader::new(opcode, payload_len as u64) };
+        let header = FrameHeader { fin, rsv1: compressed, mask, ..FrameHeader::new(opcode, payload_len as u64) };
         let mut encoded = [0u8; MAX_HEADER_LEN];
         let header_len = header.encode(&mut encoded);
         let buf = self.output.buf_mut();
@@ -703,7 +796,12 @@ impl Connection {
 
     /// Appends one frame to the output, masking it if we are the client.
     fn write_frame(&mut self, opcode: OpCode, compressed: bool, payload: &[u8]) {
-        let mask = self.write_header(opcode, compressed, payload.len());
+        let mask = self.write_header(opcode, true, compressed, payload.len());
+        self.append_payload(payload, mask);
+    }
+
+    /// Appends a frame's payload after its header, masked with `mask`.
+    fn append_payload(&mut self, payload: &[u8], mask: Option<[u8; 4]>) {
         let buf = self.output.buf_mut();
         let start = buf.len();
         buf.extend_from_slice(payload);
@@ -714,8 +812,9 @@ impl Connection {
 
     // ---- output: bytes -------------------------------------------------
 
+    /// Bytes waiting: in the output, and still to be framed.
     fn unsent(&self) -> usize {
-        self.output.len()
+        self.output.len() + self.backlog.as_ref().map_or(0, |backlog| backlog.len())
     }
 
     /// The next run of bytes waiting to be written to the transport
@@ -724,6 +823,7 @@ impl Connection {
     /// [`pending_transmit_vectored`](Self::pending_transmit_vectored).
     #[must_use]
     pub fn pending_transmit(&mut self) -> &[u8] {
+        self.refill();
         self.flush_pending_pong_if_room();
         self.output.first_chunk()
     }
@@ -731,12 +831,13 @@ impl Connection {
     /// Everything waiting to be written, as slices for one vectored write;
     /// returns how many of `slices` were filled.
     pub fn pending_transmit_vectored<'a>(&'a mut self, slices: &mut [IoSlice<'a>]) -> usize {
+        self.refill();
         self.flush_pending_pong_if_room();
         self.output.slices(slices)
     }
 
     fn flush_pending_pong_if_room(&mut self) {
-        if self.pending_pong.is_some() && self.unsent() < PONG_BACKLOG_LIMIT {
+        if self.pending_pong.is_some() && self.output.len() < PONG_BACKLOG_LIMIT {
             self.flush_pending_pong();
         }
     }
@@ -744,11 +845,14 @@ impl Connection {
     /// Whether anything waits to be written.
     #[must_use]
     pub fn wants_transmit(&self) -> bool {
-        !self.output.is_empty() || self.pending_pong.is_some()
+        !self.output.is_empty() || self.pending_pong.is_some() || self.backlog.is_some()
     }
 
     /// Records that the next `n` bytes of the output were written.
     pub fn advance_transmit(&mut self, n: usize) {
+        if n > 0 {
+            self.timers.note_progress_out();
+        }
         self.output.advance(n);
     }
 
@@ -757,6 +861,84 @@ impl Connection {
     #[must_use]
     pub fn is_finished(&self) -> bool {
         self.state == State::Closed && !self.wants_transmit()
+    }
+
+    // ---- time --------------------------------------------------------------
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has work to do:
+    /// a keepalive ping to send, a pong, idle or close deadline to check.
+    /// `None` when nothing is scheduled, and until `handle_timeout` has
+    /// been called once (that starts the connection's clock).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.poll_timeout(self.timer_phase())
+    }
+
+    /// Tells the connection what time it is. Call it once when the
+    /// connection opens, after every batch of reads (that times pongs and
+    /// activity precisely), and whenever [`poll_timeout`](Self::poll_timeout)'s
+    /// instant passes. Calling it more often is harmless.
+    ///
+    /// It may queue a keepalive ping, or end the connection: an unanswered
+    /// ping closes it with 1011 "keepalive ping timeout", an idle limit
+    /// with 1001 "idle timeout", and a closing handshake past its timeout
+    /// is abandoned (output dropped, state `Closed`). Returns the deadline
+    /// that passed, if one did; [`timeout`](Self::timeout) remembers it.
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<Timeout> {
+        match self.timers.handle_timeout(now, self.timer_phase(), self.wants_transmit()) {
+            Due::Nothing => None,
+            Due::Ping => {
+                let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+                let len = self.timers.ping_payload(&mut payload);
+                self.write_frame(OpCode::Ping, false, &payload[..len]);
+                None
+            }
+            Due::Expired(timeout) => {
+                self.expire(timeout);
+                Some(timeout)
+            }
+        }
+    }
+
+    /// Where the connection is, as its timers see it: a close waiting for
+    /// the application to take its events counts as closing.
+    fn timer_phase(&self) -> Phase {
+        if self.state == State::Open && !self.has_deferred_close() {
+            Phase::Open
+        } else if self.is_finished() {
+            Phase::Done
+        } else {
+            Phase::Closing
+        }
+    }
+
+    fn expire(&mut self, timeout: Timeout) {
+        self.ending().timeout.get_or_insert(timeout);
+        match timeout {
+            Timeout::Ping => {
+                // The peer is presumed dead: tell it why, in case it is
+                // not, and do not wait for its answer.
+                self.read = ReadState::Discard;
+                self.backlog = None;
+                self.write_close(CloseFrame::new(CloseCode::INTERNAL_ERROR, timeout.reason()));
+                self.state = State::Closed;
+            }
+            Timeout::Idle => {
+                // Cannot fail: the code is sendable and the reason short.
+                let _ = self.close(CloseCode::GOING_AWAY, timeout.reason());
+            }
+            Timeout::Close | Timeout::Open => {
+                // Give up: nothing more is read or written.
+                self.read = ReadState::Discard;
+                self.backlog = None;
+                self.pending_pong = None;
+                self.output = Transmit::default();
+                if let Some(ending) = &mut self.ending {
+                    ending.deferred_close = None;
+                }
+                self.state = State::Closed;
+            }
+        }
     }
 
     /// Frees buffers that hold nothing, so that an idle connection costs
@@ -787,7 +969,8 @@ mod tests {
     #[test]
     fn a_connection_is_small() {
         // An idle connection is this struct and nothing else: keep it small.
+        // (264 bytes before the timers; they take 160, see `keepalive`.)
         let size = std::mem::size_of::<Connection>();
-        assert!(size <= 320, "Connection is {size} bytes");
+        assert!(size <= 440, "Connection is {size} bytes");
     }
 }

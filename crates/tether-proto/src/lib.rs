@@ -7,16 +7,23 @@
 //! `std::net`; a test drives it with byte slices. Because nothing here can
 //! block or race, every rule of the protocol is tested deterministically.
 //!
-//! What it deliberately does not do: DNS, TLS, proxies, timers (deadlines
-//! are computed from times passed in, never measured), and buffering beyond
-//! what the protocol needs (one partial message, one output buffer).
+//! Time comes in as an argument too: the keepalive schedule, the pong,
+//! idle and close deadlines are computed from instants the caller passes
+//! to [`Connection::handle_timeout`], and [`Connection::poll_timeout`] says
+//! when to call it next. So they are written once, for every I/O layer,
+//! and tested without sleeping.
+//!
+//! What it deliberately does not do: DNS, TLS, proxies, sleeping, and
+//! buffering beyond what the protocol needs (one partial message, one
+//! output buffer, one message being fragmented).
 //!
 //! # Layout
 //! - [`frame`]: header codec, opcodes, close codes, masking.
 //! - [`handshake`]: the opening handshake for both roles, with bounded parsing.
 //! - [`deflate`]: permessage-deflate negotiation and codec.
 //! - [`connection`]: the state machine of an open connection.
-//! - [`config`]: every limit, with its default and why.
+//! - [`config`]: every limit and timer, with its default and why.
+//! - [`time`]: which deadline passed ([`Timeout`]), and the opening handshake's [`Deadline`].
 //! - [`message`]: messages as the application sees them.
 //! - [`error`]: protocol violations and misuse.
 //!
@@ -40,17 +47,22 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod time;
 
 mod assemble;
+mod backlog;
+mod keepalive;
 mod transmit;
 
 pub use bytes::Bytes;
-pub use config::{Config, HandshakeLimits};
+pub use config::{Config, ConfigError, HandshakeLimits};
 pub use connection::{Connection, Event, State};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{ProtocolError, UsageError};
 pub use frame::{CloseCode, MaskSource, OpCode};
+pub use keepalive::RoundTrip;
 pub use message::{CloseFrame, Message, Text};
+pub use time::{Deadline, Timeout};
 
 /// Which end of the connection we are: it decides who masks (RFC 6455 §5.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -112,3 +112,30 @@ fn corrupt_compressed_data_fails_with_1007() {
     let result = harness.feed(&FrameSpec::client(OpCode::Binary, &[0xff; 32]).rsv1().bytes());
     assert_failed_with(&mut harness, result, CloseCode::INVALID_PAYLOAD);
 }
+
+#[test]
+fn a_large_compressed_message_is_fragmented_with_rsv1_on_its_first_frame_only() {
+    let config = Config::default().with_fragment_size(1024);
+    let mut client = Connection::new(Role::Client, config, Some(params(false, 15)));
+    let mut server = Connection::new(Role::Server, Config::default(), Some(params(false, 15)));
+    // Random bytes do not compress: the compressed message stays large.
+    let mut state = 0x2545_f491_u32;
+    let noise: Vec<u8> = (0..50_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect();
+    client.send_binary(&noise).unwrap();
+    client.send_text("small, after").unwrap();
+    let wire = common::drain(&mut client);
+    server.handle_read(&wire).unwrap();
+    let frames = parse_frames(&wire);
+    assert!(frames.len() > 40);
+    assert!(frames[0].1, "RSV1 on the first frame");
+    assert!(frames[1..frames.len() - 1].iter().all(|(op, rsv1, _)| *op == OpCode::Continuation && !rsv1));
+    assert_eq!(server.poll_event(), Some(Event::Message(Message::from(noise))));
+    assert_eq!(server.poll_event(), Some(Event::Message(Message::from("small, after"))));
+}

@@ -5,7 +5,7 @@ mod common;
 use common::{assert_failed_with, close_payload, FrameSpec, Harness};
 use tether_proto::connection::Event;
 use tether_proto::frame::OpCode;
-use tether_proto::{CloseCode, Config, Message};
+use tether_proto::{CloseCode, Config, Connection, Message, Role};
 
 fn server() -> Harness {
     Harness::server(Config::default())
@@ -181,7 +181,7 @@ fn many_sends_are_batched_into_one_transmit_buffer() {
 
 #[test]
 fn a_large_server_message_goes_out_by_reference_intact_and_in_order() {
-    let mut harness = server();
+    let mut harness = Harness::server(Config::default().with_fragment_size(1 << 20));
     let big: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
     harness.connection.send_text("before").unwrap();
     harness.connection.send(&Message::from(big.clone())).unwrap();
@@ -203,4 +203,95 @@ fn a_large_server_message_goes_out_by_reference_intact_and_in_order() {
 #[test]
 fn close_payload_helper_encodes_code_first() {
     assert_eq!(close_payload(1000, b"x"), vec![0x03, 0xe8, b'x']);
+}
+
+// ---- outgoing fragmentation -------------------------------------------------
+
+fn fragmenting_client(fragment_size: usize) -> Harness {
+    Harness::client(Config::default().with_fragment_size(fragment_size))
+}
+
+#[test]
+fn a_message_larger_than_the_fragment_size_goes_out_in_fragments_a_peer_reassembles() {
+    for (role, size) in [(Role::Client, 1000usize), (Role::Server, 100_000)] {
+        let mut sender = match role {
+            Role::Client => fragmenting_client(256),
+            Role::Server => Harness::server(Config::default().with_fragment_size(16 << 10)),
+        };
+        let big: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        sender.connection.send(&Message::from(big.clone())).unwrap();
+        let wire = common::drain(&mut sender.connection);
+        let frames = common::parse_frames_with_fin(&wire);
+        let fragment = if role == Role::Client { 256 } else { 16 << 10 };
+        assert_eq!(frames.len(), size.div_ceil(fragment), "{role:?}");
+        assert_eq!(frames[0].0, OpCode::Binary);
+        assert!(frames[1..].iter().all(|(op, _, _)| *op == OpCode::Continuation));
+        assert!(frames.iter().rev().skip(1).all(|(_, fin, _)| !fin) && frames.last().unwrap().1);
+        assert!(frames.iter().all(|(_, _, payload)| payload.len() <= fragment));
+
+        let peer_role = if role == Role::Client { Role::Server } else { Role::Client };
+        let mut peer = Connection::new(peer_role, Config::default(), None);
+        peer.handle_read(&wire).unwrap();
+        assert_eq!(peer.poll_event(), Some(Event::Message(Message::from(big))));
+    }
+}
+
+#[test]
+fn a_message_of_exactly_the_fragment_size_is_one_frame() {
+    let mut harness = fragmenting_client(256);
+    harness.connection.send_binary(&[5; 256]).unwrap();
+    assert_eq!(harness.sent_frames().len(), 1);
+}
+
+#[test]
+fn a_pong_goes_out_between_the_fragments_of_a_large_message() {
+    let mut harness = fragmenting_client(1024);
+    harness.connection.send_binary(&vec![9u8; 64 << 10]).unwrap();
+    // The transport takes the first kilobyte, then the peer pings.
+    let first = harness.connection.pending_transmit().len().min(1024);
+    let mut wire = harness.connection.pending_transmit()[..first].to_vec();
+    harness.connection.advance_transmit(first);
+    harness.feed(&FrameSpec::server(OpCode::Ping, b"are you there").bytes()).unwrap();
+    wire.extend(common::drain(&mut harness.connection));
+    let frames = common::parse_frames_with_fin(&wire);
+    let pong_at = frames.iter().position(|(op, _, _)| *op == OpCode::Pong).expect("a pong");
+    assert!(pong_at <= 2, "the pong waits behind at most two fragments, not 64 (at {pong_at})");
+    assert_eq!(frames[pong_at].2, b"are you there");
+    let data: usize = frames.iter().filter(|(op, _, _)| !op.is_control()).map(|(_, _, p)| p.len()).sum();
+    assert_eq!(data, 64 << 10);
+}
+
+#[test]
+fn messages_and_a_close_sent_behind_a_large_message_keep_their_order() {
+    let mut harness = fragmenting_client(100);
+    harness.connection.send_binary(&[1; 1000]).unwrap();
+    harness.connection.send_text("after").unwrap();
+    harness.connection.close(CloseCode::NORMAL, "done").unwrap();
+    assert!(harness.connection.send_text("too late").is_err());
+    let frames = common::parse_frames_with_fin(&common::drain(&mut harness.connection));
+    assert_eq!(frames.len(), 12);
+    assert_eq!(frames[10], (OpCode::Text, true, b"after".to_vec()));
+    assert_eq!(frames[11].0, OpCode::Close, "nothing after the close, and the close after all data");
+    assert!(harness.connection.unsent_len() == 0);
+}
+
+#[test]
+fn unsent_len_counts_what_is_still_to_be_framed() {
+    let mut harness = fragmenting_client(1000);
+    harness.connection.send_binary(&[1; 100_000]).unwrap();
+    assert!(harness.connection.unsent_len() >= 100_000);
+    common::drain(&mut harness.connection);
+    assert_eq!(harness.connection.unsent_len(), 0);
+    assert!(!harness.connection.wants_transmit());
+}
+
+#[test]
+fn a_failure_mid_message_abandons_the_rest_and_sends_the_close_at_once() {
+    let mut harness = fragmenting_client(100);
+    harness.connection.send_binary(&[1; 100_000]).unwrap();
+    let result = harness.feed(&FrameSpec::server(OpCode::Text, &[0xff]).bytes());
+    assert!(result.is_err());
+    let frames = common::parse_frames_with_fin(&common::drain(&mut harness.connection));
+    assert!(frames.len() < 10, "the rest of the message is dropped ({} frames)", frames.len());
+    assert_eq!(frames.last().unwrap().0, OpCode::Close);
 }

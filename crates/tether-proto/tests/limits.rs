@@ -243,7 +243,7 @@ fn the_memory_cost_of_deflate_per_connection_is_bounded_and_reported() {
         ..deflate_params()
     });
     println!("heap per connection: no deflate {plain} B; deflate 15 bits {full} B; deflate 10 bits {small} B");
-    assert!(plain <= 320, "a plain connection is only its struct: {plain} B");
+    assert!(plain <= 440, "a plain connection is only its struct: {plain} B");
     assert!(full < 512 << 10, "{full}");
     assert!(small < full, "a smaller window must cost less: {small} vs {full}");
 }

@@ -172,6 +172,22 @@ pub fn parse_frames(mut bytes: &[u8]) -> Vec<(OpCode, bool, Vec<u8>)> {
     frames
 }
 
+/// Parses a byte stream into (opcode, fin, payload) frames.
+pub fn parse_frames_with_fin(mut bytes: &[u8]) -> Vec<(OpCode, bool, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        let (header, header_len) = FrameHeader::decode(bytes).expect("valid header").expect("complete header");
+        let end = header_len + header.payload_len as usize;
+        let mut payload = bytes[header_len..end].to_vec();
+        if let Some(key) = header.mask {
+            apply_mask(&mut payload, key, 0);
+        }
+        frames.push((header.opcode, header.fin, payload));
+        bytes = &bytes[end..];
+    }
+    frames
+}
+
 /// Asserts the connection failed with `code`, sent it, and is closed.
 pub fn assert_failed_with(harness: &mut Harness, result: Result<(), ProtocolError>, code: CloseCode) {
     let error = result.expect_err("the input must be refused");

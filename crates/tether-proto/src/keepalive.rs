@@ -1,0 +1,307 @@
+//! The connection's timers: the keepalive ping schedule and its pong
+//! deadline, the idle limit and the closing handshake's deadline, driven
+//! entirely by instants the caller passes in.
+//!
+//! The connection tells this module what happened (a pong arrived, data
+//! moved, the close began) as it happens, without a time; the time is
+//! attached at the next [`Connection::handle_timeout`](crate::Connection::handle_timeout),
+//! which the I/O layer calls after every batch of reads and when the
+//! deadline from [`Connection::poll_timeout`](crate::Connection::poll_timeout)
+//! passes. So reads need no clock, and one clock reading serves a whole
+//! batch of frames.
+
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::frame::MAX_CONTROL_PAYLOAD;
+use crate::time::{micros_of, Clock, Micros, Timeout};
+
+/// "Not set" for a timestamp or a limit.
+const NEVER: Micros = Micros::MAX;
+
+/// Something happened since the last tick whose time is not yet recorded.
+mod noted {
+    /// A data message went either way (idle timer).
+    pub(super) const ACTIVITY: u8 = 1;
+    /// The pong to the outstanding ping arrived (RTT, next ping).
+    pub(super) const ANSWERED: u8 = 1 << 1;
+    /// Data frames arrived from the peer since the ping (it is alive, but
+    /// its pong may be stuck behind the message it is sending).
+    pub(super) const PROGRESS_IN: u8 = 1 << 2;
+    /// Our output moved since the ping (the peer is consuming it).
+    pub(super) const PROGRESS_OUT: u8 = 1 << 3;
+}
+
+/// Round-trip time measured by keepalive pings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoundTrip {
+    /// The latest measurement.
+    pub last: Duration,
+    /// An exponentially weighted average (weight 1/8 to the newest
+    /// measurement, as TCP's smoothed RTT), steadier than `last`.
+    pub smoothed: Duration,
+}
+
+/// Where the connection is, as far as its timers care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Data flows: keepalive and idle timers run.
+    Open,
+    /// Closing, or closed with output still to write: the close deadline runs.
+    Closing,
+    /// Nothing left to do or wait for.
+    Done,
+}
+
+/// What [`Timers::handle_timeout`] wants the connection to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Due {
+    Nothing,
+    /// Send a keepalive ping: its payload comes from [`Timers::ping_payload`].
+    Ping,
+    /// A deadline passed.
+    Expired(Timeout),
+}
+
+/// The timers of one connection. Timestamps are microseconds on the
+/// connection's own [`Clock`], to keep this small.
+#[derive(Debug)]
+pub(crate) struct Timers {
+    clock: Clock,
+    /// The latest time given.
+    latest: Micros,
+    interval: Micros,
+    timeout: Micros,
+    idle: Micros,
+    close: Micros,
+    custom_payload: Option<Box<[u8]>>,
+    /// When the next ping is due.
+    next_ping: Micros,
+    /// When the outstanding ping was sent (`NEVER`: none is).
+    ping_sent: Micros,
+    /// When the outstanding ping is declared unanswered.
+    pong_deadline: Micros,
+    /// The sequence number of the latest ping (its default payload).
+    sequence: u32,
+    /// A hash of the latest ping the application sent after our
+    /// outstanding one: the peer may answer only that one (RFC 6455
+    /// §5.5.3), which then answers ours too. 0 when there is none.
+    later_ping: u64,
+    last_activity: Micros,
+    close_deadline: Micros,
+    /// Microseconds; `u32::MAX` until measured.
+    rtt_last: u32,
+    rtt_smoothed: u32,
+    noted: u8,
+}
+
+impl Timers {
+    pub(crate) fn new(config: &Config) -> Timers {
+        let limit = |value: Option<Duration>| value.map_or(NEVER, micros_of);
+        Timers {
+            clock: Clock::default(),
+            latest: 0,
+            interval: limit(config.ping_interval),
+            timeout: limit(config.ping_timeout),
+            idle: limit(config.idle_timeout),
+            close: micros_of(config.close_timeout),
+            custom_payload: config
+                .ping_payload
+                .as_ref()
+                .map(|payload| payload[..payload.len().min(MAX_CONTROL_PAYLOAD)].into()),
+            next_ping: NEVER,
+            ping_sent: NEVER,
+            pong_deadline: NEVER,
+            sequence: 0,
+            later_ping: 0,
+            last_activity: 0,
+            close_deadline: NEVER,
+            rtt_last: u32::MAX,
+            rtt_smoothed: u32::MAX,
+            noted: 0,
+        }
+    }
+
+    fn note(&mut self, what: u8) {
+        self.noted |= what;
+    }
+
+    fn take_noted(&mut self, what: u8) -> bool {
+        let was = self.noted & what != 0;
+        self.noted &= !what;
+        was
+    }
+
+    // ---- what happened (no time) ------------------------------------------
+
+    pub(crate) fn note_activity(&mut self) {
+        self.note(noted::ACTIVITY);
+    }
+
+    pub(crate) fn note_progress_in(&mut self) {
+        self.note(noted::PROGRESS_IN);
+    }
+
+    pub(crate) fn note_progress_out(&mut self) {
+        self.note(noted::PROGRESS_OUT);
+    }
+
+    /// A pong arrived: does it answer our outstanding ping?
+    pub(crate) fn note_pong(&mut self, payload: &[u8]) {
+        if self.ping_sent == NEVER {
+            return;
+        }
+        let answers_ours = match &self.custom_payload {
+            Some(custom) => payload == &custom[..],
+            None => payload == self.sequence.to_be_bytes(),
+        };
+        if answers_ours || (self.later_ping != 0 && hash(payload) == self.later_ping) {
+            self.note(noted::ANSWERED);
+        }
+    }
+
+    /// The application sent a ping of its own.
+    pub(crate) fn note_app_ping(&mut self, payload: &[u8]) {
+        if self.ping_sent != NEVER {
+            self.later_ping = hash(payload);
+        }
+    }
+
+    // ---- time ---------------------------------------------------------------
+
+    /// Attaches `now` to what happened since the last call and says what
+    /// is due. `output_waiting`: bytes wait to be written to the peer.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, phase: Phase, output_waiting: bool) -> Due {
+        let first = !self.clock.is_started();
+        let t = self.clock.micros(now).max(self.latest);
+        self.latest = t;
+        if first {
+            self.next_ping = t.saturating_add(self.interval);
+            self.last_activity = t;
+        }
+        if self.take_noted(noted::ACTIVITY) {
+            self.last_activity = t;
+        }
+        if self.take_noted(noted::ANSWERED) {
+            self.record_rtt(t - self.ping_sent.min(t));
+            self.next_ping = self.ping_sent.saturating_add(self.interval).max(t);
+            self.ping_sent = NEVER;
+            self.pong_deadline = NEVER;
+            self.later_ping = 0;
+        }
+        match phase {
+            Phase::Open => {}
+            Phase::Done => return Due::Nothing,
+            Phase::Closing => {
+                if self.close_deadline == NEVER {
+                    self.close_deadline = t.saturating_add(self.close);
+                }
+                return if t >= self.close_deadline { Due::Expired(Timeout::Close) } else { Due::Nothing };
+            }
+        }
+        if t >= self.pong_deadline {
+            // Late, but is it dead? A peer in the middle of sending us data,
+            // or reading what we send, is alive: give it another period.
+            let progress_in = self.take_noted(noted::PROGRESS_IN);
+            let progress_out = self.take_noted(noted::PROGRESS_OUT) && output_waiting;
+            if !(progress_in || progress_out) {
+                return Due::Expired(Timeout::Ping);
+            }
+            self.pong_deadline = t.saturating_add(self.timeout);
+        }
+        if t >= self.last_activity.saturating_add(self.idle) {
+            return Due::Expired(Timeout::Idle);
+        }
+        // Never a second ping while one is awaited, unless nothing is
+        // awaited at all (no ping timeout): then the schedule alone rules.
+        if t >= self.next_ping && (self.ping_sent == NEVER || self.timeout == NEVER) {
+            return Due::Ping;
+        }
+        Due::Nothing
+    }
+
+    /// The payload of the next keepalive ping, written into `buf`; records
+    /// the ping as sent at the time of the latest `handle_timeout`.
+    pub(crate) fn ping_payload(&mut self, buf: &mut [u8; MAX_CONTROL_PAYLOAD]) -> usize {
+        let t = self.now();
+        self.sequence = self.sequence.wrapping_add(1);
+        self.ping_sent = t;
+        self.pong_deadline = t.saturating_add(self.timeout);
+        self.later_ping = 0;
+        self.noted &= !(noted::PROGRESS_IN | noted::PROGRESS_OUT | noted::ANSWERED);
+        if self.timeout == NEVER {
+            // Nothing will be waited for: the schedule alone sets the pace,
+            // and a late pong still measures the round trip.
+            self.next_ping = t.saturating_add(self.interval);
+        }
+        match &self.custom_payload {
+            Some(custom) => {
+                buf[..custom.len()].copy_from_slice(custom);
+                custom.len()
+            }
+            None => {
+                buf[..4].copy_from_slice(&self.sequence.to_be_bytes());
+                4
+            }
+        }
+    }
+
+    fn now(&self) -> Micros {
+        self.latest
+    }
+
+    fn record_rtt(&mut self, micros: Micros) {
+        let sample = u32::try_from(micros).unwrap_or(u32::MAX - 1);
+        self.rtt_smoothed = if self.rtt_smoothed == u32::MAX {
+            sample
+        } else {
+            let smoothed = (u64::from(self.rtt_smoothed) * 7 + u64::from(sample)) / 8;
+            u32::try_from(smoothed).unwrap_or(u32::MAX - 1)
+        };
+        self.rtt_last = sample;
+    }
+
+    /// The round-trip time, once a pong has answered a keepalive ping.
+    pub(crate) fn round_trip(&self) -> Option<RoundTrip> {
+        (self.rtt_last != u32::MAX).then(|| RoundTrip {
+            last: Duration::from_micros(self.rtt_last.into()),
+            smoothed: Duration::from_micros(self.rtt_smoothed.into()),
+        })
+    }
+
+    /// The earliest instant at which [`handle_timeout`](Self::handle_timeout)
+    /// has something to do; `None` before the clock started or when
+    /// nothing is scheduled. A close not yet timed makes it due at once.
+    ///
+    /// Activity and pongs noted but not yet timed do not: timing them late
+    /// only moves the idle deadline and the next ping later, never earlier.
+    pub(crate) fn poll_timeout(&self, phase: Phase) -> Option<Instant> {
+        if !self.clock.is_started() {
+            return None;
+        }
+        let due = match phase {
+            Phase::Done => NEVER,
+            Phase::Closing if self.close_deadline == NEVER => self.latest,
+            Phase::Closing => self.close_deadline,
+            Phase::Open => {
+                let ping = if self.ping_sent == NEVER || self.timeout == NEVER { self.next_ping } else { NEVER };
+                ping.min(self.pong_deadline).min(self.last_activity.saturating_add(self.idle))
+            }
+        };
+        if due == NEVER {
+            None
+        } else {
+            self.clock.instant(due)
+        }
+    }
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    // FNV-1a: only has to tell one ping payload from another.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash | 1
+}
