@@ -215,6 +215,8 @@ pub struct Peer {
     port: Option<u16>,
     /// The exit status, once the leader has been reaped.
     status: Option<ExitStatus>,
+    /// Stopped by [`Peer::freeze`].
+    frozen: bool,
 }
 
 impl fmt::Debug for Peer {
@@ -246,7 +248,7 @@ impl Peer {
         let err_pipe = child.stderr.take().expect("stderr is piped");
         capture_stdout(out_pipe, stdout.clone(), line_tx, eof_tx.clone());
         capture_stderr(err_pipe, stderr.clone(), eof_tx);
-        Ok(Peer { child, command: description, stdout, stderr, lines, eof, port: None, status: None })
+        Ok(Peer { child, command: description, stdout, stderr, lines, eof, port: None, status: None, frozen: false })
     }
 
     /// Starts a peer server and waits up to `timeout` for its
@@ -278,6 +280,22 @@ impl Peer {
                     let status = status.map_or_else(|| "still running".to_owned(), |status| status.to_string());
                     return Err(peer.error(format!("closed stdout before `LISTENING <port>` ({status})")));
                 }
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for a stdout line starting with `prefix`;
+    /// returns it.
+    ///
+    /// # Errors
+    /// No such line in time, or stdout closed first.
+    pub fn wait_line(&self, prefix: &str, timeout: Duration) -> Result<String, PeerError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.starts_with(prefix) => return Ok(line),
+                Ok(_) => {}
+                Err(_) => return Err(self.error(format!("no line starting with {prefix:?} within {timeout:?}"))),
             }
         }
     }
@@ -372,6 +390,25 @@ impl Peer {
         }
     }
 
+    /// Freezes the peer (SIGSTOP to its group): its sockets stay open and
+    /// its kernel still acknowledges TCP segments, but it answers nothing.
+    /// Dropping the guard resumes it before ending it.
+    pub fn freeze(&mut self) {
+        self.signal_group(libc::SIGSTOP);
+        self.frozen = true;
+    }
+
+    /// Resumes a frozen peer (SIGCONT).
+    pub fn thaw(&mut self) {
+        self.signal_group(libc::SIGCONT);
+        self.frozen = false;
+    }
+
+    /// Sends SIGUSR1 to the peer's group (the stalling forwarder's cue).
+    pub fn signal_usr1(&self) {
+        self.signal_group(libc::SIGUSR1);
+    }
+
     /// Waits up to a second for the capture threads to see EOF on both pipes.
     fn drain_output(&self) {
         let deadline = Instant::now() + Duration::from_secs(1);
@@ -385,6 +422,9 @@ impl Peer {
     /// Ends the peer now: SIGTERM to its group, up to a few seconds' grace,
     /// then SIGKILL. Returns its exit status. Dropping the guard does the same.
     pub fn stop(&mut self) -> Option<ExitStatus> {
+        if self.frozen {
+            self.thaw();
+        }
         if self.status.is_none() {
             self.signal_group(libc::SIGTERM);
             if self.wait_exit(TERM_GRACE).is_none() {

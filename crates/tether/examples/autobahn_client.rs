@@ -51,7 +51,7 @@ async fn main() {
     };
     eprintln!("autobahn_client: {count} cases");
     let mut config = ClientConfig::default();
-    config.close_timeout = Duration::from_secs(5);
+    config.protocol.close_timeout = Duration::from_secs(5);
     for case in 1..=count {
         if let Err(error) = run_case(&base, case, &agent, &config).await {
             eprintln!("autobahn_client: case {case}: {error}");

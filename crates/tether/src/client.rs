@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use rustls_pki_types::ServerName;
 use tether_proto::handshake::{ClientHandshake, ClientHandshakeConfig, HeadReader, Response, Target};
+use tether_proto::time::{Deadline, Timeout};
 use tether_proto::{Config, Connection, HandshakeLimits, Role};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -23,7 +24,9 @@ pub type MaskKeyFn = Arc<dyn Fn() -> [u8; 4] + Send + Sync>;
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
-    /// Limits and permessage-deflate for the open connection.
+    /// Limits, permessage-deflate, keepalive (`ping_interval`,
+    /// `ping_timeout`), `close_timeout` and `idle_timeout` for the open
+    /// connection; each documented with its default on [`Config`].
     pub protocol: Config,
     /// Subprotocols to offer, in order of preference.
     pub protocols: Vec<String>,
@@ -34,8 +37,6 @@ pub struct ClientConfig {
     /// Deadline for TCP connect, TLS and the opening handshake together.
     /// Default 10 s, as Python `websockets`' `open_timeout`.
     pub open_timeout: Option<Duration>,
-    /// How long `close` waits for the server's close frame. Default 10 s.
-    pub close_timeout: Duration,
     /// Certificate authorities trusted for `wss://`. Default: Mozilla's.
     pub trust: TrustRoots,
     /// Where mask keys come from. Default: the CSPRNG.
@@ -50,7 +51,6 @@ impl Default for ClientConfig {
             headers: Vec::new(),
             limits: HandshakeLimits::default(),
             open_timeout: Some(Duration::from_secs(10)),
-            close_timeout: Duration::from_secs(10),
             trust: TrustRoots::default(),
             mask_key: None,
         }
@@ -64,7 +64,6 @@ impl std::fmt::Debug for ClientConfig {
             .field("protocols", &self.protocols)
             .field("headers", &self.headers)
             .field("open_timeout", &self.open_timeout)
-            .field("close_timeout", &self.close_timeout)
             .field("trust", &self.trust)
             .finish_non_exhaustive()
     }
@@ -98,13 +97,37 @@ impl ClientConfig {
         self.protocol = protocol;
         self
     }
+
+    /// Sets the keepalive: a ping every `interval`, declared dead if its
+    /// pong does not come within `timeout` (`None` disables either).
+    #[must_use]
+    pub fn keepalive(mut self, interval: Option<Duration>, timeout: Option<Duration>) -> Self {
+        self.protocol.ping_interval = interval;
+        self.protocol.ping_timeout = timeout;
+        self
+    }
+
+    /// Sets the deadline for connecting, TLS and the opening handshake.
+    #[must_use]
+    pub fn open_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.open_timeout = timeout;
+        self
+    }
+
+    /// Sets how long the closing handshake may take.
+    #[must_use]
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.protocol.close_timeout = timeout;
+        self
+    }
 }
 
 /// Connects to a `ws://` or `wss://` URL with the default configuration.
 ///
 /// # Errors
 /// A bad URL, a refused connection, a TLS failure, a refused or invalid
-/// handshake (see [`Error::http_status`]), or the 10 s open timeout.
+/// handshake (see [`Error::http_status`]), or the 10 s open timeout
+/// ([`Timeout::Open`]).
 pub async fn connect(url: &str) -> Result<WebSocket> {
     connect_with(url, &ClientConfig::default()).await
 }
@@ -112,12 +135,15 @@ pub async fn connect(url: &str) -> Result<WebSocket> {
 /// Connects to a `ws://` or `wss://` URL.
 ///
 /// # Errors
-/// As [`connect`].
+/// As [`connect`], and a configuration that cannot work
+/// ([`Config::validate`]), before anything is sent.
 pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<WebSocket> {
+    config.protocol.validate()?;
     let target = Target::parse(url)?;
     let attempt = connect_target(&target, config);
-    match config.open_timeout {
-        Some(limit) => tokio::time::timeout(limit, attempt).await.map_err(|_| Error::timeout("opening handshake"))?,
+    let deadline = Deadline::after(tokio::time::Instant::now().into_std(), config.open_timeout);
+    match deadline.at() {
+        Some(at) => tokio::time::timeout_at(at.into(), attempt).await.map_err(|_| Error::timed_out(Timeout::Open))?,
         None => attempt.await,
     }
 }
@@ -161,7 +187,7 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
         handshake: Handshake::Response(accepted.response),
         protocol: accepted.protocol.map(Into::into),
     };
-    Ok(WebSocket::new(stream, connection, info, config.close_timeout, &leftover))
+    Ok(WebSocket::new(stream, connection, info, &leftover))
 }
 
 impl From<HeadReadError> for Error {

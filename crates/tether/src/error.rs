@@ -3,7 +3,7 @@
 use std::{fmt, io};
 
 use tether_proto::handshake::{HandshakeError, HeadError, Rejection, UriError};
-use tether_proto::{CloseCode, CloseFrame, ProtocolError, UsageError};
+use tether_proto::{CloseCode, CloseFrame, ConfigError, ProtocolError, Timeout, UsageError};
 
 /// Everything that can go wrong with a WebSocket connection.
 ///
@@ -24,12 +24,12 @@ pub(crate) enum Kind {
     Handshake(HandshakeError),
     Rejected(Rejection),
     Uri(UriError),
-    Timeout(&'static str),
+    Timeout(Timeout),
     /// The peer closed the transport without a close frame (1006).
     AbnormalClosure,
     /// The connection closed normally earlier; this operation came after.
     Closed(Option<CloseFrame>),
-    Config(String),
+    Config(ConfigError),
 }
 
 impl Error {
@@ -37,12 +37,12 @@ impl Error {
         Error { kind }
     }
 
-    pub(crate) fn timeout(what: &'static str) -> Error {
-        Error::new(Kind::Timeout(what))
+    pub(crate) fn timed_out(which: Timeout) -> Error {
+        Error::new(Kind::Timeout(which))
     }
 
     pub(crate) fn config(why: impl Into<String>) -> Error {
-        Error::new(Kind::Config(why.into()))
+        Error::new(Kind::Config(ConfigError(why.into())))
     }
 
     /// The connection is closed (normally, or after a failure) and the
@@ -52,10 +52,28 @@ impl Error {
         matches!(self.kind, Kind::Closed(_) | Kind::AbnormalClosure | Kind::Usage(UsageError::Closed))
     }
 
-    /// A deadline passed: opening handshake, close handshake.
+    /// A deadline passed: opening handshake, keepalive pong, idle limit,
+    /// close handshake ([`timeout`](Error::timeout) says which).
     #[must_use]
     pub fn is_timeout(&self) -> bool {
         matches!(self.kind, Kind::Timeout(_))
+    }
+
+    /// Which deadline passed, if that is what this is. A peer that stopped
+    /// answering pings is [`Timeout::Ping`]: the connection was closed
+    /// with 1011 "keepalive ping timeout".
+    #[must_use]
+    pub fn timeout(&self) -> Option<Timeout> {
+        match self.kind {
+            Kind::Timeout(which) => Some(which),
+            _ => None,
+        }
+    }
+
+    /// The configuration cannot work (the message says why).
+    #[must_use]
+    pub fn is_config(&self) -> bool {
+        matches!(self.kind, Kind::Config(_))
     }
 
     /// The peer broke the WebSocket protocol or exceeded a limit.
@@ -103,6 +121,8 @@ impl Error {
             Kind::Protocol(error) => Some(error.close_code()),
             Kind::AbnormalClosure => Some(CloseCode::ABNORMAL),
             Kind::Closed(frame) => frame.as_ref().map(|frame| frame.code),
+            Kind::Timeout(Timeout::Ping) => Some(CloseCode::INTERNAL_ERROR),
+            Kind::Timeout(Timeout::Idle) => Some(CloseCode::GOING_AWAY),
             _ => None,
         }
     }
@@ -133,7 +153,10 @@ impl fmt::Display for Error {
             Kind::Handshake(error) => write!(f, "opening handshake failed: {error}"),
             Kind::Rejected(rejection) => write!(f, "handshake refused: {rejection}"),
             Kind::Uri(error) => write!(f, "{error}"),
-            Kind::Timeout(what) => write!(f, "{what} timed out"),
+            Kind::Timeout(which @ (Timeout::Ping | Timeout::Idle)) => {
+                write!(f, "{which} (closed with {})", self.close_code().unwrap_or(CloseCode::INTERNAL_ERROR))
+            }
+            Kind::Timeout(which) => write!(f, "{which}"),
             Kind::AbnormalClosure => f.write_str("connection closed without a close frame (1006)"),
             Kind::Closed(Some(frame)) => write!(f, "connection closed ({frame})"),
             Kind::Closed(None) => f.write_str("connection closed"),
@@ -151,6 +174,8 @@ impl std::error::Error for Error {
             Kind::Handshake(error) => Some(error),
             Kind::Rejected(error) => Some(error),
             Kind::Uri(error) => Some(error),
+            Kind::Timeout(which) => Some(which),
+            Kind::Config(error) => Some(error),
             _ => None,
         }
     }
@@ -191,6 +216,12 @@ impl From<HeadError> for Error {
 impl From<Rejection> for Error {
     fn from(error: Rejection) -> Self {
         Error::new(Kind::Rejected(error))
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(error: ConfigError) -> Self {
+        Error::new(Kind::Config(error))
     }
 }
 

@@ -95,7 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
     fn poll_write_out(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         HalfWakers::register(&self.shared.wakers.writer, cx.waker());
         let mut shared_cx = Context::from_waker(&self.shared.waker);
-        self.shared.lock().poll_write_out(&mut shared_cx)
+        self.shared.lock().poll_send_out(&mut shared_cx)
     }
 
     /// Sends a message and writes it out.

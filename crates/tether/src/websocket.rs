@@ -8,19 +8,27 @@
 //! the next `recv` that has to wait for the network first writes everything
 //! queued in one call. An echo loop answering 16 pipelined messages thus
 //! makes one read and one write, not sixteen.
+//!
+//! Time is fed the same way: the core says when it next needs the clock
+//! ([`Connection::poll_timeout`]), one `Sleep` per connection waits for
+//! that instant while `recv` (or a blocked `send`) is pending, and the core
+//! decides what is due: a keepalive ping, a dead peer, an idle limit, a
+//! close handshake that took too long. Keepalive therefore runs while the
+//! connection is being read, which is what every long-lived connection does.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use futures_core::Stream;
 use futures_sink::Sink;
 use tether_proto::handshake::{Request, Response};
-use tether_proto::{CloseCode, CloseFrame, Connection, Event, Message, State, UsageError};
+use tether_proto::{CloseCode, CloseFrame, Connection, Event, Message, RoundTrip, State, Timeout, UsageError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 use crate::error::{Error, Kind, Result};
 
@@ -87,7 +95,8 @@ pub struct WebSocket<S = crate::MaybeTlsStream> {
     stream: S,
     connection: Connection,
     info: Box<ConnectionInfo>,
-    close_timeout: Duration,
+    /// Armed at the core's next deadline; created on first need.
+    timer: Option<Pin<Box<Sleep>>>,
     phase: Phase,
     /// Unwritten output may still be in the transport's own buffer (TLS).
     needs_flush: bool,
@@ -115,22 +124,18 @@ impl<S> std::fmt::Debug for WebSocket<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport on which the opening handshake is done. `leftover`
     /// are bytes read past the handshake: the first frames.
-    pub(crate) fn new(
-        stream: S,
-        mut connection: Connection,
-        info: ConnectionInfo,
-        close_timeout: Duration,
-        leftover: &[u8],
-    ) -> WebSocket<S> {
+    pub(crate) fn new(stream: S, mut connection: Connection, info: ConnectionInfo, leftover: &[u8]) -> WebSocket<S> {
         let ending = connection
             .handle_read(leftover)
             .err()
             .map(|error| Box::new(Ending { failure: Some(error.into()), peer_close: None }));
+        // Starts the connection's clock: the first ping is due one interval from now.
+        connection.handle_timeout(now());
         WebSocket {
             stream,
             connection,
             info: Box::new(info),
-            close_timeout,
+            timer: None,
             phase: Phase::Open,
             needs_flush: false,
             ending,
@@ -140,7 +145,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport on which a WebSocket handshake was already done by
     /// other means (e.g. an HTTP framework), with the negotiated core state.
     pub fn from_raw(stream: S, connection: Connection) -> WebSocket<S> {
-        WebSocket::new(stream, connection, ConnectionInfo::default(), Duration::from_secs(10), &[])
+        WebSocket::new(stream, connection, ConnectionInfo::default(), &[])
     }
 
     // ---- getters ---------------------------------------------------------------
@@ -179,6 +184,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     #[must_use]
     pub fn connection(&self) -> &Connection {
         &self.connection
+    }
+
+    /// The round-trip time measured by keepalive pings (last and smoothed),
+    /// once a pong has answered one.
+    #[must_use]
+    pub fn round_trip(&self) -> Option<RoundTrip> {
+        self.connection.round_trip()
     }
 
     /// The close frame the peer sent, once it has.
@@ -245,15 +257,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             if self.connection.state() == State::Closed {
                 // Our last frames are still being written; poll_write_out
-                // registered for writability.
-                return Poll::Pending;
+                // registered for writability, and the close deadline bounds it.
+                ready!(self.poll_timer(cx));
+                continue;
             }
-            match ready!(self.poll_read_once(cx)) {
-                Ok(true) => {}
+            let read = match self.poll_read_once(cx) {
+                Poll::Ready(read) => read,
+                Poll::Pending => {
+                    ready!(self.poll_timer(cx));
+                    continue;
+                }
+            };
+            match read {
+                Ok(true) => self.tick(),
                 Ok(false) => {
                     self.phase = Phase::Done;
                     return Poll::Ready(if self.connection.handle_eof() {
-                        Ok(None)
+                        // Clean, but after a deadline we started (idle): say so.
+                        self.take_failure().map_or(Ok(None), Err)
                     } else {
                         Err(self.take_failure().unwrap_or_else(|| Error::new(Kind::AbnormalClosure)))
                     });
@@ -286,6 +307,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.connection.release_memory();
         }
         result
+    }
+
+    // ---- time --------------------------------------------------------------------
+
+    /// Tells the core the time; records a deadline that ended the connection.
+    fn tick(&mut self) {
+        if let Some(timeout) = self.connection.handle_timeout(now()) {
+            self.ending().failure.get_or_insert(Error::timed_out(timeout));
+        }
+    }
+
+    /// Waits for the core's next deadline, then ticks. Pending (with the
+    /// timer registered) until then; pending forever if nothing is scheduled.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(deadline) = self.connection.poll_timeout() else { return Poll::Pending };
+        let deadline = Instant::from_std(deadline);
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                // A timer set for later is moved earlier; one set earlier is
+                // left alone: it fires, the core finds nothing due, and it is
+                // then re-armed. So a deadline that keeps moving later (the
+                // idle timer on every message) costs no timer update at all.
+                if timer.deadline() > deadline || timer.is_elapsed() {
+                    timer.as_mut().reset(deadline);
+                }
+                timer
+            }
+            None => self.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        ready!(timer.as_mut().poll(cx));
+        self.tick();
+        Poll::Ready(())
     }
 
     // ---- sending ----------------------------------------------------------------
@@ -355,7 +408,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Errors
     /// The transport failed.
     pub async fn flush(&mut self) -> Result<()> {
-        std::future::poll_fn(|cx| self.poll_write_out(cx)).await
+        std::future::poll_fn(|cx| self.poll_send_out(cx)).await
+    }
+
+    /// Writes everything queued, for a sender: while the peer does not
+    /// read, the connection's deadlines still run, so a dead peer ends
+    /// the wait with the keepalive or close timeout instead of never.
+    pub(crate) fn poll_send_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        loop {
+            if let Poll::Ready(result) = self.poll_write_out(cx) {
+                return Poll::Ready(result);
+            }
+            ready!(self.poll_timer(cx));
+            if let Some(timeout @ (Timeout::Ping | Timeout::Close)) = self.connection.timeout() {
+                return Poll::Ready(Err(Error::timed_out(timeout)));
+            }
+        }
     }
 
     pub(crate) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
@@ -388,36 +456,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     // ---- closing -------------------------------------------------------------------
 
     /// Closes the connection: sends a close frame with `code` and `reason`,
-    /// waits up to the close timeout for the peer's, and shuts the
-    /// transport down. Messages arriving meanwhile are discarded.
+    /// waits up to the close timeout ([`Config::close_timeout`](tether_proto::Config::close_timeout))
+    /// for the peer's, and shuts the transport down. Messages arriving
+    /// meanwhile are discarded.
     ///
     /// # Errors
-    /// An invalid code or reason, the close timeout, or a transport error.
+    /// An invalid code or reason, the close timeout ([`Timeout::Close`]),
+    /// or a transport error.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
         if self.phase == Phase::Done {
             return Ok(());
         }
         self.connection.close(code, reason)?;
-        let deadline = self.close_timeout;
-        let drain = async {
-            loop {
-                match self.recv().await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => return Ok(()),
-                    Err(error) => return Err(error),
-                }
-            }
-        };
-        match tokio::time::timeout(deadline, drain).await {
-            Ok(result) => result,
-            Err(_) => {
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(100),
-                    tokio::io::AsyncWriteExt::shutdown(&mut self.stream),
-                )
-                .await;
-                self.phase = Phase::Done;
-                Err(Error::timeout("close handshake"))
+        loop {
+            match self.recv().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(()),
+                Err(error) => return Err(error),
             }
         }
     }
@@ -458,7 +513,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
         if this.connection.unsent_len() >= SEND_BACKLOG_LIMIT {
-            ready!(this.poll_write_out(cx))?;
+            ready!(this.poll_send_out(cx))?;
         }
         Poll::Ready(Ok(()))
     }
@@ -468,7 +523,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.get_mut().poll_write_out(cx)
+        self.get_mut().poll_send_out(cx)
     }
 
     /// Sends a normal close frame and writes it; the peer's answer is read
@@ -478,6 +533,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
         if this.connection.state() == State::Open {
             this.start_close(CloseCode::NORMAL, "")?;
         }
-        this.poll_write_out(cx)
+        this.poll_send_out(cx)
     }
+}
+
+/// The time to hand the core: tokio's clock, so that tests running on
+/// paused time see deadlines pass exactly when tokio's timers fire.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }

@@ -262,7 +262,7 @@ async fn a_frame_in_the_same_write_as_the_101_is_received() {
 async fn close_returns_at_the_close_timeout_when_the_peer_ignores_it() {
     let url = raw_server(switching).await;
     let mut config = ClientConfig::default();
-    config.close_timeout = Duration::from_millis(300);
+    config.protocol.close_timeout = Duration::from_millis(300);
     let mut socket = tether::connect_with(&url, &config).await.unwrap();
     let start = Instant::now();
     let error = socket.close(CloseCode::NORMAL, "").await.unwrap_err();
