@@ -88,6 +88,13 @@ pub struct Config {
     ///
     /// Default `None`: most applications want to keep quiet connections.
     pub idle_timeout: Option<Duration>,
+    /// Also hand out each data frame as it arrives
+    /// ([`Event::Fragment`](crate::Event::Fragment)), before the whole
+    /// message: `websocket-client`'s `on_cont_message` and `on_data`.
+    ///
+    /// Default `false`: each fragment is then a copy the application
+    /// rarely wants.
+    pub fragment_events: bool,
 }
 
 impl Default for Config {
@@ -103,6 +110,7 @@ impl Default for Config {
             ping_payload: None,
             close_timeout: Duration::from_secs(10),
             idle_timeout: None,
+            fragment_events: false,
         }
     }
 }

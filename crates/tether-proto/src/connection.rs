@@ -55,6 +55,52 @@ pub enum Event {
     /// The peer's close frame: it started the closing handshake (our echo
     /// is queued), or answered ours. `None` when it carried no status code.
     Close(Option<CloseFrame>),
+    /// One data frame of a message, as it arrived (only with
+    /// [`Config::fragment_events`]): `opcode` is the frame's own (text or
+    /// binary for the first frame, continuation after), `payload` its
+    /// bytes after decompression. Text may end inside a character; the
+    /// whole message is still validated and delivered as `Message` after
+    /// its final fragment.
+    Fragment {
+        /// The frame's opcode.
+        opcode: OpCode,
+        /// The frame's payload, decompressed.
+        payload: Bytes,
+        /// Whether it is the message's final frame.
+        fin: bool,
+    },
+}
+
+/// Which way a frame went, for a [`FrameObserver`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Received from the peer.
+    Incoming,
+    /// Queued to be sent to the peer.
+    Outgoing,
+}
+
+/// Sees every frame that goes in or out (for tracing). Payloads are given
+/// unmasked; incoming data payloads after decompression, outgoing ones
+/// before compression is visible (the header's RSV1 says whether it is).
+pub trait FrameObserver: Send {
+    /// One frame: its header and payload.
+    fn frame(&mut self, direction: Direction, header: &FrameHeader, payload: &[u8]);
+}
+
+impl<F: FnMut(Direction, &FrameHeader, &[u8]) + Send> FrameObserver for F {
+    fn frame(&mut self, direction: Direction, header: &FrameHeader, payload: &[u8]) {
+        self(direction, header, payload);
+    }
+}
+
+/// What only some connections use, boxed so the others do not pay for it.
+#[derive(Default)]
+struct Hooks {
+    observer: Option<Box<dyn FrameObserver>>,
+    fragment_events: bool,
+    /// Where the current frame's payload starts in the message buffer.
+    frame_start: usize,
 }
 
 /// Beyond this many unsent bytes, pongs stop accumulating: only the answer
@@ -138,6 +184,7 @@ pub struct Connection {
     /// Messages waiting to be framed behind a large one (see `backlog`).
     backlog: Option<Box<Backlog>>,
     timers: Timers,
+    hooks: Option<Box<Hooks>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -187,7 +234,13 @@ impl Connection {
             ending: None,
             backlog: None,
             timers,
+            hooks: config.fragment_events.then(|| Box::new(Hooks { fragment_events: true, ..Hooks::default() })),
         }
+    }
+
+    /// Shows every frame sent and received to `observer` (trace).
+    pub fn set_frame_observer(&mut self, observer: Box<dyn FrameObserver>) {
+        self.hooks.get_or_insert_with(Box::default).observer = Some(observer);
     }
 
     /// Replaces the CSPRNG as the source of client mask keys (the seeds'
@@ -405,6 +458,9 @@ impl Connection {
                 return Err(ProtocolError::MessageTooLarge { limit: self.limits.max_message_size, actual: total });
             }
             self.incoming.count_fragment(self.limits.max_fragments)?;
+            if let Some(hooks) = &mut self.hooks {
+                hooks.frame_start = self.incoming.len();
+            }
         }
         if header.payload_len == 0 {
             self.read = ReadState::Header { buf: [0; MAX_HEADER_LEN], have: 0 };
@@ -461,6 +517,12 @@ impl Connection {
     /// A frame's payload is complete.
     fn end_frame(&mut self, header: &FrameHeader) -> Result<(), ProtocolError> {
         self.read = ReadState::Header { buf: [0; MAX_HEADER_LEN], have: 0 };
+        if !header.opcode.is_control() && header.fin {
+            self.finish_inflating()?;
+        }
+        if self.hooks.is_some() {
+            self.observe_incoming(header);
+        }
         match header.opcode {
             OpCode::Ping => {
                 let payload = std::mem::take(&mut self.scratch);
@@ -475,17 +537,35 @@ impl Connection {
             OpCode::Close => self.receive_close()?,
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 if header.fin {
-                    if self.incoming.is_compressed() {
-                        if let Some(deflate) = &mut self.deflate {
-                            deflate
-                                .decompressor
-                                .finish_message(&mut self.incoming.buf, self.limits.max_message_size)?;
-                        }
-                    }
                     let message = self.incoming.finish()?;
                     self.timers.note_activity();
                     self.events.push_back(Event::Message(message));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Shows a received frame to the observer, and hands it out as a
+    /// fragment event if asked.
+    fn observe_incoming(&mut self, header: &FrameHeader) {
+        let Some(hooks) = &mut self.hooks else { return };
+        let payload: &[u8] =
+            if header.opcode.is_control() { &self.scratch } else { &self.incoming.buf[hooks.frame_start..] };
+        if let Some(observer) = &mut hooks.observer {
+            observer.frame(Direction::Incoming, header, payload);
+        }
+        if hooks.fragment_events && !header.opcode.is_control() {
+            let payload = Bytes::copy_from_slice(payload);
+            self.events.push_back(Event::Fragment { opcode: header.opcode, payload, fin: header.fin });
+        }
+    }
+
+    /// Flushes the decompressor at the end of a compressed message.
+    fn finish_inflating(&mut self) -> Result<(), ProtocolError> {
+        if self.incoming.is_compressed() {
+            if let Some(deflate) = &mut self.deflate {
+                deflate.decompressor.finish_message(&mut self.incoming.buf, self.limits.max_message_size)?;
             }
         }
         Ok(())
@@ -647,7 +727,7 @@ impl Connection {
             }
             _ => match shared {
                 Some(bytes) if self.role == Role::Server && bytes.len() >= SHARED_PAYLOAD_MIN => {
-                    self.write_header(opcode, true, false, bytes.len());
+                    self.write_header(opcode, true, false, bytes);
                     self.output.push_shared(bytes.clone());
                 }
                 _ => self.write_frame(opcode, false, payload),
@@ -683,10 +763,10 @@ impl Connection {
             self.flush_pending_pong();
         }
         if self.role == Role::Server && payload.len() >= SHARED_PAYLOAD_MIN {
-            self.write_header(opcode, fin, compressed, payload.len());
+            self.write_header(opcode, fin, compressed, &payload);
             self.output.push_shared(payload);
         } else {
-            let mask = self.write_header(opcode, fin, compressed, payload.len());
+            let mask = self.write_header(opcode, fin, compressed, &payload);
             self.append_payload(&payload, mask);
         }
     }
@@ -777,7 +857,8 @@ impl Connection {
     }
 
     /// Appends one frame header to the output; returns its mask key, if we mask.
-    fn write_header(&mut self, opcode: OpCode, fin: bool, compressed: bool, payload_len: usize) -> Option<[u8; 4]> {
+    fn write_header(&mut self, opcode: OpCode, fin: bool, compressed: bool, payload: &[u8]) -> Option<[u8; 4]> {
+        let payload_len = payload.len();
         let mask = match self.role {
             Role::Server => None,
             Role::Client => Some(match &mut self.mask_source {
@@ -786,6 +867,9 @@ impl Connection {
             }),
         };
         let header = FrameHeader { fin, rsv1: compressed, mask, ..FrameHeader::new(opcode, payload_len as u64) };
+        if let Some(observer) = self.hooks.as_mut().and_then(|hooks| hooks.observer.as_mut()) {
+            observer.frame(Direction::Outgoing, &header, payload);
+        }
         let mut encoded = [0u8; MAX_HEADER_LEN];
         let header_len = header.encode(&mut encoded);
         let buf = self.output.buf_mut();
@@ -796,7 +880,7 @@ impl Connection {
 
     /// Appends one frame to the output, masking it if we are the client.
     fn write_frame(&mut self, opcode: OpCode, compressed: bool, payload: &[u8]) {
-        let mask = self.write_header(opcode, true, compressed, payload.len());
+        let mask = self.write_header(opcode, true, compressed, payload);
         self.append_payload(payload, mask);
     }
 

@@ -23,6 +23,7 @@
 //! - [`deflate`]: permessage-deflate negotiation and codec.
 //! - [`connection`]: the state machine of an open connection.
 //! - [`config`]: every limit and timer, with its default and why.
+//! - [`backoff`]: reconnection delays, exponential with jitter.
 //! - [`time`]: which deadline passed ([`Timeout`]), and the opening handshake's [`Deadline`].
 //! - [`message`]: messages as the application sees them.
 //! - [`error`]: protocol violations and misuse.
@@ -40,6 +41,7 @@
 //! assert_eq!(server.poll_event(), Some(Event::Message(Message::from("hello"))));
 //! ```
 
+pub mod backoff;
 pub mod config;
 pub mod connection;
 pub mod deflate;
@@ -56,7 +58,7 @@ mod transmit;
 
 pub use bytes::Bytes;
 pub use config::{Config, ConfigError, HandshakeLimits};
-pub use connection::{Connection, Event, State};
+pub use connection::{Connection, Direction, Event, FrameObserver, State};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{ProtocolError, UsageError};
 pub use frame::{CloseCode, MaskSource, OpCode};

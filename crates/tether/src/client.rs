@@ -166,7 +166,10 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
     handshake_config.headers.clone_from(&config.headers);
     handshake_config.deflate.clone_from(&config.protocol.deflate);
     let (handshake, request) = ClientHandshake::new(target, handshake_config)?;
-    tracing::trace!(target: "tether::trace", request = %String::from_utf8_lossy(&request), "handshake request");
+    let traced = crate::trace::is_enabled();
+    if traced {
+        crate::trace::handshake(&target.to_string(), "request", &request);
+    }
     stream.write_all(&request).await?;
     stream.flush().await?;
     let mut reader = HeadReader::new(config.limits.clone());
@@ -175,9 +178,14 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
         HeadReadError::Head(error) => Error::from(error),
     })?;
     let response = Response::parse(&reader)?;
-    tracing::trace!(target: "tether::trace", response = %String::from_utf8_lossy(reader.head()), "handshake response");
+    if traced {
+        crate::trace::handshake(&target.to_string(), "response", reader.head());
+    }
     let accepted = handshake.verify(response)?;
     let mut connection = Connection::new(Role::Client, config.protocol.clone(), accepted.deflate);
+    if traced {
+        connection.set_frame_observer(crate::trace::frame_observer(target.to_string()));
+    }
     if let Some(mask_key) = &config.mask_key {
         let mask_key = mask_key.clone();
         connection.set_mask_source(Box::new(move || mask_key()));

@@ -22,6 +22,7 @@
 //! - [`server`]: `serve`, [`Server`], [`ServerConfig`], `accept`.
 //! - [`WebSocket`]: an open connection; `split` into [`WebSocketReader`]/[`WebSocketWriter`].
 //! - [`tls`]: rustls configuration for both sides.
+//! - [`trace`]: print handshakes and frames (`TETHER_TRACE=1`).
 //! - [`Error`]: the one error type.
 
 pub mod client;
@@ -31,6 +32,7 @@ pub mod server;
 mod split;
 mod stream;
 pub mod tls;
+pub mod trace;
 mod websocket;
 
 pub use client::{connect, connect_with, ClientConfig};
@@ -39,6 +41,6 @@ pub use server::{accept, serve, Server, ServerConfig};
 pub use split::{WebSocketReader, WebSocketWriter};
 pub use stream::MaybeTlsStream;
 pub use tether_proto as proto;
-pub use tether_proto::{Bytes, CloseCode, CloseFrame, Config, DeflateConfig, Message, Text};
+pub use tether_proto::{Bytes, CloseCode, CloseFrame, Config, DeflateConfig, Event, Message, RoundTrip, Text, Timeout};
 pub use tls::TrustRoots;
 pub use websocket::WebSocket;

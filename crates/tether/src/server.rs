@@ -217,15 +217,25 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(request) => request,
         Err(error) => return Err(refuse(&mut stream, Rejection::new(error.status(), error.to_string())).await),
     };
+    let traced = crate::trace::is_enabled();
+    if traced {
+        crate::trace::handshake(&peer.to_string(), "request", reader.head());
+    }
     drop(reader);
     let accepted = match accept_request(&request, &shared.handshake) {
         Ok(accepted) => accepted,
         Err(rejection) => return Err(refuse(&mut stream, rejection).await),
     };
     let response = accepted.response(&config.headers);
+    if traced {
+        crate::trace::handshake(&peer.to_string(), "response", &response);
+    }
     stream.write_all(&response).await?;
     stream.flush().await?;
-    let connection = Connection::new(Role::Server, config.protocol.clone(), accepted.deflate);
+    let mut connection = Connection::new(Role::Server, config.protocol.clone(), accepted.deflate);
+    if traced {
+        connection.set_frame_observer(crate::trace::frame_observer(peer.to_string()));
+    }
     let info = ConnectionInfo {
         peer_addr: Some(peer),
         handshake: Handshake::Request(request),

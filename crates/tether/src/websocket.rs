@@ -226,7 +226,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
+    /// The next event: a message, and also each ping, pong and close frame
+    /// from the peer, and each data frame if [`Config::fragment_events`](tether_proto::Config::fragment_events)
+    /// is set (what callback APIs need). `Ok(None)` once the connection
+    /// has closed cleanly. Pings are answered automatically either way.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    pub async fn recv_event(&mut self) -> Result<Option<Event>> {
+        std::future::poll_fn(|cx| self.poll_event(cx, true)).await
+    }
+
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Message>>> {
+        self.poll_event(cx, false).map_ok(|event| match event {
+            Some(Event::Message(message)) => Some(message),
+            _ => None,
+        })
+    }
+
+    /// The next event; with `all` false, only messages (and the end).
+    fn poll_event(&mut self, cx: &mut Context<'_>, all: bool) -> Poll<Result<Option<Event>>> {
         loop {
             match self.phase {
                 Phase::Done => return Poll::Ready(Ok(None)),
@@ -239,12 +258,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Phase::Open => {}
             }
             match self.connection.poll_event() {
-                Some(Event::Message(message)) => return Poll::Ready(Ok(Some(message))),
-                Some(Event::Ping(_) | Event::Pong(_)) => continue,
                 Some(Event::Close(frame)) => {
-                    self.ending().peer_close = frame;
+                    self.ending().peer_close.clone_from(&frame);
+                    if all {
+                        return Poll::Ready(Ok(Some(Event::Close(frame))));
+                    }
                     continue;
                 }
+                Some(event @ Event::Message(_)) => return Poll::Ready(Ok(Some(event))),
+                Some(event) if all => return Poll::Ready(Ok(Some(event))),
+                Some(_) => continue,
                 None => {}
             }
             if let Poll::Ready(Err(error)) = self.poll_write_out(cx) {
