@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs that this machine lacks, idempotently:
-# Debian packages (chromium, redis), a Python 3 venv with the interop peers,
+# Debian packages (chromium, redis, tinyproxy, dante-server), a Python 3 venv
+# with the interop peers and pproxy,
 # a Python 2.7 venv with the Autobahn TestSuite, Node's `ws`, and cargo-fuzz.
 # Everything lands under $TETHER_DEPS (default ~/.cache/tether-deps) so a
 # second run is a no-op.
@@ -14,6 +15,9 @@ log() { printf '[install-deps] %s\n' "$*" >&2; }
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# Real proxies for tests/peers/proxy.py: tinyproxy (HTTP CONNECT), dante (SOCKS5).
+[ -x /usr/bin/tinyproxy ] || need_apt+=(tinyproxy)
+[ -x /usr/sbin/danted ] || need_apt+=(dante-server)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -23,12 +27,12 @@ fi
 
 # --- Python 3 venv: interop peers -------------------------------------------
 PY3_VENV="$DEPS/py3"
-if [ ! -x "$PY3_VENV/bin/python" ] || ! "$PY3_VENV/bin/python" -c 'import websockets, websocket, virtualenv' 2>/dev/null; then
-  log "python3 venv with websockets, websocket-client"
+if [ ! -x "$PY3_VENV/bin/python" ] || ! "$PY3_VENV/bin/python" -c 'import websockets, websocket, virtualenv, pproxy' 2>/dev/null; then
+  log "python3 venv with websockets, websocket-client, pproxy"
   python3 -m venv "$PY3_VENV"
   "$PY3_VENV/bin/pip" install -q --upgrade pip
   # virtualenv < 20.22 is the last that can still create Python 2.7 environments.
-  "$PY3_VENV/bin/pip" install -q 'websockets==15.*' 'websocket-client==1.*' 'virtualenv<20.22'
+  "$PY3_VENV/bin/pip" install -q 'websockets==15.*' 'websocket-client==1.*' 'virtualenv<20.22' 'pproxy==2.7.9'
 fi
 
 # --- Python 2.7 venv: Autobahn TestSuite ------------------------------------

@@ -17,13 +17,15 @@ Engines (defaults: http -> tinyproxy, socks5 -> pproxy):
              (its username method checks system accounts); RFC-exact replies.
 
 Starts the engine as a child process in the foreground (its own process
-group, config files in a temp dir), waits until the child owns a LISTEN socket
-on the port and accepts a connection, then prints `LISTENING <port>` on stdout
-(flushed). The child's output goes to stderr, prefixed `[<engine>]`. On
-SIGTERM/SIGINT the child's process group gets SIGTERM (SIGKILL after 5 s), the
-temp dir is removed and the script exits 0. If the child dies, the script
-prints `ERROR proxy.py: ...` (on stdout too if before `LISTENING`) and the
-child's last output on stderr and exits 1. Bad arguments: exit 2.
+group, config files in a temp dir), waits until that group holds the LISTEN
+socket on the port (without /proc: until the port accepts a connection; a free
+port taken meanwhile by someone else is retried up to 5 times), then prints
+`LISTENING <port>` on stdout (flushed). The child's output goes to stderr,
+prefixed `[<engine>]`. On SIGTERM/SIGINT the child gets SIGTERM (SIGKILL after
+5 s), then anything left in its process group SIGKILL; the temp dir is removed
+and the script exits 0. If the child dies, the script prints its last output
+and `ERROR proxy.py: ...` on stderr (on stdout too if before `LISTENING`) and
+exits 1. Bad arguments: exit 2.
 """
 
 import argparse
@@ -49,6 +51,9 @@ ENGINES = {"tinyproxy": ("http",), "pproxy": ("http", "socks5"), "dante": ("sock
 DEFAULT_ENGINE = {"http": "tinyproxy", "socks5": "pproxy"}
 TINYPROXY_TOKEN = re.compile(r"[-A-Za-z0-9._]+\Z")
 PPROXY_SERVING = re.compile(r"Serving on .*:(\d+) by ")
+# Engines' messages when the port is taken: tinyproxy "Could not create
+# listening sockets", dante "Address already in use", pproxy "[Errno 98] ...".
+BIND_FAILED = re.compile(r"in use|could not create listening", re.I)
 PORT_ATTEMPTS = 5  # fresh free ports to try when one is taken meanwhile
 
 
@@ -196,6 +201,28 @@ ENGINE_CMD = {"tinyproxy": tinyproxy_cmd, "dante": dante_cmd, "pproxy": pproxy_c
 
 # --- the child -----------------------------------------------------------------
 
+def become_subreaper():
+    """Linux: orphans of the child (dante's workers outlive their mother for a
+    moment) are re-parented to this script instead of init, so reap_orphans()
+    can wait for them and none is left running after exit."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:
+        pass
+
+
+def reap_orphans(timeout=2.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.02)
+
+
 class Child:
     def __init__(self, name, argv, env, cwd):
         self.name = name
@@ -233,25 +260,22 @@ class Child:
         return "\n".join(self.tail)
 
     def stop(self):
-        """SIGTERM to the child's process group, SIGKILL after 5 s."""
-        pgid = self.proc.pid  # start_new_session: the child leads its group
-        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
-            try:
-                os.killpg(pgid, sig)
-            except (ProcessLookupError, PermissionError):
-                break
-            try:
-                self.proc.wait(timeout=grace)
-                # dante's children may outlive the mother for a moment.
-                time.sleep(0.1)
-                os.killpg(pgid, signal.SIGKILL)
-            except subprocess.TimeoutExpired:
-                continue
-            except (ProcessLookupError, PermissionError):
-                pass
-            break
+        """SIGTERM to the child (dante's mother then stops its workers
+        itself), SIGKILL after 5 s; then SIGKILL to whatever is left of the
+        child's process group."""
+        pid = self.proc.pid  # start_new_session: also its process group id
         if self.proc.poll() is None:
-            self.proc.wait(timeout=2)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        reap_orphans()
 
 
 def listen_inodes(port):
@@ -269,16 +293,29 @@ def listen_inodes(port):
     return found
 
 
-def owns_listener(pid, port):
-    """True/False whether process `pid` holds the LISTEN socket on `port`;
-    None if that cannot be told (no /proc)."""
-    inodes = listen_inodes(port)
-    if inodes is None:
-        return None
+def group_pids(pgid):
+    """PIDs of the processes in process group `pgid` (Linux /proc)."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parens.
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and fields[2] == str(pgid):
+            pids.append(int(name))
+    return pids
+
+
+def holds_socket(pid, inodes):
     try:
         fds = os.listdir("/proc/%d/fd" % pid)
     except OSError:
-        return None
+        return False
     for fd in fds:
         try:
             target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
@@ -287,6 +324,22 @@ def owns_listener(pid, port):
         if target.startswith("socket:[") and target[8:-1] in inodes:
             return True
     return False
+
+
+def listener_state(child_pid, port):
+    """"none": nothing listens on `port` yet; "ours": the child or its process
+    group holds the LISTEN socket; "theirs": another process does; None:
+    cannot be told (no /proc)."""
+    inodes = listen_inodes(port)
+    if inodes is None:
+        return None
+    if not inodes:
+        return "none"
+    if holds_socket(child_pid, inodes):
+        return "ours"
+    if any(holds_socket(p, inodes) for p in group_pids(child_pid)):
+        return "ours"
+    return "theirs"
 
 
 def accepts(port):
@@ -302,7 +355,7 @@ def start(a, work, stopping):
     make = ENGINE_CMD[a.engine]
     attempts = PORT_ATTEMPTS if (a.port == 0 and a.engine != "pproxy") else 1
     last = None
-    for _ in range(attempts):
+    for attempt in range(attempts):
         port = a.port if (a.port or a.engine == "pproxy") else free_port()
         argv, env, known = make(a, work, port)
         c.log("proxy.py: starting %s" % " ".join(argv))
@@ -311,10 +364,11 @@ def start(a, work, stopping):
         collided = False
         while not stopping.is_set():
             if child.proc.poll() is not None:
+                child.stop()  # reaps what is left of its group
                 out = child.output()
                 last = "%s exited with status %s before listening\n%s" % (
                     a.engine, child.proc.returncode, out)
-                collided = "in use" in out.lower()
+                collided = BIND_FAILED.search(out) is not None
                 break
             if time.monotonic() > deadline:
                 child.stop()
@@ -325,27 +379,31 @@ def start(a, work, stopping):
                 child.port_seen.wait(0.1)
                 known = child.reported_port
                 continue
-            owned = owns_listener(child.proc.pid, known)
-            if owned is False and listen_inodes(known):
+            state = listener_state(child.proc.pid, known)
+            if state == "theirs":
                 # Someone else took the free port between our probe and the bind.
                 child.stop()
                 last = "port %d was taken by another process" % known
                 collided = True
                 break
-            if owned is not False and accepts(known):
+            # A LISTEN socket accepts connections (the kernel completes the
+            # handshake); probe with a connection only when /proc cannot tell.
+            if state == "ours" or (state is None and accepts(known)):
                 return child, known
             time.sleep(0.05)
         else:
             child.stop()
             return None, None
-        if not collided:
+        if not collided or attempt == attempts - 1:
             break
+        c.log("proxy.py: %s; retrying on another port" % last.partition("\n")[0])
     raise ChildDied(last)
 
 
 def main():
     a = parse_args()
     stopping = threading.Event()
+    become_subreaper()
 
     def on_signal(signum, frame):
         stopping.set()
@@ -378,17 +436,16 @@ def main():
     except ChildDied as e:
         first, _, rest = str(e).partition("\n")
         msg = "ERROR proxy.py: %s" % first
+        if rest:
+            c.log("proxy.py: last output of %s:\n%s" % (a.engine, "\n".join(
+                "    " + line for line in rest.splitlines()[-15:])))
+        c.log(msg)
         if not listening:
             print(msg, flush=True)
-        c.log(msg)
-        if rest:
-            c.log(rest)
         return 1
     finally:
-        if child is not None and child.proc.poll() is None:
-            child.stop()
-        elif child is not None:
-            child.stop()  # reap leftovers of its process group (dante)
+        if child is not None:
+            child.stop()  # also reaps leftovers of its process group (dante)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -180,7 +180,8 @@ mod tests {
         let policy = BackoffPolicy::default();
         let mut per_half_second = [0u32; 4];
         for seed in 0..1000u64 {
-            let delay = Backoff::with_seed(policy.clone(), seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)).next_delay().unwrap();
+            let delay =
+                Backoff::with_seed(policy.clone(), seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)).next_delay().unwrap();
             per_half_second[((delay.as_secs_f64() * 2.0) as usize).min(3)] += 1;
         }
         for count in per_half_second {

@@ -21,6 +21,10 @@ pub enum Timeout {
     /// No data message went either way for `idle_timeout`: the connection
     /// was closed with 1001 and the reason `"idle timeout"`.
     Idle,
+    /// An application-level heartbeat (a message the program defines,
+    /// such as JSON `{"type":"ping"}`) went unanswered: the connection was
+    /// closed with 1011 and the reason `"heartbeat timeout"`.
+    Heartbeat,
 }
 
 impl Timeout {
@@ -32,6 +36,7 @@ impl Timeout {
             Timeout::Ping => "keepalive ping timeout",
             Timeout::Close => "close handshake timeout",
             Timeout::Idle => "idle timeout",
+            Timeout::Heartbeat => "heartbeat timeout",
         }
     }
 }

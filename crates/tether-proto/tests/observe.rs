@@ -55,21 +55,27 @@ fn compressed_fragments_are_handed_out_inflated() {
     sender.send_binary(&noise).unwrap();
     receiver.handle_read(&common::drain(&mut sender)).unwrap();
     let events: Vec<Event> = std::iter::from_fn(|| receiver.poll_event()).collect();
-    let fragments: Vec<&Bytes> =
-        events.iter().filter_map(|e| if let Event::Fragment { payload, .. } = e { Some(payload) } else { None }).collect();
+    let fragments: Vec<&Bytes> = events
+        .iter()
+        .filter_map(|e| if let Event::Fragment { payload, .. } = e { Some(payload) } else { None })
+        .collect();
     assert!(fragments.len() > 1);
     assert_eq!(fragments.iter().flat_map(|p| p.iter().copied()).collect::<Vec<u8>>(), noise);
     assert_eq!(events.last(), Some(&Event::Message(Message::from(noise))));
 }
 
+type SeenFrame = (Direction, OpCode, bool, Vec<u8>);
+
 #[test]
 fn the_observer_sees_every_frame_both_ways_unmasked() {
-    let seen: Arc<Mutex<Vec<(Direction, OpCode, bool, Vec<u8>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<SeenFrame>>> = Arc::default();
     let mut harness = Harness::client(Config::default().with_fragment_size(4));
     let log = seen.clone();
-    harness.connection.set_frame_observer(Box::new(move |direction, header: &tether_proto::frame::FrameHeader, payload: &[u8]| {
-        log.lock().unwrap().push((direction, header.opcode, header.fin, payload.to_vec()));
-    }));
+    harness.connection.set_frame_observer(Box::new(
+        move |direction, header: &tether_proto::frame::FrameHeader, payload: &[u8]| {
+            log.lock().unwrap().push((direction, header.opcode, header.fin, payload.to_vec()));
+        },
+    ));
     harness.connection.send_text("hello!").unwrap();
     common::drain(&mut harness.connection);
     harness.feed(&FrameSpec::server(OpCode::Text, b"hi").bytes()).unwrap();

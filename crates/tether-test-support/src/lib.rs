@@ -404,6 +404,15 @@ impl Peer {
         self.frozen = false;
     }
 
+    /// Kills the peer at once (SIGKILL to its group), as a crash would:
+    /// no close frames, no goodbyes. Waits until it is gone.
+    pub fn kill(&mut self) {
+        if self.status.is_none() {
+            self.signal_group(libc::SIGKILL);
+            self.status = self.child.wait().ok();
+        }
+    }
+
     /// Sends SIGUSR1 to the peer's group (the stalling forwarder's cue).
     pub fn signal_usr1(&self) {
         self.signal_group(libc::SIGUSR1);

@@ -194,6 +194,7 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
         peer_addr,
         handshake: Handshake::Response(accepted.response),
         protocol: accepted.protocol.map(Into::into),
+        responder: None,
     };
     Ok(WebSocket::new(stream, connection, info, &leftover))
 }

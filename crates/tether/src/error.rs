@@ -12,7 +12,7 @@ use tether_proto::{CloseCode, CloseFrame, ConfigError, ProtocolError, Timeout, U
 /// and walk [`source`](std::error::Error::source) for the cause. A clean
 /// close is not an error: `recv` returns `Ok(None)` then.
 pub struct Error {
-    kind: Kind,
+    pub(crate) kind: Kind,
 }
 
 #[derive(Debug)]
@@ -121,7 +121,7 @@ impl Error {
             Kind::Protocol(error) => Some(error.close_code()),
             Kind::AbnormalClosure => Some(CloseCode::ABNORMAL),
             Kind::Closed(frame) => frame.as_ref().map(|frame| frame.code),
-            Kind::Timeout(Timeout::Ping) => Some(CloseCode::INTERNAL_ERROR),
+            Kind::Timeout(Timeout::Ping | Timeout::Heartbeat) => Some(CloseCode::INTERNAL_ERROR),
             Kind::Timeout(Timeout::Idle) => Some(CloseCode::GOING_AWAY),
             _ => None,
         }
@@ -153,7 +153,7 @@ impl fmt::Display for Error {
             Kind::Handshake(error) => write!(f, "opening handshake failed: {error}"),
             Kind::Rejected(rejection) => write!(f, "handshake refused: {rejection}"),
             Kind::Uri(error) => write!(f, "{error}"),
-            Kind::Timeout(which @ (Timeout::Ping | Timeout::Idle)) => {
+            Kind::Timeout(which @ (Timeout::Ping | Timeout::Idle | Timeout::Heartbeat)) => {
                 write!(f, "{which} (closed with {})", self.close_code().unwrap_or(CloseCode::INTERNAL_ERROR))
             }
             Kind::Timeout(which) => write!(f, "{which}"),

@@ -25,9 +25,12 @@
 //! - [`trace`]: print handshakes and frames (`TETHER_TRACE=1`).
 //! - [`Error`]: the one error type.
 
+pub mod app;
 pub mod client;
 mod error;
 mod handshake;
+pub mod heartbeat;
+pub mod reconnect;
 pub mod server;
 mod split;
 mod stream;
@@ -35,6 +38,7 @@ pub mod tls;
 pub mod trace;
 mod websocket;
 
+pub use app::{App, AppHandle, Reconnect, Stopped};
 pub use client::{connect, connect_with, ClientConfig};
 pub use error::{Error, Result};
 pub use server::{accept, serve, Server, ServerConfig};

@@ -16,11 +16,12 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 use crate::error::{Error, Result};
 use crate::handshake::{read_head, HeadReadError};
+use crate::heartbeat::Responder;
 use crate::stream::MaybeTlsStream;
 use crate::websocket::{ConnectionInfo, Handshake, WebSocket};
 
 /// How a server accepts connections. Start from [`ServerConfig::default`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
     /// Limits, permessage-deflate, keepalive (`ping_interval`,
@@ -39,6 +40,23 @@ pub struct ServerConfig {
     pub open_timeout: Duration,
     /// TLS (`wss://`), if set.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Answers application heartbeat pings before the handler sees them
+    /// (e.g. [`json_responder`](crate::heartbeat::json_responder)). Default: none.
+    pub heartbeat_responder: Option<Responder>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("protocol", &self.protocol)
+            .field("protocols", &self.protocols)
+            .field("headers", &self.headers)
+            .field("limits", &self.limits)
+            .field("open_timeout", &self.open_timeout)
+            .field("tls", &self.tls.is_some())
+            .field("heartbeat_responder", &self.heartbeat_responder.is_some())
+            .finish()
+    }
 }
 
 impl Default for ServerConfig {
@@ -50,6 +68,7 @@ impl Default for ServerConfig {
             limits: HandshakeLimits::default(),
             open_timeout: Duration::from_secs(10),
             tls: None,
+            heartbeat_responder: None,
         }
     }
 }
@@ -240,6 +259,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         peer_addr: Some(peer),
         handshake: Handshake::Request(request),
         protocol: accepted.protocol.map(Into::into),
+        responder: config.heartbeat_responder.clone(),
     };
     Ok(WebSocket::new(stream, connection, info, &leftover))
 }

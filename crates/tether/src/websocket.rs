@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{Error, Kind, Result};
+use crate::heartbeat::Responder;
 
 /// How much one read asks the transport for. The buffer is per thread, not
 /// per connection, so it can be large (fewer reads per big message) while
@@ -51,11 +52,13 @@ thread_local! {
 /// What is known about the connection besides its bytes. Kept for the
 /// connection's life, so kept small: a server holds the request, a client
 /// the response, never both.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct ConnectionInfo {
     pub(crate) peer_addr: Option<SocketAddr>,
     pub(crate) handshake: Handshake,
     pub(crate) protocol: Option<Box<str>>,
+    /// Answers application heartbeat pings in place of delivering them.
+    pub(crate) responder: Option<Responder>,
 }
 
 /// The other side's half of the opening handshake.
@@ -265,7 +268,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     }
                     continue;
                 }
-                Some(event @ Event::Message(_)) => return Poll::Ready(Ok(Some(event))),
+                Some(Event::Message(message)) => {
+                    if let Some(reply) = self.info.responder.as_ref().and_then(|responder| responder(&message)) {
+                        // Best effort: once closing, the ping needs no answer.
+                        let _ = self.connection.send(&reply);
+                        continue;
+                    }
+                    return Poll::Ready(Ok(Some(Event::Message(message))));
+                }
                 Some(event) if all => return Poll::Ready(Ok(Some(event))),
                 Some(_) => continue,
                 None => {}
