@@ -32,8 +32,13 @@ fn serve(extra: &[&str]) -> (Running, String) {
 }
 
 fn connect(url: &str, input: &str) -> (String, String) {
+    connect_with_env(url, input, &[])
+}
+
+fn connect_with_env(url: &str, input: &str, env: &[(&str, &str)]) -> (String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(["connect", url])
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -76,4 +81,44 @@ fn connect_reports_a_refused_connection_clearly() {
     drop(listener);
     let (_, stderr) = connect(&format!("ws://127.0.0.1:{port}/"), "");
     assert!(stderr.contains("cannot connect"), "{stderr}");
+}
+
+#[test]
+fn tether_trace_prints_the_handshake_and_every_frame() {
+    let (_server, url) = serve(&[]);
+    let (stdout, stderr) = connect_with_env(&url, "traced\n", &[("TETHER_TRACE", "1")]);
+    assert_eq!(stdout, "< traced\n", "stderr: {stderr}");
+    for expected in [
+        "request",
+        "GET / HTTP/1.1",
+        "Sec-WebSocket-Key",
+        "HTTP/1.1 101",
+        "> TEXT fin=1",
+        "\"traced\"",
+        "< TEXT fin=1",
+        "> CLOSE",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} missing from the trace:\n{stderr}");
+    }
+    let (_, quiet) = connect(&url, "quiet\n");
+    assert!(!quiet.contains("> TEXT"), "no trace without the switch:\n{quiet}");
+}
+
+#[test]
+fn connect_honours_http_proxy_from_the_environment() {
+    let mut command = tether_test_support::python_peer("proxy.py");
+    command.args(["--kind", "http", "--engine", "tinyproxy", "--user", "alice", "--password", "s3cret"]);
+    let proxy = tether_test_support::Peer::server(command, Duration::from_secs(20)).unwrap();
+    let (_server, url) = serve(&[]);
+    let proxy_url = format!("http://alice:s3cret@127.0.0.1:{}", proxy.port());
+    // no_proxy is set (to something else), so loopback is not exempt.
+    let env = [("http_proxy", proxy_url.as_str()), ("no_proxy", "example.invalid")];
+    let (stdout, stderr) = connect_with_env(&url, "via the proxy\n", &env);
+    assert_eq!(stdout, "< via the proxy\n", "stderr: {stderr}");
+    let port = url.trim_end_matches('/').rsplit(':').next().unwrap();
+    assert!(proxy.stderr().contains(&format!("127.0.0.1:{port}")), "the proxy saw the tunnel: {}", proxy.stderr());
+
+    let wrong = format!("http://alice:wrong@127.0.0.1:{}", proxy.port());
+    let (_, stderr) = connect_with_env(&url, "", &[("http_proxy", wrong.as_str()), ("no_proxy", "example.invalid")]);
+    assert!(stderr.contains("proxy"), "{stderr}");
 }

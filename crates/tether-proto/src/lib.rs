@@ -13,7 +13,8 @@
 //! when to call it next. So they are written once, for every I/O layer,
 //! and tested without sleeping.
 //!
-//! What it deliberately does not do: DNS, TLS, proxies, sleeping, and
+//! What it deliberately does not do: DNS, TLS, sockets (proxies included:
+//! their exchanges are state machines here too), sleeping, and
 //! buffering beyond what the protocol needs (one partial message, one
 //! output buffer, one message being fragmented).
 //!
@@ -23,6 +24,7 @@
 //! - [`deflate`]: permessage-deflate negotiation and codec.
 //! - [`connection`]: the state machine of an open connection.
 //! - [`config`]: every limit and timer, with its default and why.
+//! - [`proxy`]: HTTP CONNECT and SOCKS5 tunnels, and proxies from the environment.
 //! - [`backoff`]: reconnection delays, exponential with jitter.
 //! - [`time`]: which deadline passed ([`Timeout`]), and the opening handshake's [`Deadline`].
 //! - [`message`]: messages as the application sees them.
@@ -49,6 +51,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod proxy;
 pub mod time;
 
 mod assemble;

@@ -8,10 +8,10 @@ use tether_proto::handshake::{ClientHandshake, ClientHandshakeConfig, HeadReader
 use tether_proto::time::{Deadline, Timeout};
 use tether_proto::{Config, Connection, HandshakeLimits, Role};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::error::{Error, Kind, Result};
 use crate::handshake::{read_head, HeadReadError};
+use crate::proxy::{open_tcp, ProxyChoice};
 use crate::stream::MaybeTlsStream;
 use crate::tls::{client_config, TrustRoots};
 use crate::websocket::{ConnectionInfo, Handshake, WebSocket};
@@ -41,6 +41,9 @@ pub struct ClientConfig {
     pub trust: TrustRoots,
     /// Where mask keys come from. Default: the CSPRNG.
     pub mask_key: Option<MaskKeyFn>,
+    /// The proxy to go through. Default: the environment's
+    /// (`https_proxy`/`http_proxy`/`all_proxy`, minus `no_proxy`).
+    pub proxy: ProxyChoice,
 }
 
 impl Default for ClientConfig {
@@ -53,6 +56,7 @@ impl Default for ClientConfig {
             open_timeout: Some(Duration::from_secs(10)),
             trust: TrustRoots::default(),
             mask_key: None,
+            proxy: ProxyChoice::default(),
         }
     }
 }
@@ -65,6 +69,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("headers", &self.headers)
             .field("open_timeout", &self.open_timeout)
             .field("trust", &self.trust)
+            .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +109,13 @@ impl ClientConfig {
     pub fn keepalive(mut self, interval: Option<Duration>, timeout: Option<Duration>) -> Self {
         self.protocol.ping_interval = interval;
         self.protocol.ping_timeout = timeout;
+        self
+    }
+
+    /// Connects through `proxy` (see [`Proxy::parse`](crate::proxy::Proxy::parse)).
+    #[must_use]
+    pub fn proxy(mut self, proxy: crate::proxy::Proxy) -> Self {
+        self.proxy = ProxyChoice::Via(proxy);
         self
     }
 
@@ -149,7 +161,8 @@ pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<WebSocket>
 }
 
 async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSocket> {
-    let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    let proxy = config.proxy.resolve(target)?;
+    let tcp = open_tcp(target, proxy.as_ref()).await?;
     tcp.set_nodelay(true)?;
     let peer_addr = tcp.peer_addr().ok();
     let mut stream = if target.secure {

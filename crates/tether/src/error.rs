@@ -30,6 +30,8 @@ pub(crate) enum Kind {
     /// The connection closed normally earlier; this operation came after.
     Closed(Option<CloseFrame>),
     Config(ConfigError),
+    /// The proxy refused the tunnel or answered nonsense.
+    Proxy(tether_proto::proxy::ProxyError),
 }
 
 impl Error {
@@ -68,6 +70,13 @@ impl Error {
             Kind::Timeout(which) => Some(which),
             _ => None,
         }
+    }
+
+    /// The proxy refused the tunnel (credentials, a refused target) or
+    /// answered nonsense.
+    #[must_use]
+    pub fn is_proxy(&self) -> bool {
+        matches!(self.kind, Kind::Proxy(_))
     }
 
     /// The configuration cannot work (the message says why).
@@ -161,6 +170,7 @@ impl fmt::Display for Error {
             Kind::Closed(Some(frame)) => write!(f, "connection closed ({frame})"),
             Kind::Closed(None) => f.write_str("connection closed"),
             Kind::Config(why) => write!(f, "invalid configuration: {why}"),
+            Kind::Proxy(error) => write!(f, "{error}"),
         }
     }
 }
@@ -176,6 +186,7 @@ impl std::error::Error for Error {
             Kind::Uri(error) => Some(error),
             Kind::Timeout(which) => Some(which),
             Kind::Config(error) => Some(error),
+            Kind::Proxy(error) => Some(error),
             _ => None,
         }
     }

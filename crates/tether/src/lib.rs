@@ -30,6 +30,7 @@ pub mod client;
 mod error;
 mod handshake;
 pub mod heartbeat;
+pub mod proxy;
 pub mod reconnect;
 pub mod server;
 mod split;

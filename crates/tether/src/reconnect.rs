@@ -6,6 +6,8 @@
 //! | I/O error: refused, reset, unreachable; closed without a close frame (1006) | retry | the network or the server is down for now |
 //! | a deadline: opening handshake, keepalive pong, app heartbeat, close, idle | retry | a dead or overloaded peer may come back |
 //! | HTTP 5xx, 408 Request Timeout, 429 Too Many Requests | retry | the server says "later" |
+//! | the proxy answers 5xx (502: it cannot reach the server), a SOCKS5 failure | retry | the way to the server is down for now |
+//! | the proxy wants other credentials, refuses with 4xx, or its URL is bad | stop | it will answer the same again |
 //! | the server closes with 1001, 1011, 1012, 1013, 1014 | retry | going away, internal error, restarting, try again later, bad gateway |
 //! | the server closes with 1000 | as configured (default: stop) | it finished the conversation on purpose |
 //! | other HTTP statuses (4xx, 3xx) | stop | the request itself is refused: trying again gets the same answer |
@@ -15,6 +17,8 @@
 //! | a bad URL or configuration | stop | nothing will change by waiting |
 
 use tether_proto::{CloseCode, CloseFrame};
+
+use tether_proto::proxy::ProxyError;
 
 use crate::error::{Error, Kind};
 
@@ -38,6 +42,8 @@ pub fn classify_error(error: &Error) -> Verdict {
             _ => Verdict::Stop,
         },
         Kind::Closed(frame) => classify_close(frame.as_ref(), false),
+        Kind::Proxy(ProxyError::Refused { status: 500..=599, .. } | ProxyError::Socks(_)) => Verdict::Retry,
+        Kind::Proxy(_) => Verdict::Stop,
         Kind::Tls(_)
         | Kind::Protocol(_)
         | Kind::Handshake(_)

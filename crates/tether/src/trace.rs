@@ -45,9 +45,6 @@ pub fn is_enabled() -> bool {
                 .is_ok_and(|value| !matches!(value.trim().to_ascii_lowercase().as_str(), "" | "0" | "false" | "off"));
             // Another thread may have called `enable` meanwhile: it wins.
             let _ = STATE.compare_exchange(UNKNOWN, if on { ON } else { OFF }, Ordering::Relaxed, Ordering::Relaxed);
-            if on {
-                install_stderr_subscriber();
-            }
             STATE.load(Ordering::Relaxed) == ON
         }
     }
@@ -62,8 +59,11 @@ fn install_stderr_subscriber() {
         .try_init();
 }
 
-/// Traces one side of the opening handshake.
+/// Traces one side of the opening handshake. The first trace installs the
+/// stderr subscriber if the program has none by then.
 pub(crate) fn handshake(peer: &str, what: &str, head: &[u8]) {
+    static OUTPUT: std::sync::Once = std::sync::Once::new();
+    OUTPUT.call_once(install_stderr_subscriber);
     let head = String::from_utf8_lossy(head);
     tracing::info!(target: "tether::trace", "{peer} {what}:\n{}", head.trim_end());
 }
