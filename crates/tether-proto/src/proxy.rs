@@ -451,7 +451,7 @@ mod tests {
             ("HTTPS_PROXY", "http://secure:443"),
             ("no_proxy", "internal.example, .corp:8443"),
         ]);
-        let pick = |url: &str| Proxy::from_env(&target(url), &vars).map(|proxy| proxy.unwrap().host);
+        let pick = |url: &str| Proxy::from_env(&target(url), vars).map(|proxy| proxy.unwrap().host);
         assert_eq!(pick("ws://example.com/"), Some("plain".into()));
         assert_eq!(pick("wss://example.com/"), Some("secure".into()));
         assert_eq!(pick("ws://internal.example/"), None);
