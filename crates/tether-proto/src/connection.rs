@@ -1011,7 +1011,7 @@ impl Connection {
                 // Cannot fail: the code is sendable and the reason short.
                 let _ = self.close(CloseCode::GOING_AWAY, timeout.reason());
             }
-            Timeout::Close | Timeout::Open | Timeout::Heartbeat => {
+            Timeout::Close | Timeout::Open | Timeout::Heartbeat | Timeout::Receive => {
                 // Give up: nothing more is read or written.
                 self.read = ReadState::Discard;
                 self.backlog = None;

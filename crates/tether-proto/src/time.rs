@@ -25,6 +25,10 @@ pub enum Timeout {
     /// such as JSON `{"type":"ping"}`) went unanswered: the connection was
     /// closed with 1011 and the reason `"heartbeat timeout"`.
     Heartbeat,
+    /// No message arrived within the time the program allowed one
+    /// receive call (`recv_timeout`, `settimeout`). The connection is
+    /// still open: receiving again is fine.
+    Receive,
 }
 
 impl Timeout {
@@ -37,6 +41,7 @@ impl Timeout {
             Timeout::Close => "close handshake timeout",
             Timeout::Idle => "idle timeout",
             Timeout::Heartbeat => "heartbeat timeout",
+            Timeout::Receive => "receive timeout",
         }
     }
 }

@@ -19,6 +19,10 @@
 //!
 //! # Layout
 //! - [`client`]: `connect`, `connect_with`, [`ClientConfig`].
+//! - [`blocking`]: the same client without an async runtime (`create_connection`).
+//! - [`app`]: [`App`], callbacks, `run_forever`, reconnection ([`reconnect`] decides what is retried).
+//! - [`heartbeat`]: an application-level heartbeat (JSON ping/pong messages).
+//! - [`proxy`]: HTTP and SOCKS5 proxies.
 //! - [`server`]: `serve`, [`Server`], [`ServerConfig`], `accept`.
 //! - [`WebSocket`]: an open connection; `split` into [`WebSocketReader`]/[`WebSocketWriter`].
 //! - [`tls`]: rustls configuration for both sides.
@@ -26,6 +30,7 @@
 //! - [`Error`]: the one error type.
 
 pub mod app;
+pub mod blocking;
 pub mod client;
 mod error;
 mod handshake;

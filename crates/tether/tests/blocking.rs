@@ -1,0 +1,144 @@
+//! The blocking client (`websocket-client`'s `create_connection`): no
+//! async runtime on the client side, against real peers; receive limits,
+//! keepalive, the open and close timeouts, TLS and proxies.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tether::blocking;
+use tether::proto::Timeout;
+use tether::proxy::Proxy;
+use tether::{ClientConfig, CloseCode, Config, Message, Server, ServerConfig, TrustRoots, WebSocket};
+use tether_test_support::{self as support, Peer, TestCert};
+
+/// A tether server on a runtime of its own thread; the tests' clients
+/// stay free of any runtime.
+fn tether_server<H, F>(config: ServerConfig, handler: H) -> (tokio::runtime::Runtime, SocketAddr)
+where
+    H: Fn(WebSocket) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let server = runtime.block_on(Server::bind("127.0.0.1:0", config)).unwrap();
+    let addr = server.local_addr().unwrap();
+    runtime.spawn(server.serve(handler));
+    (runtime, addr)
+}
+
+async fn echo(mut ws: WebSocket) {
+    while let Ok(Some(message)) = ws.recv().await {
+        if ws.send(message).await.is_err() {
+            break;
+        }
+    }
+}
+
+fn python_echo() -> Peer {
+    Peer::server(support::python_peer("py_websockets_server.py"), Duration::from_secs(15)).unwrap()
+}
+
+#[test]
+fn create_connection_send_recv_close_against_python_websockets() {
+    let server = python_echo();
+    let mut ws = blocking::connect(&format!("ws://127.0.0.1:{}/", server.port())).unwrap();
+    assert!(ws.connection().is_compressed(), "permessage-deflate with websockets");
+    for message in
+        [Message::from("Hello, World"), Message::from(vec![0u8, 1, 2, 255]), Message::from(vec![b'x'; 1 << 20])]
+    {
+        ws.send(message.clone()).unwrap();
+        assert_eq!(ws.recv().unwrap(), Some(message));
+    }
+    ws.close(CloseCode::NORMAL, "bye").unwrap();
+    assert_eq!(ws.close_frame().map(|frame| frame.code), Some(CloseCode::NORMAL));
+    assert_eq!(ws.recv().unwrap(), None, "after a clean close, None");
+    assert!(ws.send("late").unwrap_err().is_closed());
+}
+
+#[test]
+fn a_receive_limit_passes_without_harming_the_connection() {
+    let (_runtime, addr) = tether_server(ServerConfig::default(), echo);
+    let mut ws = blocking::connect(&format!("ws://{addr}/")).unwrap();
+    let started = Instant::now();
+    let error = ws.recv_timeout(Duration::from_millis(200)).unwrap_err();
+    assert_eq!(error.timeout(), Some(Timeout::Receive), "{error}");
+    assert!(started.elapsed() >= Duration::from_millis(190));
+    ws.set_timeout(Some(Duration::from_secs(5)));
+    ws.send("still open").unwrap();
+    assert_eq!(ws.recv().unwrap(), Some(Message::from("still open")));
+    ws.close(CloseCode::NORMAL, "").unwrap();
+}
+
+#[test]
+fn wss_with_a_private_ca() {
+    let cert = TestCert::new();
+    let mut config = ServerConfig::default();
+    config.tls = Some(tether::tls::server_config_from_pem(cert.cert_path(), cert.key_path()).unwrap());
+    let (_runtime, addr) = tether_server(config, echo);
+    let client = ClientConfig::default().trust(TrustRoots::CaFile(cert.ca_path().to_owned()));
+    let mut ws = blocking::connect_with(&format!("wss://localhost:{}/", addr.port()), &client).unwrap();
+    ws.send("secret").unwrap();
+    assert_eq!(ws.recv().unwrap(), Some(Message::from("secret")));
+    ws.close(CloseCode::NORMAL, "").unwrap();
+
+    let untrusted = blocking::connect(&format!("wss://localhost:{}/", addr.port())).unwrap_err();
+    assert!(untrusted.is_tls(), "{untrusted}");
+}
+
+#[test]
+fn keepalive_runs_inside_recv_and_detects_a_frozen_server() {
+    let mut server = python_echo();
+    let config = ClientConfig::default().keepalive(Some(Duration::from_secs(1)), Some(Duration::from_secs(1)));
+    let mut ws = blocking::connect_with(&format!("ws://127.0.0.1:{}/", server.port()), &config).unwrap();
+    // Live: two seconds of pings, answered, no message.
+    assert_eq!(ws.recv_timeout(Duration::from_secs(2)).unwrap_err().timeout(), Some(Timeout::Receive));
+    assert!(ws.round_trip().is_some(), "pongs were timed");
+    server.freeze();
+    let frozen_at = Instant::now();
+    let error = ws.recv().unwrap_err();
+    let elapsed = frozen_at.elapsed();
+    println!("blocking client detected the frozen server after {elapsed:?}: {error}");
+    assert_eq!(error.timeout(), Some(Timeout::Ping), "{error}");
+    assert!(elapsed <= Duration::from_millis(2_200), "{elapsed:?}");
+}
+
+#[test]
+fn close_gives_up_at_the_close_timeout_when_the_server_never_answers() {
+    let (_runtime, addr) = tether_server(ServerConfig::default(), |ws: WebSocket| async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(ws);
+    });
+    let protocol = Config::default().with_keepalive(None, None).with_close_timeout(Duration::from_millis(500));
+    let config = ClientConfig::default().protocol_config(protocol);
+    let mut ws = blocking::connect_with(&format!("ws://{addr}/"), &config).unwrap();
+    let started = Instant::now();
+    let error = ws.close(CloseCode::NORMAL, "").unwrap_err();
+    assert_eq!(error.timeout(), Some(Timeout::Close), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+#[test]
+fn the_open_timeout_bounds_a_server_that_never_answers() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = ClientConfig::default().open_timeout(Some(Duration::from_millis(300)));
+    let started = Instant::now();
+    let error = blocking::connect_with(&format!("ws://{addr}/"), &config).unwrap_err();
+    assert_eq!(error.timeout(), Some(Timeout::Open), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(listener);
+}
+
+#[test]
+fn through_a_socks5_proxy_with_a_password() {
+    let mut command = support::python_peer("proxy.py");
+    command.args(["--kind", "socks5", "--user", "alice", "--password", "s3cret"]);
+    let proxy = Peer::server(command, Duration::from_secs(20)).unwrap();
+    let (_runtime, addr) = tether_server(ServerConfig::default(), echo);
+    let via = Proxy::parse(&format!("socks5h://alice:s3cret@127.0.0.1:{}", proxy.port())).unwrap();
+    let mut ws =
+        blocking::connect_with(&format!("ws://localhost:{}/", addr.port()), &ClientConfig::default().proxy(via))
+            .unwrap();
+    ws.send("via socks").unwrap();
+    assert_eq!(ws.recv().unwrap(), Some(Message::from("via socks")));
+    ws.close(CloseCode::NORMAL, "").unwrap();
+}
