@@ -51,6 +51,20 @@ fn a_valid_request_is_answered_101_with_the_rfc_accept_key() {
 }
 
 #[test]
+fn the_transcript_of_seed_002_is_accepted_with_its_accept_key() {
+    // The browser-style request the seed shows: `Connection` is a token
+    // list, a cookie rides along, and the accept key is the seed's.
+    let text = "GET /chat HTTP/1.1\r\nHost: normal-website.com\r\nSec-WebSocket-Version: 13\r\n\
+                Sec-WebSocket-Key: wDqumtseNBJdhkihL6PW7w==\r\nConnection: keep-alive, Upgrade\r\n\
+                Cookie: session=KOsEJNuflw4Rd9BDNrVmvwBF9rEijeE2\r\nUpgrade: websocket\r\n\r\n";
+    let request = parse_request(text);
+    assert_eq!(request.headers.get_str("cookie"), Some("session=KOsEJNuflw4Rd9BDNrVmvwBF9rEijeE2"));
+    let accepted = accept_request(&request, &server_config()).unwrap();
+    let response = String::from_utf8(accepted.response(&[])).unwrap();
+    assert!(response.contains("Sec-WebSocket-Accept: 0FFP+2nmNIf/h+4BP36k9uzrYGk=\r\n"), "{response}");
+}
+
+#[test]
 fn header_names_and_upgrade_tokens_are_case_insensitive() {
     let text = request("")
         .replace("Upgrade: websocket", "upgrade: WebSocket")

@@ -188,6 +188,7 @@ type PayloadFn = Box<dyn FnMut(&AppHandle, &[u8]) + Send>;
 type FragmentFn = Box<dyn FnMut(&AppHandle, &[u8], bool) + Send>;
 type DataFn = Box<dyn FnMut(&AppHandle, &[u8], OpCode, bool) + Send>;
 type ReconnectFn = Box<dyn FnMut(&AppHandle, &Reconnecting<'_>) + Send>;
+type HeartbeatFn = Box<dyn FnMut(&AppHandle, Duration) + Send>;
 
 #[derive(Default)]
 struct Callbacks {
@@ -200,6 +201,25 @@ struct Callbacks {
     cont_message: Option<FragmentFn>,
     data: Option<DataFn>,
     reconnect: Option<ReconnectFn>,
+    heartbeat: Option<HeartbeatFn>,
+}
+
+/// The callbacks as one type: implement what you need, then give it to
+/// [`App::handler`]. The Rust counterpart of subclassing `WebSocketApp`.
+#[allow(unused_variables)]
+pub trait Handler: Send + 'static {
+    /// A connection opened.
+    fn on_open(&mut self, app: &AppHandle) {}
+    /// A complete message arrived.
+    fn on_message(&mut self, app: &AppHandle, message: Message) {}
+    /// An attempt or a connection failed.
+    fn on_error(&mut self, app: &AppHandle, error: &Error) {}
+    /// A connection ended; the server's close frame if it sent one.
+    fn on_close(&mut self, app: &AppHandle, frame: Option<CloseFrame>) {}
+    /// A ping arrived (already answered).
+    fn on_ping(&mut self, app: &AppHandle, payload: &[u8]) {}
+    /// A pong arrived.
+    fn on_pong(&mut self, app: &AppHandle, payload: &[u8]) {}
 }
 
 /// A long-lived client with callbacks. See the [module docs](self).
@@ -320,6 +340,25 @@ impl App {
 
     // ---- callbacks -----------------------------------------------------------
 
+    /// Routes every callback of [`Handler`] to `handler` (replacing those
+    /// set one by one).
+    #[must_use]
+    pub fn handler(self, handler: impl Handler) -> Self {
+        let shared = Arc::new(Mutex::new(handler));
+        let lock = |shared: &Arc<Mutex<_>>| Arc::clone(shared);
+        let (open, message, error, close, ping, pong) =
+            (lock(&shared), lock(&shared), lock(&shared), lock(&shared), lock(&shared), shared);
+        fn with<H, R>(handler: &Mutex<H>, f: impl FnOnce(&mut H) -> R) -> R {
+            f(&mut handler.lock().unwrap_or_else(PoisonError::into_inner))
+        }
+        self.on_open(move |app| with(&open, |h| h.on_open(app)))
+            .on_message(move |app, m| with(&message, |h| h.on_message(app, m)))
+            .on_error(move |app, e| with(&error, |h| h.on_error(app, e)))
+            .on_close(move |app, f| with(&close, |h| h.on_close(app, f)))
+            .on_ping(move |app, p| with(&ping, |h| h.on_ping(app, p)))
+            .on_pong(move |app, p| with(&pong, |h| h.on_pong(app, p)))
+    }
+
     /// Called each time a connection opens (after every reconnection too).
     #[must_use]
     pub fn on_open(mut self, callback: impl FnMut(&AppHandle) + Send + 'static) -> Self {
@@ -380,6 +419,14 @@ impl App {
     pub fn on_data(mut self, callback: impl FnMut(&AppHandle, &[u8], OpCode, bool) + Send + 'static) -> Self {
         self.callbacks.data = Some(Box::new(callback));
         self.config.protocol.fragment_events = true;
+        self
+    }
+
+    /// Called when the application heartbeat's answer arrives, with the
+    /// round-trip time.
+    #[must_use]
+    pub fn on_heartbeat(mut self, callback: impl FnMut(&AppHandle, Duration) + Send + 'static) -> Self {
+        self.callbacks.heartbeat = Some(Box::new(callback));
         self
     }
 
@@ -553,6 +600,9 @@ impl App {
                     if answer == Answer::Current && state.awaiting.is_some() {
                         let rtt = state.answered();
                         handle.shared.lock().heartbeat_rtt = Some(rtt);
+                        if let Some(callback) = &mut callbacks.heartbeat {
+                            callback(handle, rtt);
+                        }
                     }
                     if answer != Answer::NotHeartbeat && !config.deliver_answers {
                         return None;

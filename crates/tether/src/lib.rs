@@ -44,7 +44,7 @@ pub mod tls;
 pub mod trace;
 mod websocket;
 
-pub use app::{App, AppHandle, Reconnect, Stopped};
+pub use app::{App, AppHandle, Handler, Reconnect, Stopped};
 pub use client::{connect, connect_with, ClientConfig};
 pub use error::{Error, Result};
 pub use server::{accept, serve, Server, ServerConfig};
