@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::frame::MAX_CONTROL_PAYLOAD;
-use crate::time::{micros_of, Clock, Micros, Timeout};
+use crate::time::{Clock, Micros, Timeout};
 
 /// "Not set" for a timestamp or a limit.
 const NEVER: Micros = Micros::MAX;
@@ -70,10 +70,12 @@ pub(crate) struct Timers {
     clock: Clock,
     /// The latest time given.
     latest: Micros,
-    interval: Micros,
-    timeout: Micros,
-    idle: Micros,
-    close: Micros,
+    /// The configured limits in milliseconds (`u32::MAX`: none), half the
+    /// size of microsecond timestamps.
+    interval_ms: u32,
+    timeout_ms: u32,
+    idle_ms: u32,
+    close_ms: u32,
     custom_payload: Option<Box<[u8]>>,
     /// When the next ping is due.
     next_ping: Micros,
@@ -86,25 +88,30 @@ pub(crate) struct Timers {
     /// A hash of the latest ping the application sent after our
     /// outstanding one: the peer may answer only that one (RFC 6455
     /// §5.5.3), which then answers ours too. 0 when there is none.
-    later_ping: u64,
+    later_ping: u32,
     last_activity: Micros,
     close_deadline: Micros,
     /// Microseconds; `u32::MAX` until measured.
     rtt_last: u32,
     rtt_smoothed: u32,
+    /// Bytes the transport (the kernel's send queue) held at the last
+    /// report: data on its way to a slow reader that we can no longer see.
+    transport_queue: u32,
+    /// Output bytes still ahead of the end of our latest ping: writing
+    /// them (the ping included) is not progress made after the ping.
+    before_ping_end: u32,
     noted: u8,
 }
 
 impl Timers {
     pub(crate) fn new(config: &Config) -> Timers {
-        let limit = |value: Option<Duration>| value.map_or(NEVER, micros_of);
         Timers {
             clock: Clock::default(),
             latest: 0,
-            interval: limit(config.ping_interval),
-            timeout: limit(config.ping_timeout),
-            idle: limit(config.idle_timeout),
-            close: micros_of(config.close_timeout),
+            interval_ms: millis(config.ping_interval),
+            timeout_ms: millis(config.ping_timeout),
+            idle_ms: millis(config.idle_timeout),
+            close_ms: millis(Some(config.close_timeout)),
             custom_payload: config
                 .ping_payload
                 .as_ref()
@@ -118,6 +125,8 @@ impl Timers {
             close_deadline: NEVER,
             rtt_last: u32::MAX,
             rtt_smoothed: u32::MAX,
+            transport_queue: 0,
+            before_ping_end: 0,
             noted: 0,
         }
     }
@@ -142,8 +151,29 @@ impl Timers {
         self.note(noted::PROGRESS_IN);
     }
 
-    pub(crate) fn note_progress_out(&mut self) {
-        self.note(noted::PROGRESS_OUT);
+    /// `written` bytes of our output went to the transport.
+    pub(crate) fn note_progress_out(&mut self, written: usize) {
+        let written = u32::try_from(written).unwrap_or(u32::MAX);
+        let ours = written.min(self.before_ping_end);
+        self.before_ping_end -= ours;
+        if written > ours {
+            self.note(noted::PROGRESS_OUT);
+        }
+    }
+
+    /// The ping just queued ends `unsent` bytes into the output.
+    pub(crate) fn note_ping_queued(&mut self, unsent: usize) {
+        self.before_ping_end = u32::try_from(unsent).unwrap_or(u32::MAX);
+    }
+
+    /// The transport holds `queued` bytes not yet taken by the peer; a
+    /// smaller number than last time means the peer is reading.
+    pub(crate) fn note_transport_queue(&mut self, queued: usize) {
+        let queued = u32::try_from(queued).unwrap_or(u32::MAX);
+        if queued < self.transport_queue {
+            self.note(noted::PROGRESS_OUT);
+        }
+        self.transport_queue = queued;
     }
 
     /// A pong arrived: does it answer our outstanding ping?
@@ -176,7 +206,7 @@ impl Timers {
         let t = self.clock.micros(now).max(self.latest);
         self.latest = t;
         if first {
-            self.next_ping = t.saturating_add(self.interval);
+            self.next_ping = t.saturating_add(self.interval());
             self.last_activity = t;
         }
         if self.take_noted(noted::ACTIVITY) {
@@ -184,7 +214,7 @@ impl Timers {
         }
         if self.take_noted(noted::ANSWERED) {
             self.record_rtt(t - self.ping_sent.min(t));
-            self.next_ping = self.ping_sent.saturating_add(self.interval).max(t);
+            self.next_ping = self.ping_sent.saturating_add(self.interval()).max(t);
             self.ping_sent = NEVER;
             self.pong_deadline = NEVER;
             self.later_ping = 0;
@@ -194,7 +224,7 @@ impl Timers {
             Phase::Done => return Due::Nothing,
             Phase::Closing => {
                 if self.close_deadline == NEVER {
-                    self.close_deadline = t.saturating_add(self.close);
+                    self.close_deadline = t.saturating_add(self.close());
                 }
                 return if t >= self.close_deadline { Due::Expired(Timeout::Close) } else { Due::Nothing };
             }
@@ -203,18 +233,18 @@ impl Timers {
             // Late, but is it dead? A peer in the middle of sending us data,
             // or reading what we send, is alive: give it another period.
             let progress_in = self.take_noted(noted::PROGRESS_IN);
-            let progress_out = self.take_noted(noted::PROGRESS_OUT) && output_waiting;
+            let progress_out = self.take_noted(noted::PROGRESS_OUT) && (output_waiting || self.transport_queue > 0);
             if !(progress_in || progress_out) {
                 return Due::Expired(Timeout::Ping);
             }
-            self.pong_deadline = t.saturating_add(self.timeout);
+            self.pong_deadline = t.saturating_add(self.timeout());
         }
-        if t >= self.last_activity.saturating_add(self.idle) {
+        if t >= self.last_activity.saturating_add(self.idle()) {
             return Due::Expired(Timeout::Idle);
         }
         // Never a second ping while one is awaited, unless nothing is
         // awaited at all (no ping timeout): then the schedule alone rules.
-        if t >= self.next_ping && (self.ping_sent == NEVER || self.timeout == NEVER) {
+        if t >= self.next_ping && (self.ping_sent == NEVER || self.timeout() == NEVER) {
             return Due::Ping;
         }
         Due::Nothing
@@ -226,13 +256,13 @@ impl Timers {
         let t = self.now();
         self.sequence = self.sequence.wrapping_add(1);
         self.ping_sent = t;
-        self.pong_deadline = t.saturating_add(self.timeout);
+        self.pong_deadline = t.saturating_add(self.timeout());
         self.later_ping = 0;
         self.noted &= !(noted::PROGRESS_IN | noted::PROGRESS_OUT | noted::ANSWERED);
-        if self.timeout == NEVER {
+        if self.timeout() == NEVER {
             // Nothing will be waited for: the schedule alone sets the pace,
             // and a late pong still measures the round trip.
-            self.next_ping = t.saturating_add(self.interval);
+            self.next_ping = t.saturating_add(self.interval());
         }
         match &self.custom_payload {
             Some(custom) => {
@@ -244,6 +274,22 @@ impl Timers {
                 4
             }
         }
+    }
+
+    fn interval(&self) -> Micros {
+        micros_of_millis(self.interval_ms)
+    }
+
+    fn timeout(&self) -> Micros {
+        micros_of_millis(self.timeout_ms)
+    }
+
+    fn idle(&self) -> Micros {
+        micros_of_millis(self.idle_ms)
+    }
+
+    fn close(&self) -> Micros {
+        micros_of_millis(self.close_ms)
     }
 
     fn now(&self) -> Micros {
@@ -284,8 +330,8 @@ impl Timers {
             Phase::Closing if self.close_deadline == NEVER => self.latest,
             Phase::Closing => self.close_deadline,
             Phase::Open => {
-                let ping = if self.ping_sent == NEVER || self.timeout == NEVER { self.next_ping } else { NEVER };
-                ping.min(self.pong_deadline).min(self.last_activity.saturating_add(self.idle))
+                let ping = if self.ping_sent == NEVER || self.timeout() == NEVER { self.next_ping } else { NEVER };
+                ping.min(self.pong_deadline).min(self.last_activity.saturating_add(self.idle()))
             }
         };
         if due == NEVER {
@@ -296,12 +342,25 @@ impl Timers {
     }
 }
 
-fn hash(bytes: &[u8]) -> u64 {
+fn hash(bytes: &[u8]) -> u32 {
     // FNV-1a: only has to tell one ping payload from another.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hash: u32 = 0x811c_9dc5;
     for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+        hash ^= u32::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0193);
     }
     hash | 1
+}
+
+/// A limit in milliseconds; `None`, or one of 49 days or more, is "never".
+fn millis(limit: Option<Duration>) -> u32 {
+    limit.map_or(u32::MAX, |limit| u32::try_from(limit.as_millis()).unwrap_or(u32::MAX))
+}
+
+fn micros_of_millis(ms: u32) -> Micros {
+    if ms == u32::MAX {
+        NEVER
+    } else {
+        Micros::from(ms) * 1000
+    }
 }

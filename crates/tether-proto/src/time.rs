@@ -122,11 +122,6 @@ impl Clock {
     }
 }
 
-/// A duration in microseconds, saturating (a limit of years is "never").
-pub(crate) fn micros_of(duration: Duration) -> Micros {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -323,3 +323,27 @@ fn idle_timeout_counts_data_messages_not_keepalive() {
     assert_eq!(frames.last().unwrap(), &(OpCode::Close, false, close_payload(1001, b"idle timeout")));
     assert_eq!(harness.connection.timeout(), Some(Timeout::Idle));
 }
+
+#[test]
+fn a_transport_queue_that_drains_shows_a_slow_reader_and_one_that_does_not_a_dead_one() {
+    // All our bytes are in the kernel: only its send queue shows progress.
+    let (mut harness, t0) = client(Some(20.0), Some(20.0));
+    harness.connection.handle_transport_queue(3_000_000);
+    harness.connection.handle_timeout(t0 + secs(20.0));
+    harness.sent_frames();
+    harness.connection.handle_transport_queue(2_000_000);
+    assert_eq!(harness.connection.handle_timeout(t0 + secs(40.0)), None, "draining: alive");
+    harness.connection.handle_transport_queue(1_000_000);
+    assert_eq!(harness.connection.handle_timeout(t0 + secs(60.0)), None, "still draining");
+    harness.connection.handle_transport_queue(1_000_000);
+    assert_eq!(harness.connection.handle_timeout(t0 + secs(80.0)), Some(Timeout::Ping), "stuck: dead");
+
+    // Writing the ping itself is no sign of the peer: with the kernel queue
+    // stuck from the start, the first deadline is final.
+    let (mut harness, t0) = client(Some(20.0), Some(20.0));
+    harness.connection.handle_transport_queue(500_000);
+    harness.connection.handle_timeout(t0 + secs(20.0));
+    harness.sent_frames();
+    harness.connection.handle_transport_queue(500_000);
+    assert_eq!(harness.connection.handle_timeout(t0 + secs(40.0)), Some(Timeout::Ping));
+}

@@ -355,6 +355,7 @@ impl WebSocket {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
                 Ok(n) => self.connection.advance_transmit(n),
                 Err(error) if is_timeout(&error) => {
+                    self.report_transport_queue();
                     if let Some(timeout) = self.tick() {
                         if matches!(timeout, Timeout::Ping | Timeout::Close) {
                             return Err(Error::timed_out(timeout));
@@ -367,6 +368,14 @@ impl WebSocket {
         }
         self.stream.flush()?;
         Ok(())
+    }
+
+    /// At a deadline: what the kernel still holds for the peer (see
+    /// [`Connection::handle_transport_queue`]).
+    fn report_transport_queue(&mut self) {
+        if let Some(queued) = crate::kernel::raw_socket(self.stream.tcp()).and_then(crate::kernel::unsent_bytes) {
+            self.connection.handle_transport_queue(queued);
+        }
     }
 
     fn tick(&mut self) -> Option<Timeout> {
@@ -465,6 +474,7 @@ impl WebSocket {
                     self.tick();
                 }
                 Err(error) if is_timeout(&error) => {
+                    self.report_transport_queue();
                     self.tick();
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}

@@ -165,6 +165,7 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
     let tcp = open_tcp(target, proxy.as_ref()).await?;
     tcp.set_nodelay(true)?;
     let peer_addr = tcp.peer_addr().ok();
+    let socket = crate::kernel::raw_socket(&tcp);
     let mut stream = if target.secure {
         let tls = client_config(&config.trust)?;
         let name = ServerName::try_from(target.host.clone())
@@ -208,6 +209,7 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
         handshake: Handshake::Response(accepted.response),
         protocol: accepted.protocol.map(Into::into),
         responder: None,
+        socket,
     };
     Ok(WebSocket::new(stream, connection, info, &leftover))
 }

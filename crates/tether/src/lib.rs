@@ -35,6 +35,7 @@ pub mod client;
 mod error;
 mod handshake;
 pub mod heartbeat;
+mod kernel;
 pub mod proxy;
 pub mod reconnect;
 pub mod server;

@@ -202,13 +202,14 @@ async fn accept_with(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Resul
     let at = deadline.at().map_or_else(far_future, tokio::time::Instant::from_std);
     tokio::time::timeout_at(at, async {
         tcp.set_nodelay(true)?;
+        let socket = crate::kernel::raw_socket(&tcp);
         let stream = match &config.tls {
             Some(tls) => {
                 MaybeTlsStream::ServerTls(Box::new(tokio_rustls::TlsAcceptor::from(tls.clone()).accept(tcp).await?))
             }
             None => MaybeTlsStream::Plain(tcp),
         };
-        handshake(stream, peer, shared).await
+        handshake(stream, peer, socket, shared).await
     })
     .await
     .map_err(|_| Error::timed_out(Timeout::Open))?
@@ -221,6 +222,7 @@ fn far_future() -> tokio::time::Instant {
 async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     peer: SocketAddr,
+    socket: Option<crate::kernel::RawSocket>,
     shared: &Shared,
 ) -> Result<WebSocket<S>> {
     let config = &shared.config;
@@ -260,6 +262,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         handshake: Handshake::Request(request),
         protocol: accepted.protocol.map(Into::into),
         responder: config.heartbeat_responder.clone(),
+        socket,
     };
     Ok(WebSocket::new(stream, connection, info, &leftover))
 }

@@ -59,6 +59,8 @@ pub(crate) struct ConnectionInfo {
     pub(crate) protocol: Option<Box<str>>,
     /// Answers application heartbeat pings in place of delivering them.
     pub(crate) responder: Option<Responder>,
+    /// The TCP socket underneath, to ask the kernel what it still holds.
+    pub(crate) socket: Option<crate::kernel::RawSocket>,
 }
 
 /// The other side's half of the opening handshake.
@@ -346,6 +348,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Tells the core the time; records a deadline that ended the connection.
     fn tick(&mut self) {
+        self.tick_with(false);
+    }
+
+    /// `from_timer`: a deadline is due, so also tell the core what the
+    /// kernel still holds for the peer (a syscall, so not after every read).
+    fn tick_with(&mut self, from_timer: bool) {
+        if from_timer {
+            if let Some(queued) = self.info.socket.and_then(crate::kernel::unsent_bytes) {
+                self.connection.handle_transport_queue(queued);
+            }
+        }
         if let Some(timeout) = self.connection.handle_timeout(now()) {
             self.ending().failure.get_or_insert(Error::timed_out(timeout));
         }
@@ -370,7 +383,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             None => self.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
         };
         ready!(timer.as_mut().poll(cx));
-        self.tick();
+        self.tick_with(true);
         Poll::Ready(())
     }
 

@@ -452,7 +452,7 @@ async fn a_thousand_clients_dropped_at_once_do_not_all_come_back_in_the_same_sec
     let mut handles = Vec::new();
     let mut runners = Vec::new();
     for _ in 0..CLIENTS {
-        // The default policy: full jitter under a 2 s first ceiling.
+        // The default policy: full jitter under a 6 s first ceiling.
         let app = App::new(url(addr)).keepalive(None, None).reconnect(Reconnect::default());
         handles.push(app.handle());
         runners.push(tokio::spawn(app.run()));
@@ -484,7 +484,8 @@ async fn a_thousand_clients_dropped_at_once_do_not_all_come_back_in_the_same_sec
         offsets[offsets.len() - 1]
     );
     assert!(offsets.len() >= CLIENTS);
-    assert!(busiest_second < CLIENTS * 3 / 4, "{busiest_second} of {CLIENTS} in one second");
+    // RELIABILITY 31: no one-second window holds more than a quarter.
+    assert!(busiest_second <= CLIENTS / 4, "{busiest_second} of {CLIENTS} in one second");
     for handle in &handles {
         handle.close();
     }

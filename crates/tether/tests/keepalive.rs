@@ -215,3 +215,164 @@ async fn an_idle_server_connection_is_closed_with_1001_and_the_client_told_why()
     let (ending, _) = reports.recv().await.unwrap();
     assert_eq!(ending.unwrap_err().timeout(), Some(Timeout::Idle));
 }
+
+/// A relay that forwards client → server freely and server → client at
+/// `rate` bytes per second: a slow but live link. Its receive buffer is
+/// small, as a real slow link holds little in flight; loopback's
+/// megabytes of buffering would otherwise hide the data from the sender.
+async fn throttled_relay(target: std::net::SocketAddr, rate: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(64 << 10).unwrap();
+        let server = socket.connect(target).await.unwrap();
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        });
+        let chunk = rate / 20;
+        let mut buf = vec![0u8; chunk];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_message_over_a_slow_link_does_not_starve_keepalive() {
+    // RELIABILITY 21, scaled to a few seconds: 4 MiB at 1 MiB/s, while
+    // both ends ping every 0.3 s and allow 0.5 s for the pong. Outgoing
+    // data is fragmented so pings and pongs get through between
+    // fragments, and a peer busy reading or sending is alive.
+    let quick = Config::default().with_keepalive(Some(Duration::from_millis(300)), Some(Duration::from_millis(500)));
+    let mut config = ServerConfig::default();
+    config.protocol = quick.clone().with_deflate(None);
+    let server = Server::bind("127.0.0.1:0", config).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let big = Message::from(vec![0x42u8; 4 << 20]);
+    let to_send = big.clone();
+    tokio::spawn(server.serve(move |mut ws: WebSocket| {
+        let to_send = to_send.clone();
+        async move {
+            let _ = ws.recv().await; // "go"
+            let _ = ws.send(to_send).await;
+            while let Ok(Some(_)) = ws.recv().await {}
+        }
+    }));
+    let port = throttled_relay(addr, 1 << 20).await;
+    let client = ClientConfig::default().protocol_config(quick);
+    let mut ws = tether::connect_with(&format!("ws://127.0.0.1:{port}/"), &client).await.unwrap();
+    ws.send("go").await.unwrap();
+    let started = Instant::now();
+    let received = ws.recv().await.expect("no false keepalive timeout on either side");
+    println!("4 MiB over 1 MiB/s in {:?} with 0.3 s pings", started.elapsed());
+    assert_eq!(received, Some(big));
+    assert!(started.elapsed() >= Duration::from_secs(2), "the link really was slow");
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_at_50_ms_closes_a_dead_peer_within_150_ms_and_reconnection_starts() {
+    // RELIABILITY 19. A stalled forwarder drops everything both ways.
+    let (port, _reports) = reporting_server(Config::default().with_keepalive(None, None)).await;
+    let proxy = Peer::server(
+        {
+            let mut command = support::python_peer("stall_proxy.py");
+            command.arg("--target").arg(format!("127.0.0.1:{port}"));
+            command
+        },
+        START,
+    )
+    .unwrap();
+    let (events, mut seen) = mpsc::unbounded_channel();
+    let reconnecting = events.clone();
+    let app = tether::App::new(format!("ws://127.0.0.1:{}/", proxy.port()))
+        .keepalive(Some(Duration::from_millis(50)), Some(Duration::from_millis(50)))
+        .reconnect(tether::Reconnect::default())
+        .on_open(move |_| {
+            let _ = events.send(("open".to_owned(), Instant::now()));
+        })
+        .on_reconnect(move |_, next| {
+            let cause = match next.cause {
+                tether::app::Cause::Failed(error) => format!("{:?}", error.timeout()),
+                tether::app::Cause::ServerClosed(frame) => format!("{frame:?}"),
+            };
+            let _ = reconnecting.send((cause, Instant::now()));
+        });
+    let handle = app.handle();
+    let runner = tokio::spawn(app.run());
+    assert_eq!(seen.recv().await.unwrap().0, "open");
+    tokio::time::sleep(Duration::from_millis(200)).await; // a few pings answered
+    proxy.signal_usr1();
+    let stalled_at = Instant::now();
+    let (cause, at) = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await.unwrap().unwrap();
+    let elapsed = at - stalled_at;
+    println!("50 ms keepalive: dead peer noticed after {elapsed:?}, reconnecting");
+    assert_eq!(cause, "Some(Ping)");
+    assert!(elapsed <= Duration::from_millis(150), "{elapsed:?}");
+    handle.close();
+    let _ = runner.await;
+
+    // Without a pong timeout, the same silence keeps the connection open.
+    let proxy = Peer::server(
+        {
+            let mut command = support::python_peer("stall_proxy.py");
+            command.arg("--target").arg(format!("127.0.0.1:{port}"));
+            command
+        },
+        START,
+    )
+    .unwrap();
+    let config = ClientConfig::default().keepalive(Some(Duration::from_millis(50)), None);
+    let mut ws = tether::connect_with(&format!("ws://127.0.0.1:{}/", proxy.port()), &config).await.unwrap();
+    proxy.signal_usr1();
+    let quiet = tokio::time::timeout(Duration::from_millis(500), ws.recv()).await;
+    assert!(quiet.is_err(), "ping_timeout=None keeps the connection open: {quiet:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_from_a_peer_that_never_reads_is_bounded_and_closed_by_keepalive() {
+    // RELIABILITY 18: 100,000 pings, never reading our pongs. Pongs stop
+    // piling up once the socket is full, and the connection is closed by
+    // the keepalive (our pings go unanswered): it acts as the write timeout.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let quick = Config::default().with_keepalive(Some(Duration::from_millis(300)), Some(Duration::from_millis(300)));
+    let (port, mut reports) = reporting_server(quick).await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let request = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 1024];
+    let n = tcp.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 101"));
+    // A masked ping with a 100-byte payload (mask of zeros keeps it plain).
+    let mut ping = vec![0x89, 0x80 | 100, 0, 0, 0, 0];
+    ping.extend_from_slice(&[b'p'; 100]);
+    let flood: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 1000).collect();
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        for _ in 0..100 {
+            if tcp.write_all(&flood).await.is_err() {
+                break;
+            }
+        }
+        tcp // kept open, never read
+    });
+    let (ending, at) = tokio::time::timeout(Duration::from_secs(20), reports.recv()).await.unwrap().unwrap();
+    let error = ending.expect_err("the server must close the flooding peer");
+    println!("ping flood closed after {:?}: {error}", at - started);
+    assert_eq!(error.timeout(), Some(Timeout::Ping), "{error}");
+    writer.abort();
+}
