@@ -463,6 +463,7 @@ async fn a_thousand_clients_dropped_at_once_do_not_all_come_back_in_the_same_sec
     let record = accepted.clone();
     server.kill();
     let dropped_at = Instant::now();
+    wait_for("all dropped", Duration::from_secs(30), || handles.iter().all(|handle| !handle.is_connected())).await;
     let _server = ServerThread::start(addr, move |ws: WebSocket| {
         record.lock().unwrap().push(Instant::now());
         echo(ws)
