@@ -32,6 +32,11 @@ pub struct BackoffPolicy {
     /// Give up when this many reconnection attempts in a row have failed;
     /// `None` never gives up. Default `None`, as a long-running client should.
     pub max_retries: Option<u32>,
+    /// A connection that stayed open this long resets the schedule; one
+    /// lost sooner counts as a failed attempt, so a server that accepts
+    /// and then drops at once is not hammered at the first delay forever.
+    /// Default 10 s.
+    pub stable_after: Duration,
 }
 
 impl Default for BackoffPolicy {
@@ -42,6 +47,7 @@ impl Default for BackoffPolicy {
             max_delay: Duration::from_secs(90),
             jitter: 1.0,
             max_retries: None,
+            stable_after: Duration::from_secs(10),
         }
     }
 }
@@ -58,6 +64,13 @@ impl BackoffPolicy {
     #[must_use]
     pub fn with_max_retries(mut self, attempts: Option<u32>) -> Self {
         self.max_retries = attempts;
+        self
+    }
+
+    /// Sets how long a connection must last to reset the schedule.
+    #[must_use]
+    pub fn with_stable_after(mut self, stable_after: Duration) -> Self {
+        self.stable_after = stable_after;
         self
     }
 
@@ -135,6 +148,14 @@ impl Backoff {
         self.failures = 0;
     }
 
+    /// A connection that was open for `lasted` ended: it resets the
+    /// schedule only if it lasted [`stable_after`](BackoffPolicy::stable_after).
+    pub fn connection_ended(&mut self, lasted: Duration) {
+        if lasted >= self.policy.stable_after {
+            self.reset();
+        }
+    }
+
     /// A uniform number in `[0, 1)` (xorshift64*).
     fn next_unit(&mut self) -> f64 {
         self.random ^= self.random >> 12;
@@ -210,5 +231,16 @@ mod tests {
         assert_eq!(backoff.next_delay(), None);
         backoff.reset();
         assert_eq!(backoff.next_delay(), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn only_a_connection_that_lasted_resets_the_schedule() {
+        let policy = BackoffPolicy::new(Duration::from_secs(1), Duration::from_secs(60)).with_jitter(0.0);
+        let mut backoff = Backoff::with_seed(policy, 1);
+        assert_eq!(backoff.next_delay(), Some(Duration::from_secs(1)));
+        backoff.connection_ended(Duration::from_secs(2)); // dropped at once: still failing
+        assert_eq!(backoff.next_delay(), Some(Duration::from_secs(2)));
+        backoff.connection_ended(Duration::from_secs(10));
+        assert_eq!(backoff.next_delay(), Some(Duration::from_secs(1)));
     }
 }

@@ -466,15 +466,16 @@ impl App {
             }
             let cause = match connect_with(&self.url, &self.config).await {
                 Ok(ws) => {
-                    if let Some(backoff) = &mut backoff {
-                        backoff.reset();
-                    }
+                    let opened = Instant::now();
                     handle.shared.lock().connected = true;
                     if let Some(callback) = &mut self.callbacks.open {
                         callback(&handle);
                     }
                     let ending = self.drive(ws).await;
                     handle.shared.lock().connected = false;
+                    if let Some(backoff) = &mut backoff {
+                        backoff.connection_ended(opened.elapsed());
+                    }
                     match ending {
                         Ending::ClosedByUs(frame) => {
                             if let Some(callback) = &mut self.callbacks.close {

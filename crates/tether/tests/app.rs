@@ -494,3 +494,63 @@ async fn a_thousand_clients_dropped_at_once_do_not_all_come_back_in_the_same_sec
         let _ = runner.await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_heartbeat_is_answered_by_a_tether_server_and_kept_out_of_on_message() {
+    let runtime = tokio::runtime::Handle::current();
+    let mut config = ServerConfig::default();
+    config.heartbeat_responder = Some(tether::heartbeat::json_responder());
+    let server = Server::bind("127.0.0.1:0", config).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    runtime.spawn(server.serve(echo));
+    for deliver in [false, true] {
+        let events = log();
+        let (beats, messages) = (events.clone(), events.clone());
+        let heartbeat = tether::heartbeat::Heartbeat::json(Duration::from_millis(100), Duration::from_secs(1))
+            .deliver_answers(deliver);
+        let stopped = App::new(url(addr))
+            .heartbeat(heartbeat)
+            .on_heartbeat(move |app, rtt| {
+                let mut log = beats.lock().unwrap();
+                log.push(format!("beat {}", rtt < Duration::from_millis(500)));
+                if log.iter().filter(|line| line.starts_with("beat")).count() == 3 {
+                    app.close();
+                }
+            })
+            .on_message(move |_, message| {
+                let text = message.as_text().unwrap_or("").to_owned();
+                messages.lock().unwrap().push(format!("message {}", text.contains("\"pong\"")));
+            })
+            .run()
+            .await;
+        assert!(matches!(stopped.reason, StopReason::Closed), "{stopped:?}");
+        let seen = entries(&events);
+        assert_eq!(seen.iter().filter(|line| *line == "beat true").count(), 3, "{seen:?}");
+        let delivered = seen.iter().filter(|line| *line == "message true").count();
+        assert_eq!(delivered > 0, deliver, "answers reach on_message only when asked: {seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_heartbeat_ends_the_connection_and_reconnection_follows() {
+    // A plain echo server sends our ping back: a ping, not a pong.
+    let server = ServerThread::start("127.0.0.1:0".parse().unwrap(), echo);
+    let causes = log();
+    let sink = causes.clone();
+    let started = Instant::now();
+    let stopped = App::new(url(server.addr))
+        .heartbeat(tether::heartbeat::Heartbeat::json(Duration::from_millis(100), Duration::from_millis(200)))
+        .reconnect(quick_backoff(Some(1)))
+        .on_reconnect(move |_, next| {
+            if let Cause::Failed(error) = next.cause {
+                sink.lock().unwrap().push(format!("{:?} {:?}", error.timeout(), error.close_code()));
+            }
+        })
+        .run()
+        .await;
+    assert!(
+        matches!(stopped.reason, StopReason::GaveUp(ref error) if error.timeout() == Some(tether::Timeout::Heartbeat))
+    );
+    assert_eq!(entries(&causes), ["Some(Heartbeat) Some(CloseCode(1011))"]);
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+}
