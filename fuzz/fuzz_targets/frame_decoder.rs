@@ -9,6 +9,7 @@
 //!   sending between a failure and its deferred close).
 //! - bit 4: take events only now and then, not after every read.
 //! - bit 5: start the closing handshake before reading anything.
+//! - bit 6: hand out each data frame as a fragment event too.
 //! - `split_seed`: how the bytes are cut into reads (see `Chunks`).
 //!
 //! Accepted outcomes: events, or one documented `ProtocolError` after which
@@ -34,6 +35,11 @@ struct Run {
     close_event_seen: bool,
     /// Every event, in order.
     events: Vec<Event>,
+    /// Fragment payloads of the message in progress (bit 6).
+    fragments: Vec<u8>,
+    fragment_events: bool,
+    /// A message's first fragment was seen and its last not yet.
+    started: bool,
 }
 
 fn run(data: &[u8]) {
@@ -45,7 +51,13 @@ fn run(data: &[u8]) {
     let lazy_events = selector & 0x10 != 0;
     let close_first = selector & 0x20 != 0;
 
-    let mut connection = Connection::new(role, small_config(), params);
+    let fragment_events = selector & 0x40 != 0;
+    let config = || {
+        let mut config = small_config();
+        config.fragment_events = fragment_events;
+        config
+    };
+    let mut connection = Connection::new(role, config(), params);
     let mut mask_counter = u32::from(seed);
     connection.set_mask_source(Box::new(move || {
         mask_counter = mask_counter.wrapping_mul(0x0101_0101).wrapping_add(0x3779_b97f);
@@ -55,8 +67,16 @@ fn run(data: &[u8]) {
         connection.close(CloseCode::GOING_AWAY, "bye").unwrap();
         assert_eq!(connection.state(), State::Closing);
     }
-    let mut run =
-        Run { connection, echo: selector & 0x08 != 0, echoed: Vec::new(), close_event_seen: false, events: Vec::new() };
+    let mut run = Run {
+        connection,
+        echo: selector & 0x08 != 0,
+        echoed: Vec::new(),
+        close_event_seen: false,
+        events: Vec::new(),
+        fragments: Vec::new(),
+        fragment_events,
+        started: false,
+    };
 
     let mut failure: Option<ProtocolError> = None;
     let mut output_rng = Rng::new(seed ^ 0x5a);
@@ -96,7 +116,7 @@ fn run(data: &[u8]) {
     // which of a message's payload problems is noticed first may depend on
     // the reads: text is checked as it arrives and compressed data inflated
     // as it arrives, so a read boundary can put the UTF-8 error first.
-    let mut reference = Connection::new(role, small_config(), params);
+    let mut reference = Connection::new(role, config(), params);
     let reference_result = reference.handle_read(input);
     let reference_events: Vec<Event> = std::iter::from_fn(|| reference.poll_event()).collect();
     assert_eq!(run.events, reference_events, "events differ from one read of everything");
@@ -175,9 +195,16 @@ fn run(data: &[u8]) {
             Event::Close(frame) => peer_close = Some(frame),
             Event::Ping(_) => panic!("we never ping"),
             Event::Pong(_) => {}
+            Event::Fragment { .. } => panic!("the peer does not ask for fragments"),
         }
     }
-    assert_eq!(received, run.echoed);
+    if failure.is_some() {
+        // A failure abandons what was still being fragmented: the peer got
+        // the echoes up to that point, complete and in order.
+        assert!(run.echoed.starts_with(&received), "the peer got something we did not echo");
+    } else {
+        assert_eq!(received, run.echoed);
+    }
     assert_eq!(peer_close.is_some(), !closes.is_empty());
 
     let clean = connection.handle_eof();
@@ -220,8 +247,19 @@ fn take_events(run: &mut Run) {
         assert!(!run.close_event_seen, "an event after the close event");
         run.events.push(event.clone());
         match event {
+            Event::Fragment { opcode, payload, fin } => {
+                assert!(run.fragment_events, "fragments only when asked");
+                assert!(!opcode.is_control());
+                assert_eq!(opcode == OpCode::Continuation, run.started, "the first fragment names the type");
+                run.started = !fin;
+                run.fragments.extend_from_slice(&payload);
+            }
             Event::Message(message) => {
                 assert!(message.len() <= MAX_MESSAGE);
+                if run.fragment_events {
+                    assert_eq!(run.fragments, message.as_bytes(), "the fragments make the message");
+                    run.fragments.clear();
+                }
                 if let Message::Text(text) = &message {
                     assert!(std::str::from_utf8(message.as_bytes()).is_ok());
                     assert_eq!(text.as_bytes(), message.as_bytes());

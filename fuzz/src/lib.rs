@@ -84,6 +84,8 @@ pub const MAX_FRAME: usize = 1024;
 pub const MAX_MESSAGE: usize = 2048;
 /// Most frames in one message.
 pub const MAX_FRAGMENTS: usize = 8;
+/// Outgoing fragment size of the targets' connections.
+pub const FRAGMENT_SIZE: usize = 512;
 
 /// The small limits the fuzzed connections run with, so that the fuzzer
 /// reaches every limit with short inputs.
@@ -95,6 +97,9 @@ pub fn small_config() -> Config {
     config.max_frame_size = MAX_FRAME;
     config.max_message_size = MAX_MESSAGE;
     config.max_fragments = MAX_FRAGMENTS;
+    // Small enough that echoes of the larger messages go out fragmented,
+    // through the backlog that lets control frames in between.
+    config.fragment_size = FRAGMENT_SIZE;
     config
 }
 
@@ -139,7 +144,8 @@ pub struct WireFrame {
 /// complete, well-formed frames as RFC 6455 requires of a sender: masked
 /// exactly when the sender is a client, no RSV2/RSV3, RSV1 only on data
 /// frames and only with deflate, control frames final and at most 125
-/// bytes, close frames with a sendable code and a UTF-8 reason, and nothing
+/// bytes, close frames with a sendable code and a UTF-8 reason, data
+/// fragments of at most `FRAGMENT_SIZE` in a valid sequence, and nothing
 /// after the close frame.
 ///
 /// # Panics
@@ -147,6 +153,7 @@ pub struct WireFrame {
 #[must_use]
 pub fn parse_output(mut wire: &[u8], role: Role, deflate: bool) -> Vec<WireFrame> {
     let mut frames: Vec<WireFrame> = Vec::new();
+    let mut in_message = false;
     while !wire.is_empty() {
         assert!(!frames.last().is_some_and(|f| f.header.opcode == OpCode::Close), "bytes after our close frame");
         let (header, header_len) =
@@ -161,8 +168,14 @@ pub fn parse_output(mut wire: &[u8], role: Role, deflate: bool) -> Vec<WireFrame
         }
         assert!(!header.rsv2 && !header.rsv3);
         assert!(!header.rsv1 || (deflate && !header.opcode.is_control()));
-        assert_ne!(header.opcode, OpCode::Continuation, "we never fragment");
-        assert!(header.fin, "we never fragment");
+        if !header.opcode.is_control() {
+            // Messages over FRAGMENT_SIZE go out in fragments of that size:
+            // a continuation only inside a message, RSV1 only on its first.
+            assert_eq!(header.opcode == OpCode::Continuation, in_message, "fragments follow their message");
+            assert!(!(header.rsv1 && header.opcode == OpCode::Continuation), "RSV1 on a continuation");
+            assert!(len <= FRAGMENT_SIZE, "a fragment of {len} bytes");
+            in_message = !header.fin;
+        }
         if header.opcode.is_control() {
             assert!(payload.len() <= MAX_CONTROL_PAYLOAD);
         }
