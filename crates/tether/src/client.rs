@@ -210,6 +210,7 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
         protocol: accepted.protocol.map(Into::into),
         responder: None,
         socket,
+        state: None,
     };
     Ok(WebSocket::new(stream, connection, info, &leftover))
 }

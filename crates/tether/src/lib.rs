@@ -23,12 +23,14 @@
 //! - [`app`]: [`App`], callbacks, `run_forever`, reconnection ([`reconnect`] decides what is retried).
 //! - [`heartbeat`]: an application-level heartbeat (JSON ping/pong messages).
 //! - [`proxy`]: HTTP and SOCKS5 proxies.
-//! - [`server`]: `serve`, [`Server`], [`ServerConfig`], `accept`.
+//! - [`server`]: `serve`, [`Server`], [`ServerConfig`], [`Routes`], `accept`.
+//! - [`admission`]: who gets in: the handshake hook, origins, auth, the connection cap, plain HTTP.
 //! - [`WebSocket`]: an open connection; `split` into [`WebSocketReader`]/[`WebSocketWriter`].
 //! - [`tls`]: rustls configuration for both sides.
 //! - [`trace`]: print handshakes and frames (`TETHER_TRACE=1`).
 //! - [`Error`]: the one error type.
 
+pub mod admission;
 pub mod app;
 pub mod blocking;
 pub mod client;
@@ -48,7 +50,7 @@ mod websocket;
 pub use app::{App, AppHandle, Handler, Reconnect, Stopped};
 pub use client::{connect, connect_with, ClientConfig};
 pub use error::{Error, Result};
-pub use server::{accept, serve, Server, ServerConfig};
+pub use server::{accept, serve, Routes, Server, ServerConfig};
 pub use split::{WebSocketReader, WebSocketWriter};
 pub use stream::MaybeTlsStream;
 pub use tether_proto as proto;

@@ -8,12 +8,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether_proto::handshake::{accept_request, HeadReader, Rejection, Request, ServerHandshakeConfig};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tether_proto::handshake::{accept_request, Accepted, HeadReader, Rejection, Request, ServerHandshakeConfig};
 use tether_proto::time::{Deadline, Timeout};
 use tether_proto::{Config, Connection, HandshakeLimits, Role};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
+use crate::admission::{self, check_origin, is_upgrade, Acceptance, Admission, Hook, HttpHandler};
 use crate::error::{Error, Result};
 use crate::handshake::{read_head, HeadReadError};
 use crate::heartbeat::Responder;
@@ -43,6 +47,22 @@ pub struct ServerConfig {
     /// Answers application heartbeat pings before the handler sees them
     /// (e.g. [`json_responder`](crate::heartbeat::json_responder)). Default: none.
     pub heartbeat_responder: Option<Responder>,
+    /// Decides, for every valid upgrade request, whether to accept it (and
+    /// how) or refuse it (with what). Default: accept all. See
+    /// [`admission`](crate::admission), also for [`basic_auth`](crate::admission::basic_auth)
+    /// and [`bearer_auth`](crate::admission::bearer_auth).
+    pub hook: Option<Hook>,
+    /// Browser origins allowed (`Origin` header, compared without case);
+    /// others get 403. Requests without `Origin` pass. Default: all.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Most connections open at once (handshakes included); past it, new
+    /// ones get `503 Service Unavailable` with `Retry-After: 1` at once.
+    /// Default: none (the open-file limit is the bound).
+    pub max_connections: Option<usize>,
+    /// Answers plain HTTP requests (no `Upgrade`) on the same port, e.g.
+    /// [`health_check`](crate::admission::health_check); unanswered ones
+    /// get 426 as usual. Default: none.
+    pub http: Option<HttpHandler>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -55,6 +75,10 @@ impl std::fmt::Debug for ServerConfig {
             .field("open_timeout", &self.open_timeout)
             .field("tls", &self.tls.is_some())
             .field("heartbeat_responder", &self.heartbeat_responder.is_some())
+            .field("hook", &self.hook.is_some())
+            .field("allowed_origins", &self.allowed_origins)
+            .field("max_connections", &self.max_connections)
+            .field("http", &self.http.is_some())
             .finish()
     }
 }
@@ -69,6 +93,10 @@ impl Default for ServerConfig {
             open_timeout: Duration::from_secs(10),
             tls: None,
             heartbeat_responder: None,
+            hook: None,
+            allowed_origins: None,
+            max_connections: None,
+            http: None,
         }
     }
 }
@@ -85,6 +113,58 @@ impl ServerConfig {
 struct Shared {
     config: ServerConfig,
     handshake: ServerHandshakeConfig,
+    /// The paths served, when serving [`Routes`]; `None` serves every path.
+    paths: Option<Vec<String>>,
+    /// Connections open now, handshakes included.
+    active: Arc<AtomicUsize>,
+}
+
+/// Counts one open connection until dropped.
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type BoxedHandler = Arc<dyn Fn(WebSocket) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Handlers by path, for [`Server::serve_routes`]: a request for a path
+/// with no route is refused with 404 before the handshake completes.
+#[derive(Default)]
+pub struct Routes {
+    routes: Vec<(String, BoxedHandler)>,
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.routes.iter().map(|(path, _)| path)).finish()
+    }
+}
+
+impl Routes {
+    /// No routes yet.
+    #[must_use]
+    pub fn new() -> Routes {
+        Routes::default()
+    }
+
+    /// Serves `path` (exactly, query aside) with `handler`.
+    #[must_use]
+    pub fn route<H, F>(mut self, path: impl Into<String>, handler: H) -> Routes
+    where
+        H: Fn(WebSocket) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let handler: BoxedHandler = Arc::new(move |socket| Box::pin(handler(socket)));
+        self.routes.push((path.into(), handler));
+        self
+    }
+
+    fn handler(&self, path: &str) -> Option<&BoxedHandler> {
+        self.routes.iter().find(|(route, _)| route == path).map(|(_, handler)| handler)
+    }
 }
 
 /// A bound listening socket that serves WebSocket connections.
@@ -104,7 +184,8 @@ impl Server {
         config.protocol.validate().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
         let listener = TcpListener::bind(addr).await?;
         let handshake = config.handshake_config();
-        Ok(Server { listener, shared: Arc::new(Shared { config, handshake }) })
+        let shared = Shared { config, handshake, paths: None, active: Arc::default() };
+        Ok(Server { listener, shared: Arc::new(shared) })
     }
 
     /// The bound address (useful after binding port 0).
@@ -132,7 +213,35 @@ impl Server {
         H: Fn(WebSocket) -> F + Send + Sync + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
-        let handler = Arc::new(handler);
+        self.accept_loop(move |socket| Some(handler(socket))).await
+    }
+
+    /// Accepts connections forever, each path served by its route's
+    /// handler; other paths are refused with 404.
+    ///
+    /// # Errors
+    /// As [`serve`](Self::serve).
+    pub async fn serve_routes(mut self, routes: Routes) -> io::Result<()> {
+        let paths = routes.routes.iter().map(|(path, _)| path.clone()).collect();
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.paths = Some(paths),
+            None => unreachable!("the server is not serving yet"),
+        }
+        self.accept_loop(move |socket: WebSocket| {
+            let path = socket.request().map(|request| request.path().to_owned()).unwrap_or_default();
+            routes.handler(&path).map(|handler| handler(socket))
+        })
+        .await
+    }
+
+    /// The accept loop; `start` gives the handler's future for a socket
+    /// (`None`: drop it).
+    async fn accept_loop<S, F>(self, start: S) -> io::Result<()>
+    where
+        S: Fn(WebSocket) -> Option<F> + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let handler = Arc::new(start);
         loop {
             let (tcp, peer) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
@@ -142,6 +251,12 @@ impl Server {
                     continue;
                 }
             };
+            let active = self.shared.active.fetch_add(1, Ordering::Relaxed) + 1;
+            let guard = ActiveGuard(self.shared.active.clone());
+            if self.shared.config.max_connections.is_some_and(|max| active > max) {
+                tokio::spawn(refuse_busy(tcp, guard));
+                continue;
+            }
             let shared = self.shared.clone();
             let handler = handler.clone();
             // The handshake runs in a short-lived task of its own; the
@@ -150,7 +265,14 @@ impl Server {
             // connection's task for its whole life.
             tokio::spawn(async move {
                 match accept_with(tcp, peer, &shared).await {
-                    Ok(socket) => drop(tokio::spawn(handler(socket))),
+                    Ok(socket) => {
+                        if let Some(future) = handler(socket) {
+                            drop(tokio::spawn(async move {
+                                let _guard = guard;
+                                future.await;
+                            }));
+                        }
+                    }
                     Err(error) => tracing::debug!(%peer, %error, "handshake failed"),
                 }
             });
@@ -192,7 +314,8 @@ where
 pub async fn accept(tcp: TcpStream, config: &ServerConfig) -> Result<WebSocket> {
     config.protocol.validate()?;
     let peer = tcp.peer_addr()?;
-    let shared = Shared { handshake: config.handshake_config(), config: config.clone() };
+    let shared =
+        Shared { handshake: config.handshake_config(), config: config.clone(), paths: None, active: Arc::default() };
     accept_with(tcp, peer, &shared).await
 }
 
@@ -243,11 +366,16 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         crate::trace::handshake(&peer.to_string(), "request", reader.head());
     }
     drop(reader);
-    let accepted = match accept_request(&request, &shared.handshake) {
-        Ok(accepted) => accepted,
+    let (mut accepted, acceptance) = match admit(&request, peer, shared) {
+        Ok(admitted) => admitted,
         Err(rejection) => return Err(refuse(&mut stream, rejection).await),
     };
-    let response = accepted.response(&config.headers);
+    let mut headers = config.headers.clone();
+    headers.extend(acceptance.headers);
+    if acceptance.protocol.is_some() {
+        accepted.protocol = acceptance.protocol;
+    }
+    let response = accepted.response(&headers);
     if traced {
         crate::trace::handshake(&peer.to_string(), "response", &response);
     }
@@ -263,8 +391,62 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         protocol: accepted.protocol.map(Into::into),
         responder: config.heartbeat_responder.clone(),
         socket,
+        state: acceptance.state,
     };
     Ok(WebSocket::new(stream, connection, info, &leftover))
+}
+
+/// Every decision between a parsed request and the `101`, in order (see
+/// [`admission`](crate::admission)); `Err` is the answer to send instead.
+fn admit(
+    request: &Request,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> std::result::Result<(Accepted, Acceptance), Rejection> {
+    let config = &shared.config;
+    if !is_upgrade(request) {
+        if let Some(answer) = config.http.as_ref().and_then(|http| http(request)) {
+            return Err(answer.0);
+        }
+    }
+    if let Some(paths) = &shared.paths {
+        if !paths.iter().any(|path| path == request.path()) {
+            return Err(Rejection::new(404, format!("no WebSocket endpoint at {}", request.path())));
+        }
+    }
+    check_origin(config.allowed_origins.as_deref(), request).map_err(|refusal| refusal.0)?;
+    let accepted = accept_request(request, &shared.handshake)?;
+    let acceptance = match config.hook.as_ref().map(|hook| hook(&admission::Handshake { request, peer })) {
+        None => Acceptance::default(),
+        Some(Admission::Accept(acceptance)) => acceptance,
+        Some(Admission::Reject(refusal)) => return Err(refusal.0),
+    };
+    if let Some(protocol) = &acceptance.protocol {
+        let offered = admission::Handshake { request, peer }.offered_protocols().contains(&protocol.as_str());
+        if !offered {
+            // A hook bug, not the client's: answer 500 rather than a 101 the
+            // client must reject.
+            return Err(Rejection::new(
+                500,
+                format!("the server chose subprotocol {protocol:?}, which was not offered"),
+            ));
+        }
+    }
+    Ok((accepted, acceptance))
+}
+
+/// Refuses a connection past `max_connections` with 503, without reading
+/// its request; briefly drains what it sends so the close is clean (no reset).
+async fn refuse_busy(mut tcp: TcpStream, guard: ActiveGuard) {
+    let answer = Rejection::new(503, "too many connections; try again").with_header("Retry-After", "1");
+    let _ = tcp.write_all(&answer.to_bytes()).await;
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        while matches!(tokio::io::AsyncReadExt::read(&mut tcp, &mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    drop(guard);
 }
 
 /// Answers a refused handshake and closes; returns the error describing it.

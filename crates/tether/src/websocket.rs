@@ -61,6 +61,8 @@ pub(crate) struct ConnectionInfo {
     pub(crate) responder: Option<Responder>,
     /// The TCP socket underneath, to ask the kernel what it still holds.
     pub(crate) socket: Option<crate::kernel::RawSocket>,
+    /// What the server's handshake hook attached.
+    pub(crate) state: Option<crate::admission::State>,
 }
 
 /// The other side's half of the opening handshake.
@@ -177,6 +179,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             Handshake::Response(response) => Some(response),
             _ => None,
         }
+    }
+
+    /// What the server's handshake hook attached to this connection, if it
+    /// is a `T` ([`Acceptance::state`](crate::admission::Acceptance::state)).
+    #[must_use]
+    pub fn state<T: std::any::Any>(&self) -> Option<&T> {
+        self.info.state.as_deref()?.downcast_ref()
     }
 
     /// The negotiated subprotocol.
