@@ -3,6 +3,10 @@
 //! - `tether serve` echoes every message back (the seeds' echo server).
 //! - `tether connect URL` sends each line typed and prints each message
 //!   received (`python -m websockets URL`).
+//! - `tether bench URL` simulates many clients and reports throughput and
+//!   latency (seed 001's load generator).
+
+mod bench;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +30,8 @@ enum Command {
     Serve(ServeArgs),
     /// Open an interactive session: lines typed are sent, messages received are printed.
     Connect(ConnectArgs),
+    /// Simulate many clients against a server: throughput, latency percentiles, errors.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -78,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Connect(args) => connect(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     })
 }

@@ -122,3 +122,44 @@ fn connect_honours_http_proxy_from_the_environment() {
     let (_, stderr) = connect_with_env(&url, "", &[("http_proxy", wrong.as_str()), ("no_proxy", "example.invalid")]);
     assert!(stderr.contains("proxy"), "{stderr}");
 }
+
+/// Runs `tether bench` with `args` and `--json --quiet`; the parsed report.
+fn bench(url: &str, args: &[&str]) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["bench", url, "--json", "--quiet"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+#[test]
+fn bench_simulates_many_clients_and_reports_throughput_and_latency() {
+    let (_server, url) = serve(&[]);
+    let report = bench(&url, &["--clients", "20", "--pipeline", "4", "--messages", "2000", "--duration", "20"]);
+    assert_eq!(report["connections"]["established"], 20, "{report}");
+    assert_eq!(report["connections"]["failed"], 0);
+    assert!(report["messages"]["echoed"].as_u64().unwrap() >= 2000, "{report}");
+    assert!(report["messages"]["per_second"].as_f64().unwrap() > 0.0);
+    let latency = &report["latency_ms"];
+    let (p50, p99, max) =
+        (latency["p50"].as_f64().unwrap(), latency["p99"].as_f64().unwrap(), latency["max"].as_f64().unwrap());
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{latency}");
+    assert_eq!(report["errors"], serde_json::json!({}));
+}
+
+#[test]
+fn bench_reconnect_storms_and_failures_are_counted() {
+    let (_server, url) = serve(&[]);
+    let report = bench(&url, &["--clients", "10", "--rate", "50", "--duration", "2", "--reconnect-every", "0.7"]);
+    assert!(report["connections"]["reconnects"].as_u64().unwrap() >= 10, "{report}");
+    assert!(report["messages"]["echoed"].as_u64().unwrap() > 100, "{report}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let report = bench(&format!("ws://127.0.0.1:{port}/"), &["--clients", "3", "--duration", "0.5"]);
+    assert_eq!(report["connections"]["established"], 0, "{report}");
+    assert!(report["connections"]["failed"].as_u64().unwrap() >= 3);
+    assert!(report["errors"]["io"].as_u64().unwrap() >= 3, "{report}");
+}
