@@ -51,6 +51,12 @@ struct ServeArgs {
     /// Do not negotiate permessage-deflate.
     #[arg(long)]
     no_compression: bool,
+    /// Send every message a client sends to every connected client (instead of echoing it).
+    #[arg(long)]
+    broadcast: bool,
+    /// Seconds to wait for clients' close handshakes at shutdown (SIGINT, SIGTERM).
+    #[arg(long, default_value_t = 10.0)]
+    close_timeout: f64,
 }
 
 #[derive(Args)]
@@ -102,15 +108,46 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => "ws",
     };
+    let close_timeout = Duration::from_secs_f64(args.close_timeout);
+    config.protocol = config.protocol.with_close_timeout(close_timeout);
+    let hub = tether::Hub::default();
+    config.hub = Some(hub.clone());
     let server =
         Server::bind(args.listen, config).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = server.local_addr()?;
-    eprintln!("tether: echo server listening on {scheme}://{addr}/");
+    let role = if args.broadcast { "broadcast" } else { "echo" };
+    eprintln!("tether: {role} server listening on {scheme}://{addr}/");
+    let serving = if args.broadcast { tokio::spawn(server.serve(broadcast)) } else { tokio::spawn(server.serve(echo)) };
     tokio::select! {
-        result = server.serve(echo) => result?,
-        _ = shutdown_signal() => eprintln!("tether: shutting down"),
+        result = serving => result??,
+        () = shutdown_signal() => {
+            // Graceful: no new connections, 1001 to everyone, wait for
+            // their close handshakes (each bounded by the close timeout).
+            let clients = hub.count();
+            say(&format!("tether: shutting down, closing {clients} connections"));
+            hub.close_all(CloseCode::GOING_AWAY, "server shutting down");
+            if !hub.wait_empty(close_timeout + Duration::from_millis(500)).await {
+                say(&format!("tether: {} connections did not close in time", hub.count()));
+            }
+        }
     }
     Ok(())
+}
+
+/// A line on stderr that cannot fail: a server whose stderr was closed
+/// (its supervisor went away) must still shut down gracefully.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// `--broadcast`: every message goes to every client, the sender included.
+async fn broadcast(mut socket: WebSocket) {
+    while let Ok(Some(message)) = socket.recv().await {
+        if let Some(hub) = socket.hub() {
+            hub.broadcast(&message);
+        }
+    }
 }
 
 async fn echo(mut socket: WebSocket) {

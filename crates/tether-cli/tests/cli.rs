@@ -163,3 +163,62 @@ fn bench_reconnect_storms_and_failures_are_counted() {
     assert!(report["connections"]["failed"].as_u64().unwrap() >= 3);
     assert!(report["errors"]["io"].as_u64().unwrap() >= 3, "{report}");
 }
+
+#[test]
+fn shutdown_closes_every_client_with_1001_and_exits() {
+    let (mut server, url) = serve(&["--close-timeout", "2"]);
+    let mut clients: Vec<_> = (0..3)
+        .map(|_| {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+                .args(["connect", &url])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+            assert!(line.starts_with("Connected"), "{line}");
+            Running(child)
+        })
+        .collect();
+    let started = Instant::now();
+    // Stop the server the way an operator would.
+    let status = Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(5), "the server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for client in &mut clients {
+        let mut stderr = String::new();
+        client.0.wait().unwrap();
+        client.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        assert!(stderr.contains("1001"), "each client saw 1001: {stderr}");
+    }
+}
+
+#[test]
+fn broadcast_sends_each_message_to_every_client() {
+    let (_server, url) = serve(&["--broadcast"]);
+    let mut listener = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["connect", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(listener.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let stdout = listener.stdout.take().unwrap();
+    let _listener = Running(listener);
+    let (heard_tx, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = heard_tx.send(line);
+    });
+    let (stdout, _) = connect(&url, "to everyone\n");
+    assert_eq!(stdout, "< to everyone\n", "the sender gets it too");
+    assert_eq!(heard.recv_timeout(Duration::from_secs(10)).unwrap(), "< to everyone\n", "and the other client");
+}

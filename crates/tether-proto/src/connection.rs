@@ -25,6 +25,7 @@ use crate::frame::{
 };
 use crate::keepalive::{Due, Phase, RoundTrip, Timers};
 use crate::message::{CloseFrame, Message};
+use crate::prepared::PreparedMessage;
 use crate::time::Timeout;
 use crate::transmit::Transmit;
 use crate::Role;
@@ -732,6 +733,37 @@ impl Connection {
                 }
                 _ => self.write_frame(opcode, false, payload),
             },
+        }
+        Ok(())
+    }
+
+    /// Queues a message framed once for many connections (broadcast),
+    /// uncompressed whatever was negotiated (RFC 7692 lets any message go
+    /// uncompressed). A server writes the shared frame as is; past
+    /// 16 KiB by reference, so the bytes are never copied per connection.
+    /// A client, or a message behind a fragmented one, frames the payload
+    /// itself.
+    ///
+    /// # Errors
+    /// [`UsageError::Closed`] once the closing handshake has started.
+    pub fn send_prepared(&mut self, prepared: &PreparedMessage) -> Result<(), UsageError> {
+        if self.state != State::Open {
+            return Err(UsageError::Closed);
+        }
+        let frame = prepared.frame();
+        if self.role == Role::Client || self.backlog.is_some() || prepared.payload().len() > self.limits.fragment_size {
+            let payload = prepared.payload();
+            return self.send_data(prepared.opcode(), &payload.clone(), Some(&payload), false);
+        }
+        self.timers.note_activity();
+        if let Some(observer) = self.hooks.as_mut().and_then(|hooks| hooks.observer.as_mut()) {
+            let header = FrameHeader::new(prepared.opcode(), prepared.payload().len() as u64);
+            observer.frame(Direction::Outgoing, &header, &prepared.payload());
+        }
+        if frame.len() >= SHARED_PAYLOAD_MIN {
+            self.output.push_shared(frame.clone());
+        } else {
+            self.output.buf_mut().extend_from_slice(frame);
         }
         Ok(())
     }

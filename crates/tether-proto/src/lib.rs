@@ -51,6 +51,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod prepared;
 pub mod proxy;
 pub mod time;
 
@@ -67,6 +68,7 @@ pub use error::{ProtocolError, UsageError};
 pub use frame::{CloseCode, MaskSource, OpCode};
 pub use keepalive::RoundTrip;
 pub use message::{CloseFrame, Message, Text};
+pub use prepared::PreparedMessage;
 pub use time::{Deadline, Timeout};
 
 /// Which end of the connection we are: it decides who masks (RFC 6455 §5.1).

@@ -295,3 +295,38 @@ fn a_failure_mid_message_abandons_the_rest_and_sends_the_close_at_once() {
     assert!(frames.len() < 10, "the rest of the message is dropped ({} frames)", frames.len());
     assert_eq!(frames.last().unwrap().0, OpCode::Close);
 }
+
+// ---- prepared (broadcast) messages ----------------------------------------------------
+
+#[test]
+fn a_prepared_message_is_framed_once_and_shared_by_every_server_connection() {
+    let prepared = tether_proto::PreparedMessage::new(&Message::from(vec![3u8; 40_000]));
+    for _ in 0..3 {
+        let mut harness = server();
+        harness.connection.send_prepared(&prepared).unwrap();
+        let mut slices = [std::io::IoSlice::new(&[]); 4];
+        let count = harness.connection.pending_transmit_vectored(&mut slices);
+        assert!(
+            slices[..count].iter().any(|slice| slice.as_ptr() == prepared.frame().as_ptr()),
+            "the connection sends the shared frame itself, not a copy"
+        );
+        let frames = harness.sent_frames();
+        assert_eq!(frames, vec![(OpCode::Binary, false, vec![3u8; 40_000])]);
+    }
+    // Small ones are copied (cheaper than a reference), still framed once.
+    let small = tether_proto::PreparedMessage::new(&Message::from("hi"));
+    let mut harness = server();
+    harness.connection.send_prepared(&small).unwrap();
+    assert_eq!(harness.connection.pending_transmit(), &small.frame()[..]);
+}
+
+#[test]
+fn a_client_given_a_prepared_message_masks_it_itself() {
+    let prepared = tether_proto::PreparedMessage::new(&Message::from("to the server"));
+    let mut client = Harness::client(Config::default());
+    client.connection.send_prepared(&prepared).unwrap();
+    let wire = common::drain(&mut client.connection);
+    let mut peer = Connection::new(Role::Server, Config::default(), None);
+    peer.handle_read(&wire).unwrap();
+    assert_eq!(peer.poll_event(), Some(Event::Message(Message::from("to the server"))));
+}

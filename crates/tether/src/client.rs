@@ -211,6 +211,7 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
         responder: None,
         socket,
         state: None,
+        registration: None,
     };
     Ok(WebSocket::new(stream, connection, info, &leftover))
 }

@@ -22,6 +22,7 @@
 //! - [`blocking`]: the same client without an async runtime (`create_connection`).
 //! - [`app`]: [`App`], callbacks, `run_forever`, reconnection ([`reconnect`] decides what is retried).
 //! - [`heartbeat`]: an application-level heartbeat (JSON ping/pong messages).
+//! - [`hub`]: the server's registry, broadcast and topics with bounded mailboxes.
 //! - [`proxy`]: HTTP and SOCKS5 proxies.
 //! - [`server`]: `serve`, [`Server`], [`ServerConfig`], [`Routes`], `accept`.
 //! - [`admission`]: who gets in: the handshake hook, origins, auth, the connection cap, plain HTTP.
@@ -37,6 +38,7 @@ pub mod client;
 mod error;
 mod handshake;
 pub mod heartbeat;
+pub mod hub;
 mod kernel;
 pub mod proxy;
 pub mod reconnect;
@@ -50,6 +52,7 @@ mod websocket;
 pub use app::{App, AppHandle, Handler, Reconnect, Stopped};
 pub use client::{connect, connect_with, ClientConfig};
 pub use error::{Error, Result};
+pub use hub::Hub;
 pub use server::{accept, serve, Routes, Server, ServerConfig};
 pub use split::{WebSocketReader, WebSocketWriter};
 pub use stream::MaybeTlsStream;

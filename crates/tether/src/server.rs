@@ -21,6 +21,7 @@ use crate::admission::{self, check_origin, is_upgrade, Acceptance, Admission, Ho
 use crate::error::{Error, Result};
 use crate::handshake::{read_head, HeadReadError};
 use crate::heartbeat::Responder;
+use crate::hub::{Hub, Registration};
 use crate::stream::MaybeTlsStream;
 use crate::websocket::{ConnectionInfo, Handshake, WebSocket};
 
@@ -63,6 +64,14 @@ pub struct ServerConfig {
     /// [`health_check`](crate::admission::health_check); unanswered ones
     /// get 426 as usual. Default: none.
     pub http: Option<HttpHandler>,
+    /// The kernel's send buffer for each accepted socket (`SO_SNDBUF`).
+    /// Default: the system's, which on Linux grows to 4 MiB per socket:
+    /// lower it to bound what a slow client can hold in the kernel, so
+    /// the hub's overflow policy takes over sooner. Linux doubles the value.
+    pub send_buffer: Option<usize>,
+    /// The registry every connection joins: broadcast, topics, closing
+    /// everyone at shutdown ([`Hub`](crate::hub::Hub)). Default: none.
+    pub hub: Option<Hub>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -79,6 +88,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("allowed_origins", &self.allowed_origins)
             .field("max_connections", &self.max_connections)
             .field("http", &self.http.is_some())
+            .field("hub", &self.hub)
+            .field("send_buffer", &self.send_buffer)
             .finish()
     }
 }
@@ -97,6 +108,8 @@ impl Default for ServerConfig {
             allowed_origins: None,
             max_connections: None,
             http: None,
+            hub: None,
+            send_buffer: None,
         }
     }
 }
@@ -325,6 +338,9 @@ async fn accept_with(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Resul
     let at = deadline.at().map_or_else(far_future, tokio::time::Instant::from_std);
     tokio::time::timeout_at(at, async {
         tcp.set_nodelay(true)?;
+        if let Some(bytes) = config.send_buffer {
+            socket2::SockRef::from(&tcp).set_send_buffer_size(bytes)?;
+        }
         let socket = crate::kernel::raw_socket(&tcp);
         let stream = match &config.tls {
             Some(tls) => {
@@ -385,6 +401,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     if traced {
         connection.set_frame_observer(crate::trace::frame_observer(peer.to_string()));
     }
+    let request_path = &request.path().to_owned();
     let info = ConnectionInfo {
         peer_addr: Some(peer),
         handshake: Handshake::Request(request),
@@ -392,6 +409,10 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         responder: config.heartbeat_responder.clone(),
         socket,
         state: acceptance.state,
+        registration: config.hub.as_ref().map(|hub| {
+            let (id, mailbox) = hub.join(Some(peer), request_path);
+            Registration { hub: hub.clone(), id, mailbox }
+        }),
     };
     Ok(WebSocket::new(stream, connection, info, &leftover))
 }

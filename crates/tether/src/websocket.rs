@@ -63,6 +63,8 @@ pub(crate) struct ConnectionInfo {
     pub(crate) socket: Option<crate::kernel::RawSocket>,
     /// What the server's handshake hook attached.
     pub(crate) state: Option<crate::admission::State>,
+    /// Membership in the server's hub: its mailbox of broadcasts.
+    pub(crate) registration: Option<crate::hub::Registration>,
 }
 
 /// The other side's half of the opening handshake.
@@ -188,6 +190,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.info.state.as_deref()?.downcast_ref()
     }
 
+    /// This connection's number in the server's [`Hub`](crate::hub::Hub), if it has one.
+    #[must_use]
+    pub fn client_id(&self) -> Option<crate::hub::ClientId> {
+        self.info.registration.as_ref().map(|registration| registration.id)
+    }
+
+    /// The server's hub, if it has one.
+    #[must_use]
+    pub fn hub(&self) -> Option<&crate::hub::Hub> {
+        self.info.registration.as_ref().map(|registration| &registration.hub)
+    }
+
+    /// Subscribes this connection to `topic` in the server's hub; `false`
+    /// without a hub.
+    pub fn subscribe(&self, topic: &str) -> bool {
+        self.info.registration.as_ref().is_some_and(|registration| registration.hub.subscribe(registration.id, topic))
+    }
+
+    /// Unsubscribes this connection from `topic`.
+    pub fn unsubscribe(&self, topic: &str) {
+        if let Some(registration) = &self.info.registration {
+            registration.hub.unsubscribe(registration.id, topic);
+        }
+    }
+
     /// The negotiated subprotocol.
     #[must_use]
     pub fn protocol(&self) -> Option<&str> {
@@ -266,7 +293,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Phase::ShuttingDown => {
                     // Errors here change nothing: the connection is over.
                     let _ = ready!(Pin::new(&mut self.stream).poll_shutdown(cx));
-                    self.phase = Phase::Done;
+                    self.finish();
                     return Poll::Ready(self.take_failure().map_or(Ok(None), Err));
                 }
                 Phase::Open => {}
@@ -291,8 +318,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Some(_) => continue,
                 None => {}
             }
+            self.take_mail(cx);
             if let Poll::Ready(Err(error)) = self.poll_write_out(cx) {
-                self.phase = Phase::Done;
+                self.finish();
                 return Poll::Ready(Err(error));
             }
             if self.connection.is_finished() {
@@ -315,7 +343,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             match read {
                 Ok(true) => self.tick(),
                 Ok(false) => {
-                    self.phase = Phase::Done;
+                    self.finish();
                     return Poll::Ready(if self.connection.handle_eof() {
                         // Clean, but after a deadline we started (idle): say so.
                         self.take_failure().map_or(Ok(None), Err)
@@ -325,7 +353,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
                 Err(error) => {
                     self.connection.handle_eof();
-                    self.phase = Phase::Done;
+                    self.finish();
                     return Poll::Ready(Err(error.into()));
                 }
             }
@@ -351,6 +379,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.connection.release_memory();
         }
         result
+    }
+
+    /// The connection is over: it leaves the hub at once, whatever the
+    /// handler does with the `WebSocket` afterwards.
+    fn finish(&mut self) {
+        self.phase = Phase::Done;
+        self.info.registration = None;
+    }
+
+    /// Moves what the hub queued for this connection into the core's
+    /// output, as much as the output has room for (the rest waits in the
+    /// bounded mailbox, where the hub's overflow policy applies).
+    fn take_mail(&mut self, cx: &mut Context<'_>) {
+        let Some(registration) = &self.info.registration else { return };
+        let room = SEND_BACKLOG_LIMIT.saturating_sub(self.connection.unsent_len());
+        if room == 0 {
+            return; // poll_write_out will wake us when the socket drains
+        }
+        let (frames, close) = registration.mailbox.take(room, cx.waker());
+        for frame in &frames {
+            // Fails only once closing: the frames are moot then.
+            let _ = self.connection.send_prepared(frame);
+        }
+        if let Some(frame) = close {
+            let _ = self.connection.close(frame.code, &frame.reason);
+        }
     }
 
     // ---- time --------------------------------------------------------------------

@@ -1,0 +1,436 @@
+//! [`Hub`]: the server's exact registry of connected clients, broadcast,
+//! topics, and closing everyone at shutdown.
+//!
+//! Give a hub to [`ServerConfig::hub`](crate::ServerConfig::hub): every
+//! accepted connection joins it before its handler runs and leaves it the
+//! moment it ends, by whatever path (close, error, keepalive timeout,
+//! shutdown, the handler dropping it).
+//!
+//! A broadcast or a publication is framed once ([`PreparedMessage`]) and
+//! the same bytes are queued to every recipient. Each connection has a
+//! mailbox bounded in bytes; the connection's own task moves frames from
+//! it to the socket as the socket drains. When a recipient falls behind,
+//! [`Overflow`] decides, and every drop is counted: a slow client never
+//! slows the others, and never makes the server's memory grow without
+//! bound.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::task::Waker;
+use std::time::{Duration, SystemTime};
+
+use tether_proto::{CloseCode, CloseFrame, Message, PreparedMessage};
+use tokio::sync::broadcast;
+
+/// A connected client's number in its hub, unique for the hub's life.
+pub type ClientId = u64;
+
+/// What the registry knows of a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// Its number.
+    pub id: ClientId,
+    /// Its address.
+    pub peer: Option<SocketAddr>,
+    /// The path it connected to.
+    pub path: String,
+    /// When it connected.
+    pub connected_at: SystemTime,
+    /// The topics it is subscribed to, sorted.
+    pub topics: Vec<String>,
+}
+
+/// A change in the registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HubEvent {
+    /// A client connected.
+    Joined(ClientInfo),
+    /// A client left.
+    Left(ClientId),
+}
+
+/// What to do when a recipient's mailbox is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop the message that does not fit.
+    DropNewest,
+    /// Drop the oldest queued messages until it fits.
+    DropOldest,
+    /// Drop everything queued and keep only this message (state updates,
+    /// where only the latest matters).
+    KeepLatest,
+    /// Close the connection with this code (1008 policy, 1013 try again
+    /// later): the client can reconnect and catch up.
+    Close(CloseCode),
+}
+
+/// How a hub treats slow recipients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// Most bytes waiting in one connection's mailbox. Default 1 MiB:
+    /// seconds of a busy chat, and a thousand slow clients still hold at
+    /// most 1 GiB.
+    pub max_buffered: usize,
+    /// Default: close with 1013 ("try again later"), so nothing is lost
+    /// without the client knowing.
+    pub overflow: Overflow,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig { max_buffered: 1 << 20, overflow: Overflow::Close(CloseCode(1013)) }
+    }
+}
+
+/// What became of one broadcast or publication.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Recipients it was queued for.
+    pub queued: usize,
+    /// Messages dropped by the overflow policy (this one, or older ones
+    /// pushed out by it).
+    pub dropped: usize,
+    /// Recipients closed by the policy, or already closing.
+    pub closed: usize,
+}
+
+/// The frames waiting for one connection, and what its task must do.
+#[derive(Debug, Default)]
+pub(crate) struct Mailbox {
+    state: Mutex<MailboxState>,
+}
+
+#[derive(Debug, Default)]
+struct MailboxState {
+    queue: VecDeque<PreparedMessage>,
+    bytes: usize,
+    waker: Option<Waker>,
+    close: Option<CloseFrame>,
+    closing: bool,
+    dropped: u64,
+}
+
+impl Mailbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MailboxState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes what the connection should send now: up to `room` bytes of
+    /// frames, and a close request; registers `waker` for what comes next.
+    pub(crate) fn take(&self, room: usize, waker: &Waker) -> (Vec<PreparedMessage>, Option<CloseFrame>) {
+        let mut state = self.lock();
+        let mut taken = Vec::new();
+        let mut size = 0;
+        while let Some(front) = state.queue.front() {
+            if size > 0 && size + front.len() > room {
+                break;
+            }
+            size += front.len();
+            state.bytes -= front.len();
+            taken.extend(state.queue.pop_front());
+        }
+        if !state.waker.as_ref().is_some_and(|current| current.will_wake(waker)) {
+            state.waker = Some(waker.clone());
+        }
+        (taken, state.close.take())
+    }
+
+    /// Bytes waiting.
+    pub(crate) fn buffered(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn deliver(&self, message: &PreparedMessage, config: &HubConfig) -> Delivery {
+        let mut state = self.lock();
+        if state.closing {
+            return Delivery { closed: 1, ..Delivery::default() };
+        }
+        let mut delivery = Delivery::default();
+        if state.bytes + message.len() > config.max_buffered {
+            match config.overflow {
+                Overflow::DropNewest => {
+                    state.dropped += 1;
+                    return Delivery { dropped: 1, ..Delivery::default() };
+                }
+                Overflow::DropOldest => {
+                    while state.bytes + message.len() > config.max_buffered {
+                        let Some(old) = state.queue.pop_front() else { break };
+                        state.bytes -= old.len();
+                        state.dropped += 1;
+                        delivery.dropped += 1;
+                    }
+                }
+                Overflow::KeepLatest => {
+                    delivery.dropped += state.queue.len();
+                    state.dropped += state.queue.len() as u64;
+                    state.queue.clear();
+                    state.bytes = 0;
+                }
+                Overflow::Close(code) => {
+                    delivery.dropped += state.queue.len() + 1;
+                    state.queue.clear();
+                    state.bytes = 0;
+                    state.closing = true;
+                    state.close = Some(CloseFrame::new(code, "too slow: messages were piling up"));
+                    wake(&mut state);
+                    return Delivery { closed: 1, ..delivery };
+                }
+            }
+        }
+        state.bytes += message.len();
+        state.queue.push_back(message.clone());
+        delivery.queued = 1;
+        wake(&mut state);
+        delivery
+    }
+
+    fn close(&self, frame: CloseFrame) {
+        let mut state = self.lock();
+        if !state.closing {
+            state.closing = true;
+            state.close = Some(frame);
+            wake(&mut state);
+        }
+    }
+}
+
+fn wake(state: &mut MailboxState) {
+    if let Some(waker) = state.waker.take() {
+        waker.wake();
+    }
+}
+
+struct Entry {
+    info: ClientInfo,
+    topics: HashSet<String>,
+    mailbox: Arc<Mailbox>,
+}
+
+struct Inner {
+    config: HubConfig,
+    clients: RwLock<HashMap<ClientId, Entry>>,
+    topics: RwLock<HashMap<String, HashSet<ClientId>>>,
+    next_id: AtomicU64,
+    dropped: AtomicU64,
+    events: broadcast::Sender<HubEvent>,
+}
+
+/// The registry, broadcast and topics of a server. Cheap to clone: all
+/// clones are the same hub.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("clients", &self.count()).field("config", &self.inner.config).finish()
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new(HubConfig::default())
+    }
+}
+
+impl Hub {
+    /// An empty hub.
+    #[must_use]
+    pub fn new(config: HubConfig) -> Hub {
+        let (events, _) = broadcast::channel(1024);
+        Hub {
+            inner: Arc::new(Inner {
+                config,
+                clients: RwLock::default(),
+                topics: RwLock::default(),
+                next_id: AtomicU64::new(1),
+                dropped: AtomicU64::new(0),
+                events,
+            }),
+        }
+    }
+
+    fn clients(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ClientId, Entry>> {
+        self.inner.clients.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many clients are connected now.
+    #[must_use]
+    pub fn count(&self) -> usize {
+        self.clients().len()
+    }
+
+    /// Every connected client.
+    #[must_use]
+    pub fn list(&self) -> Vec<ClientInfo> {
+        let mut list: Vec<ClientInfo> = self.clients().values().map(|entry| entry.info.clone()).collect();
+        list.sort_by_key(|info| info.id);
+        list
+    }
+
+    /// One client, if connected.
+    #[must_use]
+    pub fn get(&self, id: ClientId) -> Option<ClientInfo> {
+        self.clients().get(&id).map(|entry| entry.info.clone())
+    }
+
+    /// Joins and leaves from now on (a lagging receiver misses the oldest).
+    #[must_use]
+    pub fn events(&self) -> broadcast::Receiver<HubEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Messages dropped by the overflow policy since the hub was made.
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Bytes waiting in one client's mailbox.
+    #[must_use]
+    pub fn buffered(&self, id: ClientId) -> Option<usize> {
+        self.clients().get(&id).map(|entry| entry.mailbox.buffered())
+    }
+
+    pub(crate) fn join(&self, peer: Option<SocketAddr>, path: &str) -> (ClientId, Arc<Mailbox>) {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mailbox = Arc::new(Mailbox::default());
+        let info = ClientInfo { id, peer, path: path.to_owned(), connected_at: SystemTime::now(), topics: Vec::new() };
+        let entry = Entry { info: info.clone(), topics: HashSet::new(), mailbox: mailbox.clone() };
+        self.inner.clients.write().unwrap_or_else(PoisonError::into_inner).insert(id, entry);
+        let _ = self.inner.events.send(HubEvent::Joined(info));
+        (id, mailbox)
+    }
+
+    pub(crate) fn leave(&self, id: ClientId) {
+        let removed = self.inner.clients.write().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        if let Some(entry) = removed {
+            let mut topics = self.inner.topics.write().unwrap_or_else(PoisonError::into_inner);
+            for topic in &entry.topics {
+                if let Some(members) = topics.get_mut(topic) {
+                    members.remove(&id);
+                    if members.is_empty() {
+                        topics.remove(topic);
+                    }
+                }
+            }
+            drop(topics);
+            let _ = self.inner.events.send(HubEvent::Left(id));
+        }
+    }
+
+    /// Subscribes a client to a topic; `false` if it is not connected.
+    pub fn subscribe(&self, id: ClientId, topic: &str) -> bool {
+        let mut clients = self.inner.clients.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = clients.get_mut(&id) else { return false };
+        if entry.topics.insert(topic.to_owned()) {
+            entry.info.topics = sorted(&entry.topics);
+            self.inner
+                .topics
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(topic.to_owned())
+                .or_default()
+                .insert(id);
+        }
+        true
+    }
+
+    /// Unsubscribes a client from a topic.
+    pub fn unsubscribe(&self, id: ClientId, topic: &str) {
+        let mut clients = self.inner.clients.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = clients.get_mut(&id) {
+            if entry.topics.remove(topic) {
+                entry.info.topics = sorted(&entry.topics);
+                let mut topics = self.inner.topics.write().unwrap_or_else(PoisonError::into_inner);
+                if let Some(members) = topics.get_mut(topic) {
+                    members.remove(&id);
+                    if members.is_empty() {
+                        topics.remove(topic);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `message` to every connected client, framed once.
+    pub fn broadcast(&self, message: &Message) -> Delivery {
+        let prepared = PreparedMessage::new(message);
+        let clients = self.clients();
+        self.deliver(clients.values().map(|entry| &entry.mailbox), &prepared)
+    }
+
+    /// Sends `message` to every subscriber of `topic`, framed once.
+    pub fn publish(&self, topic: &str, message: &Message) -> Delivery {
+        let prepared = PreparedMessage::new(message);
+        let clients = self.clients();
+        let topics = self.inner.topics.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(members) = topics.get(topic) else { return Delivery::default() };
+        self.deliver(members.iter().filter_map(|id| clients.get(id)).map(|entry| &entry.mailbox), &prepared)
+    }
+
+    /// Sends `message` to one client.
+    pub fn send_to(&self, id: ClientId, message: &Message) -> Delivery {
+        let prepared = PreparedMessage::new(message);
+        let clients = self.clients();
+        self.deliver(clients.get(&id).map(|entry| &entry.mailbox).into_iter(), &prepared)
+    }
+
+    fn deliver<'a>(&self, mailboxes: impl Iterator<Item = &'a Arc<Mailbox>>, message: &PreparedMessage) -> Delivery {
+        let mut total = Delivery::default();
+        for mailbox in mailboxes {
+            let delivery = mailbox.deliver(message, &self.inner.config);
+            total.queued += delivery.queued;
+            total.dropped += delivery.dropped;
+            total.closed += delivery.closed;
+        }
+        self.inner.dropped.fetch_add(total.dropped as u64, Ordering::Relaxed);
+        total
+    }
+
+    /// Asks every connected client's connection to close with `code` and
+    /// `reason` (1001 "going away" at shutdown). Each closes from its own
+    /// task, with its close handshake and close timeout.
+    pub fn close_all(&self, code: CloseCode, reason: &str) {
+        for entry in self.clients().values() {
+            entry.mailbox.close(CloseFrame::new(code, reason));
+        }
+    }
+
+    /// Waits until no client is connected, at most `limit`; whether it got there.
+    pub async fn wait_empty(&self, limit: Duration) -> bool {
+        let mut events = self.events();
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.count() > 0 {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(_) => {}
+                Err(_) => return self.count() == 0,
+            }
+        }
+        true
+    }
+}
+
+fn sorted(topics: &HashSet<String>) -> Vec<String> {
+    let mut list: Vec<String> = topics.iter().cloned().collect();
+    list.sort();
+    list
+}
+
+/// A connection's membership: leaves the hub when dropped or when the
+/// connection ends, whichever comes first.
+pub(crate) struct Registration {
+    pub(crate) hub: Hub,
+    pub(crate) id: ClientId,
+    pub(crate) mailbox: Arc<Mailbox>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.leave(self.id);
+    }
+}

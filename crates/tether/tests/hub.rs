@@ -1,0 +1,220 @@
+//! The server's hub: an exact registry under churn, broadcast framed once
+//! and delivered exactly once in order while slow subscribers stall,
+//! overflow policies, topics, and closing everyone at shutdown.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tether::hub::{Hub, HubConfig, HubEvent, Overflow};
+use tether::{ClientConfig, CloseCode, Config, Message, Server, ServerConfig, WebSocket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A server whose connections join `hub`; the handler subscribes to the
+/// topics named in the query (`?topics=a,b`) and otherwise just reads.
+async fn hub_server(hub: Hub, protocol: Config) -> String {
+    let mut config = ServerConfig::default();
+    config.protocol = protocol.with_deflate(None);
+    config.hub = Some(hub);
+    // A small kernel buffer: a stalled client fills it, and then its
+    // mailbox, quickly (the default grows to megabytes on loopback).
+    config.send_buffer = Some(16 << 10);
+    let server = Server::bind("127.0.0.1:0", config).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.serve(|mut ws: WebSocket| async move {
+        let topics = ws.request().and_then(|r| r.query()).and_then(|q| q.strip_prefix("topics=")).map(str::to_owned);
+        for topic in topics.iter().flat_map(|t| t.split(',')) {
+            assert!(ws.subscribe(topic));
+        }
+        while let Ok(Some(_)) = ws.recv().await {}
+    }));
+    format!("ws://{addr}/")
+}
+
+async fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A client that completes the handshake and then never reads or answers
+/// (a frozen process, seen from the server), with a small receive buffer.
+async fn stalled_client(url: &str) -> tokio::net::TcpStream {
+    let addr: std::net::SocketAddr = url.trim_start_matches("ws://").trim_end_matches('/').parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(addr).await.unwrap();
+    let request = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 512];
+    let n = tcp.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 101"));
+    tcp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_is_exact_under_churn_and_ends_at_zero() {
+    const CLIENTS: usize = 999;
+    let hub = Hub::default();
+    // Count joins and leaves as they happen (the channel keeps 1,024).
+    let counts = Arc::new(Mutex::new((0usize, 0usize)));
+    let mut events = hub.events();
+    let counter = counts.clone();
+    tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            let mut counts = counter.lock().unwrap();
+            match event {
+                HubEvent::Joined(_) => counts.0 += 1,
+                HubEvent::Left(_) => counts.1 += 1,
+            }
+        }
+    });
+    let keepalive =
+        Config::default().with_keepalive(Some(Duration::from_millis(300)), Some(Duration::from_millis(300)));
+    let url = hub_server(hub.clone(), keepalive).await;
+    let client = ClientConfig::default().keepalive(None, None);
+    let mut clean = Vec::new();
+    let mut abrupt = Vec::new();
+    for _ in 0..CLIENTS / 3 {
+        clean.push(tether::connect_with(&url, &client).await.unwrap());
+        abrupt.push(tether::connect_with(&url, &client).await.unwrap());
+    }
+    let mut frozen = Vec::new();
+    for _ in 0..CLIENTS / 3 {
+        frozen.push(stalled_client(&url).await);
+    }
+    wait_for("all registered", Duration::from_secs(10), || hub.count() == CLIENTS).await;
+    let listed = hub.list();
+    assert_eq!(listed.len(), CLIENTS);
+    assert!(listed.iter().all(|info| info.path == "/" && info.peer.is_some_and(|p| p.ip().is_loopback())));
+
+    for mut ws in clean {
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+    }
+    wait_for("clean closes to leave", Duration::from_secs(10), || hub.count() == CLIENTS * 2 / 3).await;
+    drop(abrupt); // sockets dropped without a close frame
+    wait_for("abrupt drops to leave", Duration::from_secs(10), || hub.count() == CLIENTS / 3).await;
+    // The frozen ones never answer the server's pings: dropped by keepalive.
+    let started = Instant::now();
+    wait_for("keepalive to drop the frozen", Duration::from_secs(10), || hub.count() == 0).await;
+    println!("{} frozen clients dropped by keepalive in {:?}", CLIENTS / 3, started.elapsed());
+    drop(frozen);
+
+    wait_for("every event", Duration::from_secs(5), || *counts.lock().unwrap() == (CLIENTS, CLIENTS)).await;
+}
+
+/// Reads every message of a fast subscriber into `log`.
+fn record(mut ws: WebSocket, log: Arc<Mutex<Vec<u32>>>) {
+    tokio::spawn(async move {
+        while let Ok(Some(message)) = ws.recv().await {
+            let sequence = u32::from_be_bytes(message.as_bytes()[..4].try_into().unwrap());
+            log.lock().unwrap().push(sequence);
+        }
+    });
+}
+
+async fn broadcast_with_slow_subscribers(overflow: Overflow) -> (Hub, Vec<Arc<Mutex<Vec<u32>>>>, u32) {
+    // The issue's proof at full size: 10 of 1,000 subscribers stop reading.
+    const FAST: usize = 990;
+    const SLOW: usize = 10;
+    const MESSAGES: u32 = 500;
+    let hub = Hub::new({
+        let mut config = HubConfig::default();
+        config.max_buffered = 64 << 10;
+        config.overflow = overflow;
+        config
+    });
+    let url = hub_server(hub.clone(), Config::default().with_keepalive(None, None)).await;
+    let mut logs = Vec::new();
+    for _ in 0..FAST {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        record(tether::connect(&url).await.unwrap(), log.clone());
+        logs.push(log);
+    }
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        slow.push(stalled_client(&url).await);
+    }
+    wait_for("all registered", Duration::from_secs(10), || hub.count() == FAST + SLOW).await;
+    // Published as fast as the fast subscribers take them: in rounds of 100.
+    let mut payload = vec![0u8; 512];
+    for sequence in 0..MESSAGES {
+        payload[..4].copy_from_slice(&sequence.to_be_bytes());
+        hub.broadcast(&Message::from(payload.clone()));
+        if sequence % 100 == 99 {
+            let done = sequence as usize + 1;
+            wait_for("the fast ones", Duration::from_secs(20), || {
+                logs.iter().all(|log| log.lock().unwrap().len() >= done)
+            })
+            .await;
+        }
+    }
+    drop(slow);
+    (hub, logs, MESSAGES)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_subscribers_get_every_broadcast_once_in_order_while_slow_ones_are_bounded() {
+    let (hub, logs, messages) = broadcast_with_slow_subscribers(Overflow::DropOldest).await;
+    let expected: Vec<u32> = (0..messages).collect();
+    for log in &logs {
+        assert_eq!(*log.lock().unwrap(), expected, "exactly once, in order");
+    }
+    let dropped = hub.dropped();
+    println!("slow subscribers: {dropped} messages dropped (oldest first)");
+    assert!(dropped > 0, "the stalled subscribers overflowed");
+    for info in hub.list() {
+        assert!(hub.buffered(info.id).unwrap_or(0) <= 64 << 10, "a mailbox over its bound");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_close_policy_drops_slow_subscribers_and_spares_the_rest() {
+    let (hub, logs, messages) = broadcast_with_slow_subscribers(Overflow::Close(CloseCode(1013))).await;
+    for log in &logs {
+        assert_eq!(log.lock().unwrap().len(), messages as usize);
+    }
+    wait_for("the slow ones to leave", Duration::from_secs(20), || hub.count() == logs.len()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_reach_their_subscribers_only() {
+    let hub = Hub::default();
+    let url = hub_server(hub.clone(), Config::default()).await;
+    let mut news = tether::connect(&format!("{url}?topics=news")).await.unwrap();
+    let mut both = tether::connect(&format!("{url}?topics=news,sport")).await.unwrap();
+    let mut sport = tether::connect(&format!("{url}?topics=sport")).await.unwrap();
+    wait_for("subscriptions", Duration::from_secs(5), || {
+        hub.list().iter().filter(|c| !c.topics.is_empty()).count() == 3
+    })
+    .await;
+    assert_eq!(hub.publish("news", &Message::from("headline")).queued, 2);
+    assert_eq!(hub.publish("sport", &Message::from("score")).queued, 2);
+    assert_eq!(hub.publish("weather", &Message::from("rain")).queued, 0);
+    assert_eq!(news.recv().await.unwrap(), Some(Message::from("headline")));
+    assert_eq!(both.recv().await.unwrap(), Some(Message::from("headline")));
+    assert_eq!(both.recv().await.unwrap(), Some(Message::from("score")));
+    assert_eq!(sport.recv().await.unwrap(), Some(Message::from("score")));
+    let quiet = tokio::time::timeout(Duration::from_millis(200), news.recv()).await;
+    assert!(quiet.is_err(), "news got sport: {quiet:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_all_sends_1001_to_everyone_and_the_registry_empties() {
+    let hub = Hub::default();
+    let url = hub_server(hub.clone(), Config::default()).await;
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        clients.push(tether::connect(&url).await.unwrap());
+    }
+    wait_for("all registered", Duration::from_secs(5), || hub.count() == 50).await;
+    hub.close_all(CloseCode::GOING_AWAY, "server shutting down");
+    for ws in &mut clients {
+        assert_eq!(ws.recv().await.unwrap(), None);
+        let frame = ws.close_frame().unwrap();
+        assert_eq!((frame.code, frame.reason.as_str()), (CloseCode::GOING_AWAY, "server shutting down"));
+    }
+    assert!(hub.wait_empty(Duration::from_secs(5)).await);
+}
