@@ -7,6 +7,7 @@
 //!   latency (seed 001's load generator).
 
 mod bench;
+mod topics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,8 +53,11 @@ struct ServeArgs {
     #[arg(long)]
     no_compression: bool,
     /// Send every message a client sends to every connected client (instead of echoing it).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "topics")]
     broadcast: bool,
+    /// Topics: clients subscribe and publish with JSON messages (see `tether-cli/src/topics.rs`).
+    #[arg(long)]
+    topics: bool,
     /// Seconds to wait for clients' close handshakes at shutdown (SIGINT, SIGTERM).
     #[arg(long, default_value_t = 10.0)]
     close_timeout: f64,
@@ -115,9 +119,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server =
         Server::bind(args.listen, config).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = server.local_addr()?;
-    let role = if args.broadcast { "broadcast" } else { "echo" };
+    let role = match (args.broadcast, args.topics) {
+        (true, _) => "broadcast",
+        (_, true) => "topics",
+        _ => "echo",
+    };
     eprintln!("tether: {role} server listening on {scheme}://{addr}/");
-    let serving = if args.broadcast { tokio::spawn(server.serve(broadcast)) } else { tokio::spawn(server.serve(echo)) };
+    let serving = match role {
+        "broadcast" => tokio::spawn(server.serve(broadcast)),
+        "topics" => tokio::spawn(server.serve(topics::handler)),
+        _ => tokio::spawn(server.serve(echo)),
+    };
     tokio::select! {
         result = serving => result??,
         () = shutdown_signal() => {

@@ -222,3 +222,27 @@ fn broadcast_sends_each_message_to_every_client() {
     assert_eq!(stdout, "< to everyone\n", "the sender gets it too");
     assert_eq!(heard.recv_timeout(Duration::from_secs(10)).unwrap(), "< to everyone\n", "and the other client");
 }
+
+#[test]
+fn topics_subscribe_and_publish_with_json() {
+    let (_server, url) = serve(&["--topics"]);
+    let mut subscriber = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["connect", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = subscriber.stdin.take().unwrap();
+    let mut lines = BufReader::new(subscriber.stdout.take().unwrap()).lines();
+    let _subscriber = Running(subscriber);
+    writeln!(input, r#"{{"op":"subscribe","topic":"room1"}}"#).unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), r#"< {"op":"subscribed","topic":"room1"}"#);
+    // Another client publishes to room1 and room2; only room1 arrives.
+    let (stdout, _) = connect(
+        &url,
+        "{\"op\":\"publish\",\"topic\":\"room2\",\"data\":\"no\"}\n{\"op\":\"publish\",\"topic\":\"room1\",\"data\":{\"text\":\"hi\"}}\nnonsense\n",
+    );
+    assert!(stdout.contains(r#""op":"error""#), "bad input is answered: {stdout}");
+    assert_eq!(lines.next().unwrap().unwrap(), r#"< {"data":{"text":"hi"},"topic":"room1"}"#);
+}

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tether_proto::handshake::{accept_request, Accepted, HeadReader, Rejection, Request, ServerHandshakeConfig};
 use tether_proto::time::{Deadline, Timeout};
-use tether_proto::{Config, Connection, HandshakeLimits, Role};
+use tether_proto::{CloseCode, Config, Connection, HandshakeLimits, Role};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
@@ -227,6 +227,35 @@ impl Server {
         F: Future<Output = ()> + Send + 'static,
     {
         self.accept_loop(move |socket| Some(handler(socket))).await
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully: stops
+    /// accepting, asks every connection to close with 1001 "server shutting
+    /// down", and waits for their close handshakes, at most the close
+    /// timeout (plus a moment). Needs a [`hub`](ServerConfig::hub) to reach
+    /// the connections; without one they are left to their handlers.
+    ///
+    /// Returns whether every connection closed in time.
+    ///
+    /// # Errors
+    /// As [`serve`](Self::serve).
+    pub async fn serve_until<H, F, S>(self, handler: H, shutdown: S) -> io::Result<bool>
+    where
+        H: Fn(WebSocket) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+        S: Future<Output = ()>,
+    {
+        let hub = self.shared.config.hub.clone();
+        let close_timeout = self.shared.config.protocol.close_timeout;
+        tokio::select! {
+            result = self.serve(handler) => result.map(|()| true),
+            () = shutdown => {
+                // The listener is dropped with the `serve` future: no new connections.
+                let Some(hub) = hub else { return Ok(true) };
+                hub.close_all(CloseCode::GOING_AWAY, "server shutting down");
+                Ok(hub.wait_empty(close_timeout + Duration::from_millis(500)).await)
+            }
+        }
     }
 
     /// Accepts connections forever, each path served by its route's

@@ -218,3 +218,41 @@ async fn close_all_sends_1001_to_everyone_and_the_registry_empties() {
     }
     assert!(hub.wait_empty(Duration::from_secs(5)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_until_stops_accepting_closes_everyone_with_1001_and_returns() {
+    let hub = Hub::default();
+    let mut config = ServerConfig::default();
+    config.hub = Some(hub.clone());
+    let server = Server::bind("127.0.0.1:0", config).await.unwrap();
+    let url = format!("ws://{}/", server.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve_until(
+        |mut ws: WebSocket| async move { while let Ok(Some(_)) = ws.recv().await {} },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(tether::connect(&url).await.unwrap());
+    }
+    wait_for("all registered", Duration::from_secs(5), || hub.count() == 20).await;
+    let started = Instant::now();
+    stop.send(()).unwrap();
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let _ = ws.recv().await;
+                ws.close_frame().map(|frame| frame.code)
+            })
+        })
+        .collect();
+    assert!(serving.await.unwrap().unwrap(), "every connection closed in time");
+    println!("graceful shutdown of 20 connections in {:?}", started.elapsed());
+    for reader in readers {
+        assert_eq!(reader.await.unwrap(), Some(CloseCode::GOING_AWAY));
+    }
+    assert!(tether::connect(&url).await.is_err(), "no longer accepting");
+}
