@@ -58,6 +58,9 @@ struct ServeArgs {
     /// Topics: clients subscribe and publish with JSON messages (see `tether-cli/src/topics.rs`).
     #[arg(long)]
     topics: bool,
+    /// Serve Prometheus metrics at /metrics on the same port.
+    #[arg(long)]
+    metrics: bool,
     /// Seconds to wait for clients' close handshakes at shutdown (SIGINT, SIGTERM).
     #[arg(long, default_value_t = 10.0)]
     close_timeout: f64,
@@ -116,6 +119,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.protocol = config.protocol.with_close_timeout(close_timeout);
     let hub = tether::Hub::default();
     config.hub = Some(hub.clone());
+    if args.metrics {
+        config.metrics = Some(tether::metrics::Metrics::new().with_hub(hub.clone()));
+    }
     let server =
         Server::bind(args.listen, config).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = server.local_addr()?;

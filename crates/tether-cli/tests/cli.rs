@@ -246,3 +246,17 @@ fn topics_subscribe_and_publish_with_json() {
     assert!(stdout.contains(r#""op":"error""#), "bad input is answered: {stdout}");
     assert_eq!(lines.next().unwrap().unwrap(), r#"< {"data":{"text":"hi"},"topic":"room1"}"#);
 }
+
+#[test]
+fn serve_metrics_answers_prometheus_text_on_the_same_port() {
+    let (_server, url) = serve(&["--metrics"]);
+    let (stdout, _) = connect(&url, "counted\n");
+    assert_eq!(stdout, "< counted\n");
+    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("tether_messages_received_total 1\n"), "{answer}");
+    assert!(answer.contains("tether_connections_closed_total{code=\"1000\"} 1\n"), "{answer}");
+}

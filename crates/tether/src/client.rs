@@ -212,6 +212,7 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
         socket,
         state: None,
         registration: None,
+        metrics: None,
     };
     Ok(WebSocket::new(stream, connection, info, &leftover))
 }

@@ -22,6 +22,7 @@
 //! - [`blocking`]: the same client without an async runtime (`create_connection`).
 //! - [`app`]: [`App`], callbacks, `run_forever`, reconnection ([`reconnect`] decides what is retried).
 //! - [`heartbeat`]: an application-level heartbeat (JSON ping/pong messages).
+//! - [`metrics`]: Prometheus metrics at `/metrics`.
 //! - [`hub`]: the server's registry, broadcast and topics with bounded mailboxes.
 //! - [`proxy`]: HTTP and SOCKS5 proxies.
 //! - [`server`]: `serve`, [`Server`], [`ServerConfig`], [`Routes`], `accept`.
@@ -40,6 +41,7 @@ mod handshake;
 pub mod heartbeat;
 pub mod hub;
 mod kernel;
+pub mod metrics;
 pub mod proxy;
 pub mod reconnect;
 pub mod server;

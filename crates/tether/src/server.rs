@@ -69,6 +69,9 @@ pub struct ServerConfig {
     /// lower it to bound what a slow client can hold in the kernel, so
     /// the hub's overflow policy takes over sooner. Linux doubles the value.
     pub send_buffer: Option<usize>,
+    /// Keep [`Metrics`](crate::metrics::Metrics) and serve them at
+    /// `/metrics` (Prometheus text) on the same port. Default: none.
+    pub metrics: Option<crate::metrics::Metrics>,
     /// The registry every connection joins: broadcast, topics, closing
     /// everyone at shutdown ([`Hub`](crate::hub::Hub)). Default: none.
     pub hub: Option<Hub>,
@@ -90,6 +93,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("http", &self.http.is_some())
             .field("hub", &self.hub)
             .field("send_buffer", &self.send_buffer)
+            .field("metrics", &self.metrics.is_some())
             .finish()
     }
 }
@@ -110,6 +114,7 @@ impl Default for ServerConfig {
             http: None,
             hub: None,
             send_buffer: None,
+            metrics: None,
         }
     }
 }
@@ -438,6 +443,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         responder: config.heartbeat_responder.clone(),
         socket,
         state: acceptance.state,
+        metrics: config.metrics.clone().map(crate::metrics::Tracked::new),
         registration: config.hub.as_ref().map(|hub| {
             let (id, mailbox) = hub.join(Some(peer), request_path);
             Registration { hub: hub.clone(), id, mailbox }
@@ -455,6 +461,9 @@ fn admit(
 ) -> std::result::Result<(Accepted, Acceptance), Rejection> {
     let config = &shared.config;
     if !is_upgrade(request) {
+        if let (Some(metrics), "/metrics") = (&config.metrics, request.path()) {
+            return Err(Rejection::new(200, metrics.render().trim_end()));
+        }
         if let Some(answer) = config.http.as_ref().and_then(|http| http(request)) {
             return Err(answer.0);
         }

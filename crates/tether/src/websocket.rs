@@ -65,6 +65,8 @@ pub(crate) struct ConnectionInfo {
     pub(crate) state: Option<crate::admission::State>,
     /// Membership in the server's hub: its mailbox of broadcasts.
     pub(crate) registration: Option<crate::hub::Registration>,
+    /// The server's metrics, if it keeps them.
+    pub(crate) metrics: Option<crate::metrics::Tracked>,
 }
 
 /// The other side's half of the opening handshake.
@@ -312,7 +314,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         let _ = self.connection.send(&reply);
                         continue;
                     }
+                    if let Some(tracked) = &self.info.metrics {
+                        tracked.metrics.message_in(message.len());
+                    }
                     return Poll::Ready(Ok(Some(Event::Message(message))));
+                }
+                Some(event @ Event::Pong(_)) => {
+                    if let Some(tracked) = &mut self.info.metrics {
+                        tracked.round_trip(self.connection.round_trip().map(|rtt| rtt.last));
+                    }
+                    if all {
+                        return Poll::Ready(Ok(Some(event)));
+                    }
                 }
                 Some(event) if all => return Poll::Ready(Ok(Some(event))),
                 Some(_) => continue,
@@ -386,6 +399,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     fn finish(&mut self) {
         self.phase = Phase::Done;
         self.info.registration = None;
+        if self.info.metrics.is_some() {
+            // The peer's code if it sent one, else ours, else 1006.
+            let code = self.close_frame().or(self.connection.close_sent()).map_or(1006, |frame| frame.code.0);
+            if let Some(tracked) = &mut self.info.metrics {
+                tracked.ended(code);
+            }
+        }
     }
 
     /// Moves what the hub queued for this connection into the core's
@@ -400,7 +420,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         let (frames, close) = registration.mailbox.take(room, cx.waker());
         for frame in &frames {
             // Fails only once closing: the frames are moot then.
-            let _ = self.connection.send_prepared(frame);
+            if self.connection.send_prepared(frame).is_ok() {
+                if let Some(tracked) = &self.info.metrics {
+                    tracked.metrics.message_out(frame.len());
+                }
+            }
         }
         if let Some(frame) = close {
             let _ = self.connection.close(frame.code, &frame.reason);
@@ -477,7 +501,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     pub(crate) fn queue(&mut self, message: &Message, compress: bool) -> Result<()> {
-        self.connection.send_with(message, compress).map_err(|error| self.usage_error(error))
+        self.connection.send_with(message, compress).map_err(|error| self.usage_error(error))?;
+        if let Some(tracked) = &self.info.metrics {
+            tracked.metrics.message_out(message.len());
+        }
+        Ok(())
     }
 
     fn usage_error(&self, error: UsageError) -> Error {

@@ -256,3 +256,68 @@ async fn serve_until_stops_accepting_closes_everyone_with_1001_and_returns() {
     }
     assert!(tether::connect(&url).await.is_err(), "no longer accepting");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_connections_messages_and_round_trips_in_prometheus_text() {
+    let hub = Hub::default();
+    let metrics = tether::metrics::Metrics::new().with_hub(hub.clone());
+    let mut config = ServerConfig::default();
+    config.hub = Some(hub.clone());
+    config.metrics = Some(metrics);
+    config.protocol = Config::default().with_keepalive(Some(Duration::from_millis(50)), Some(Duration::from_secs(2)));
+    let server = Server::bind("127.0.0.1:0", config).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.serve(|mut ws: WebSocket| async move {
+        while let Ok(Some(message)) = ws.recv().await {
+            if ws.send(message).await.is_err() {
+                break;
+            }
+        }
+    }));
+    let url = format!("ws://{addr}/");
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut ws = tether::connect(&url).await.unwrap();
+        for text in ["one", "two!"] {
+            ws.send(text).await.unwrap();
+            assert_eq!(ws.recv().await.unwrap(), Some(Message::from(text)));
+        }
+        clients.push(ws);
+    }
+    // Keep one reading (so pongs are answered and timed), close one, drop one.
+    let mut kept = clients.pop().unwrap();
+    let reader = tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_millis(300), kept.recv()).await;
+        kept
+    });
+    clients.pop().unwrap().close(CloseCode::NORMAL, "").await.unwrap();
+    drop(clients.pop());
+    wait_for("two gone", Duration::from_secs(5), || hub.count() == 1).await;
+    let _kept = reader.await.unwrap();
+
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    println!("{answer}");
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    for line in [
+        "tether_connections_opened_total 3",
+        "tether_connections_open 1",
+        "tether_connections_closed_total{code=\"1000\"} 1",
+        "tether_connections_closed_total{code=\"1006\"} 1",
+        "tether_messages_received_total 6",
+        "tether_messages_sent_total 6",
+        "tether_received_bytes_total 21",
+        "tether_hub_clients 1",
+        "# TYPE tether_keepalive_rtt_seconds histogram",
+    ] {
+        assert!(answer.contains(&format!("{line}\n")), "{line:?} missing");
+    }
+    let count: u64 = answer
+        .lines()
+        .find_map(|line| line.strip_prefix("tether_keepalive_rtt_seconds_count "))
+        .and_then(|value| value.parse().ok())
+        .unwrap();
+    assert!(count > 0, "pongs were timed");
+}
