@@ -58,6 +58,9 @@ struct ServeArgs {
     /// Topics: clients subscribe and publish with JSON messages (see `tether-cli/src/topics.rs`).
     #[arg(long)]
     topics: bool,
+    /// Fan broadcasts and topics out to every server using this Redis (redis://host:port).
+    #[arg(long)]
+    redis: Option<String>,
     /// Serve Prometheus metrics at /metrics on the same port.
     #[arg(long)]
     metrics: bool,
@@ -90,7 +93,13 @@ fn main() -> anyhow::Result<()> {
         // TETHER_TRACE=1: the handshake and every frame, whatever TETHER_LOG says.
         filter = filter.add_directive("tether::trace=info".parse()?);
     }
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init().ok();
+    // A closed stderr (its reader gone) must not make a log line panic a task.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false)
+        .try_init()
+        .ok();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -117,7 +126,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let close_timeout = Duration::from_secs_f64(args.close_timeout);
     config.protocol = config.protocol.with_close_timeout(close_timeout);
-    let hub = tether::Hub::default();
+    let hub = match &args.redis {
+        Some(url) => tether::Hub::with_redis(tether::hub::HubConfig::default(), url)?,
+        None => tether::Hub::default(),
+    };
     config.hub = Some(hub.clone());
     if args.metrics {
         config.metrics = Some(tether::metrics::Metrics::new().with_hub(hub.clone()));

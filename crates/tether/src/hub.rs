@@ -211,6 +211,8 @@ struct Entry {
 
 struct Inner {
     config: HubConfig,
+    /// Fan-out through Redis, if configured.
+    redis: std::sync::OnceLock<crate::redis::Bridge>,
     clients: RwLock<HashMap<ClientId, Entry>>,
     topics: RwLock<HashMap<String, HashSet<ClientId>>>,
     next_id: AtomicU64,
@@ -245,6 +247,7 @@ impl Hub {
         Hub {
             inner: Arc::new(Inner {
                 config,
+                redis: std::sync::OnceLock::new(),
                 clients: RwLock::default(),
                 topics: RwLock::default(),
                 next_id: AtomicU64::new(1),
@@ -252,6 +255,35 @@ impl Hub {
                 events,
             }),
         }
+    }
+
+    /// A hub whose broadcasts and publications go through Redis pub/sub
+    /// to every process using the same Redis (see [`redis`](crate::redis)).
+    /// Must be called inside a tokio runtime: it starts the connections.
+    ///
+    /// # Errors
+    /// `url` is not a `redis://host[:port]` URL. Redis being away is not an
+    /// error: the hub serves local clients and keeps trying.
+    pub fn with_redis(config: HubConfig, url: &str) -> std::io::Result<Hub> {
+        let hub = Hub::new(config);
+        let weak = Arc::downgrade(&hub.inner);
+        let bridge = crate::redis::Bridge::start(url, move |target, message| {
+            if let Some(inner) = weak.upgrade() {
+                let hub = Hub { inner };
+                match target {
+                    crate::redis::Target::All => hub.broadcast_local(&message),
+                    crate::redis::Target::Topic(topic) => hub.publish_local(&topic, &message),
+                };
+            }
+        })?;
+        let _ = hub.inner.redis.set(bridge);
+        Ok(hub)
+    }
+
+    /// The Redis bridge's state, if the hub has one.
+    #[must_use]
+    pub fn redis(&self) -> Option<&crate::redis::RedisStatus> {
+        self.inner.redis.get().map(|bridge| &*bridge.status)
     }
 
     fn clients(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ClientId, Entry>> {
@@ -357,15 +389,37 @@ impl Hub {
         }
     }
 
-    /// Sends `message` to every connected client, framed once.
+    /// Sends `message` to every connected client, framed once. With
+    /// Redis, to every client of every process: the local delivery then
+    /// happens when the message comes back from Redis, and the returned
+    /// `Delivery` is empty.
     pub fn broadcast(&self, message: &Message) -> Delivery {
+        if let Some(bridge) = self.inner.redis.get() {
+            if bridge.publish(crate::redis::Target::All, message) {
+                return Delivery::default();
+            }
+        }
+        self.broadcast_local(message)
+    }
+
+    fn broadcast_local(&self, message: &Message) -> Delivery {
         let prepared = PreparedMessage::new(message);
         let clients = self.clients();
         self.deliver(clients.values().map(|entry| &entry.mailbox), &prepared)
     }
 
-    /// Sends `message` to every subscriber of `topic`, framed once.
+    /// Sends `message` to every subscriber of `topic`, framed once (with
+    /// Redis, on every process, as [`broadcast`](Self::broadcast)).
     pub fn publish(&self, topic: &str, message: &Message) -> Delivery {
+        if let Some(bridge) = self.inner.redis.get() {
+            if bridge.publish(crate::redis::Target::Topic(topic.to_owned()), message) {
+                return Delivery::default();
+            }
+        }
+        self.publish_local(topic, message)
+    }
+
+    fn publish_local(&self, topic: &str, message: &Message) -> Delivery {
         let prepared = PreparedMessage::new(message);
         let clients = self.clients();
         let topics = self.inner.topics.read().unwrap_or_else(PoisonError::into_inner);

@@ -23,6 +23,7 @@
 //! - [`app`]: [`App`], callbacks, `run_forever`, reconnection ([`reconnect`] decides what is retried).
 //! - [`heartbeat`]: an application-level heartbeat (JSON ping/pong messages).
 //! - [`metrics`]: Prometheus metrics at `/metrics`.
+//! - [`redis`]: fan-out across processes through Redis pub/sub.
 //! - [`hub`]: the server's registry, broadcast and topics with bounded mailboxes.
 //! - [`proxy`]: HTTP and SOCKS5 proxies.
 //! - [`server`]: `serve`, [`Server`], [`ServerConfig`], [`Routes`], `accept`.
@@ -44,6 +45,7 @@ mod kernel;
 pub mod metrics;
 pub mod proxy;
 pub mod reconnect;
+pub mod redis;
 pub mod server;
 mod split;
 mod stream;

@@ -165,6 +165,39 @@ impl Metrics {
                 "Messages dropped by the overflow policy.",
                 vec![(String::new(), hub.dropped())],
             );
+            if let Some(redis) = hub.redis() {
+                let one = |value: u64| vec![(String::new(), value)];
+                metric(
+                    "tether_redis_up",
+                    "gauge",
+                    "Whether the Redis fan-out is connected.",
+                    one(u64::from(redis.is_up())),
+                );
+                metric(
+                    "tether_redis_outages_total",
+                    "counter",
+                    "Times the Redis connection was lost.",
+                    one(redis.outages()),
+                );
+                metric(
+                    "tether_redis_published_total",
+                    "counter",
+                    "Messages published to Redis.",
+                    one(redis.published()),
+                );
+                metric(
+                    "tether_redis_received_total",
+                    "counter",
+                    "Messages received from Redis.",
+                    one(redis.received()),
+                );
+                metric(
+                    "tether_redis_local_only_total",
+                    "counter",
+                    "Messages published while Redis was away: delivered to this process only.",
+                    one(redis.local_only()),
+                );
+            }
         }
         let _ = writeln!(out, "# HELP tether_keepalive_rtt_seconds Keepalive ping round-trip time.");
         let _ = writeln!(out, "# TYPE tether_keepalive_rtt_seconds histogram");

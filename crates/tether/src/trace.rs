@@ -56,6 +56,7 @@ fn install_stderr_subscriber() {
         .with_env_filter(tracing_subscriber::EnvFilter::new("tether::trace=info"))
         .with_writer(std::io::stderr)
         .with_target(false)
+        .log_internal_errors(false)
         .try_init();
 }
 

@@ -1,0 +1,155 @@
+//! Fan-out across server processes through a real `redis-server`: three
+//! `tether serve --topics --redis …` processes; a message published on A
+//! reaches the subscribers on A, B and C once each. Redis killed while
+//! clients are connected: no crash, local clients still served, the loss
+//! reported; Redis back: fan-out resumes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tether::{CloseCode, Message, WebSocket};
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_redis(port: u16) -> Running {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (installed by scripts/install-deps.sh)");
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Running(child)
+}
+
+/// `tether serve --topics --metrics --redis …` on a free port; its URL.
+fn start_tether(redis_port: u16) -> (Running, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--topics", "--metrics", "--redis"])
+        .arg(format!("redis://127.0.0.1:{redis_port}"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|word| word.starts_with("ws://")).expect(&line).to_owned();
+    (Running(child), url)
+}
+
+fn metric(url: &str, name: &str) -> Option<u64> {
+    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
+    let mut tcp = TcpStream::connect(addr).ok()?;
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).ok()?;
+    answer.lines().find_map(|line| line.strip_prefix(&format!("{name} "))).and_then(|value| value.parse().ok())
+}
+
+async fn wait_metric(url: &str, name: &str, value: u64) {
+    let started = Instant::now();
+    while metric(url, name) != Some(value) {
+        if started.elapsed() > Duration::from_secs(15) {
+            let addr = url.trim_start_matches("ws://").trim_end_matches('/');
+            let mut tcp = TcpStream::connect(addr).unwrap();
+            tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            let _ = tcp.read_to_string(&mut answer);
+            panic!("{url}: {name} never became {value}:\n{answer}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn subscriber(url: &str, topic: &str) -> WebSocket {
+    let mut ws = tether::connect(url).await.unwrap();
+    ws.send(format!(r#"{{"op":"subscribe","topic":"{topic}"}}"#)).await.unwrap();
+    let ack = ws.recv().await.unwrap().unwrap();
+    assert!(ack.as_text().unwrap().contains("subscribed"), "{ack:?}");
+    ws
+}
+
+async fn publish(url: &str, topic: &str, text: &str) {
+    let mut ws = tether::connect(url).await.unwrap();
+    ws.send(format!(r#"{{"op":"publish","topic":"{topic}","data":"{text}"}}"#)).await.unwrap();
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+}
+
+/// What a subscriber receives within `window`.
+async fn received(ws: &mut WebSocket, window: Duration) -> Vec<String> {
+    let mut texts = Vec::new();
+    while let Ok(Ok(Some(message))) = tokio::time::timeout(window, ws.recv()).await {
+        texts.push(message.as_text().unwrap_or("").to_owned());
+    }
+    texts
+}
+
+fn publication(topic: &str, text: &str) -> String {
+    Message::from(format!(r#"{{"data":"{text}","topic":"{topic}"}}"#)).as_text().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_reaches_every_process_once_and_survives_a_redis_restart() {
+    let redis_port = free_port();
+    let mut redis = start_redis(redis_port);
+    let servers: Vec<(Running, String)> = (0..3).map(|_| start_tether(redis_port)).collect();
+    let urls: Vec<&str> = servers.iter().map(|(_, url)| url.as_str()).collect();
+    for url in &urls {
+        wait_metric(url, "tether_redis_up", 1).await;
+    }
+    let mut subscribers = Vec::new();
+    for url in &urls {
+        subscribers.push(subscriber(url, "room").await);
+    }
+    publish(urls[0], "room", "hello everyone").await;
+    for (index, ws) in subscribers.iter_mut().enumerate() {
+        let texts = received(ws, Duration::from_millis(500)).await;
+        assert_eq!(texts, [publication("room", "hello everyone")], "server {index}: once, from Redis");
+    }
+
+    // Redis dies: every process keeps serving its own clients.
+    drop(redis);
+    for url in &urls {
+        wait_metric(url, "tether_redis_up", 0).await;
+    }
+    publish(urls[1], "room", "during the outage").await;
+    let during: Vec<Vec<String>> = {
+        let mut all = Vec::new();
+        for ws in &mut subscribers {
+            all.push(received(ws, Duration::from_millis(300)).await);
+        }
+        all
+    };
+    assert_eq!(during[1], [publication("room", "during the outage")], "local clients still served");
+    assert!(during[0].is_empty() && during[2].is_empty(), "no fan-out without Redis: {during:?}");
+    assert_eq!(metric(urls[1], "tether_redis_local_only_total"), Some(1), "and it says so");
+    assert!(metric(urls[0], "tether_redis_outages_total").unwrap() >= 1);
+
+    // Redis is back: fan-out resumes.
+    redis = start_redis(redis_port);
+    for url in &urls {
+        wait_metric(url, "tether_redis_up", 1).await;
+    }
+    publish(urls[2], "room", "back again").await;
+    for (index, ws) in subscribers.iter_mut().enumerate() {
+        let texts = received(ws, Duration::from_millis(500)).await;
+        assert_eq!(texts, [publication("room", "back again")], "server {index}");
+    }
+    drop(redis);
+}
