@@ -58,6 +58,12 @@ struct ServeArgs {
     /// Topics: clients subscribe and publish with JSON messages (see `tether-cli/src/topics.rs`).
     #[arg(long)]
     topics: bool,
+    /// Serve a small chat page at / (on top of --topics, which it implies).
+    #[arg(long)]
+    demo: bool,
+    /// Serve the files under DIR over plain HTTP on the same port.
+    #[arg(long = "static", value_name = "DIR")]
+    static_dir: Option<PathBuf>,
     /// Fan broadcasts and topics out to every server using this Redis (redis://host:port).
     #[arg(long)]
     redis: Option<String>,
@@ -134,10 +140,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.metrics {
         config.metrics = Some(tether::metrics::Metrics::new().with_hub(hub.clone()));
     }
+    config.http = http_handler(args.demo, args.static_dir.clone());
     let server =
         Server::bind(args.listen, config).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = server.local_addr()?;
-    let role = match (args.broadcast, args.topics) {
+    let role = match (args.broadcast, args.topics || args.demo) {
         (true, _) => "broadcast",
         (_, true) => "topics",
         _ => "echo",
@@ -162,6 +169,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Plain HTTP on the server's port: the demo page at `/` (and `/demo`),
+/// then the static files, if asked for.
+fn http_handler(demo: bool, static_dir: Option<PathBuf>) -> Option<tether::admission::HttpHandler> {
+    use tether::admission::{static_files, HttpResponse};
+    if !demo && static_dir.is_none() {
+        return None;
+    }
+    let files = static_dir.map(static_files);
+    Some(std::sync::Arc::new(move |request: &tether::proto::handshake::Request| {
+        if demo && matches!(request.path(), "/" | "/demo") {
+            return Some(HttpResponse::new(200, "text/html; charset=utf-8", include_str!("demo.html")));
+        }
+        files.as_ref().and_then(|files| files(request))
+    }))
 }
 
 /// A line on stderr that cannot fail: a server whose stderr was closed

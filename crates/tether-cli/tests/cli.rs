@@ -260,3 +260,44 @@ fn serve_metrics_answers_prometheus_text_on_the_same_port() {
     assert!(answer.contains("tether_messages_received_total 1\n"), "{answer}");
     assert!(answer.contains("tether_connections_closed_total{code=\"1000\"} 1\n"), "{answer}");
 }
+
+#[test]
+fn the_demo_chat_works_between_two_chromium_pages_and_is_photographed() {
+    let (_server, url) = serve(&["--demo"]);
+    let page = url.replace("ws://", "http://");
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo-chat.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let mut command = tether_test_support::python_peer("chromium_demo.py");
+    command.arg(&page).arg("--screenshot").arg(&screenshot).arg("--chromium").arg(tether_test_support::chromium());
+    let output = tether_test_support::run_client(command, Duration::from_secs(90)).unwrap();
+    assert!(output.stdout.starts_with("OK"), "{}\n{}", output.stdout, output.stderr);
+    let png = std::fs::read(&screenshot).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000, "a real screenshot");
+    println!("screenshot: {}", screenshot.display());
+}
+
+#[test]
+fn static_files_are_served_on_the_same_port_without_escaping_the_directory() {
+    let dir = tether_test_support::unique_temp_dir("tether-static");
+    std::fs::write(dir.join("index.html"), "<h1>home</h1>").unwrap();
+    std::fs::write(dir.join("app.js"), "let x = 1;").unwrap();
+    let (_server, url) = serve(&["--static", dir.to_str().unwrap()]);
+    let addr = url.trim_start_matches("ws://").trim_end_matches('/').to_owned();
+    let get = |path: &str| {
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        write!(tcp, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let home = get("/");
+    assert!(
+        home.starts_with("HTTP/1.1 200 OK") && home.contains("text/html") && home.ends_with("<h1>home</h1>"),
+        "{home}"
+    );
+    assert!(get("/app.js").contains("text/javascript"));
+    assert!(get("/missing.txt").starts_with("HTTP/1.1 404"));
+    assert!(get("/../etc/passwd").starts_with("HTTP/1.1 404"), "no escaping the directory");
+    let (stdout, _) = connect(&url, "still a websocket\n");
+    assert_eq!(stdout, "< still a websocket\n");
+}

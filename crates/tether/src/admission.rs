@@ -157,8 +157,48 @@ impl From<Refusal> for Admission {
 /// the route and origin checks, before the `101` is sent.
 pub type Hook = Arc<dyn Fn(&Handshake<'_>) -> Admission + Send + Sync>;
 
-/// An answer to a plain HTTP request (no upgrade) on the WebSocket port.
-pub type HttpHandler = Arc<dyn Fn(&Request) -> Option<Refusal> + Send + Sync>;
+/// An answer to a plain HTTP request on the WebSocket port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The status, e.g. 200.
+    pub status: u16,
+    /// Headers besides `Content-Length` and `Connection: close`.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A response with a body of `content_type`.
+    #[must_use]
+    pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> HttpResponse {
+        HttpResponse { status, headers: vec![("Content-Type".into(), content_type.into())], body: body.into() }
+    }
+
+    /// A plain-text response.
+    #[must_use]
+    pub fn text(status: u16, body: impl Into<String>) -> HttpResponse {
+        HttpResponse::new(status, "text/plain; charset=utf-8", body.into())
+    }
+
+    /// The bytes on the wire; the connection closes after them.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let reason = tether_proto::handshake::reason_phrase(self.status);
+        let mut out = format!("HTTP/1.1 {} {reason}\r\n", self.status);
+        for (name, value) in &self.headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", self.body.len()));
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+}
+
+/// Answers plain HTTP requests (no upgrade) on the WebSocket port;
+/// `None` leaves the request to the WebSocket handshake (426).
+pub type HttpHandler = Arc<dyn Fn(&Request) -> Option<HttpResponse> + Send + Sync>;
 
 /// A plain-HTTP handler answering `GET path` with `200 ok` (a health
 /// check for load balancers) and leaving every other request to the
@@ -166,7 +206,43 @@ pub type HttpHandler = Arc<dyn Fn(&Request) -> Option<Refusal> + Send + Sync>;
 #[must_use]
 pub fn health_check(path: impl Into<String>) -> HttpHandler {
     let path = path.into();
-    Arc::new(move |request: &Request| (request.path() == path).then(|| Refusal::new(200, "ok")))
+    Arc::new(move |request: &Request| (request.path() == path).then(|| HttpResponse::text(200, "ok\n")))
+}
+
+/// A plain-HTTP handler serving the files under `root` (`/` is
+/// `index.html`); paths with `..` are refused, missing files are 404.
+/// Files are read on each request: meant for a demo or a small site.
+#[must_use]
+pub fn static_files(root: impl Into<std::path::PathBuf>) -> HttpHandler {
+    let root = root.into();
+    Arc::new(move |request: &Request| {
+        if request.method != "GET" {
+            return None;
+        }
+        let path = request.path().trim_start_matches('/');
+        let path = if path.is_empty() { "index.html" } else { path };
+        if path.split('/').any(|part| part == ".." || part.starts_with('.')) {
+            return Some(HttpResponse::text(404, "not found\n"));
+        }
+        match std::fs::read(root.join(path)) {
+            Ok(body) => Some(HttpResponse::new(200, content_type(path), body)),
+            Err(_) => Some(HttpResponse::text(404, "not found\n")),
+        }
+    })
+}
+
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit('.').next().unwrap_or_default() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" => "application/json",
+        "png" => "image/png",
+        "svg" => "image/svg+xml",
+        "ico" => "image/x-icon",
+        "txt" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
 }
 
 /// Whether a request asks for a WebSocket (`Upgrade: websocket`).

@@ -17,7 +17,7 @@ use tether_proto::{CloseCode, Config, Connection, HandshakeLimits, Role};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
-use crate::admission::{self, check_origin, is_upgrade, Acceptance, Admission, Hook, HttpHandler};
+use crate::admission::{self, check_origin, is_upgrade, Acceptance, Admission, Hook, HttpHandler, HttpResponse};
 use crate::error::{Error, Result};
 use crate::handshake::{read_head, HeadReadError};
 use crate::heartbeat::Responder;
@@ -418,7 +418,12 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     drop(reader);
     let (mut accepted, acceptance) = match admit(&request, peer, shared) {
         Ok(admitted) => admitted,
-        Err(rejection) => return Err(refuse(&mut stream, rejection).await),
+        Err(Answer::Refuse(rejection)) => return Err(refuse(&mut stream, rejection).await),
+        Err(Answer::Http(response)) => {
+            let _ = stream.write_all(&response.to_bytes()).await;
+            let _ = stream.shutdown().await;
+            return Err(Rejection::new(response.status, "answered a plain HTTP request").into());
+        }
     };
     let mut headers = config.headers.clone();
     headers.extend(acceptance.headers);
@@ -454,44 +459,50 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Every decision between a parsed request and the `101`, in order (see
 /// [`admission`](crate::admission)); `Err` is the answer to send instead.
-fn admit(
-    request: &Request,
-    peer: SocketAddr,
-    shared: &Shared,
-) -> std::result::Result<(Accepted, Acceptance), Rejection> {
+fn admit(request: &Request, peer: SocketAddr, shared: &Shared) -> std::result::Result<(Accepted, Acceptance), Answer> {
     let config = &shared.config;
     if !is_upgrade(request) {
         if let (Some(metrics), "/metrics") = (&config.metrics, request.path()) {
-            return Err(Rejection::new(200, metrics.render().trim_end()));
+            return Err(Answer::Http(HttpResponse::new(200, "text/plain; version=0.0.4", metrics.render())));
         }
         if let Some(answer) = config.http.as_ref().and_then(|http| http(request)) {
-            return Err(answer.0);
+            return Err(Answer::Http(answer));
         }
     }
     if let Some(paths) = &shared.paths {
         if !paths.iter().any(|path| path == request.path()) {
-            return Err(Rejection::new(404, format!("no WebSocket endpoint at {}", request.path())));
+            return Err(Rejection::new(404, format!("no WebSocket endpoint at {}", request.path())).into());
         }
     }
-    check_origin(config.allowed_origins.as_deref(), request).map_err(|refusal| refusal.0)?;
-    let accepted = accept_request(request, &shared.handshake)?;
+    check_origin(config.allowed_origins.as_deref(), request).map_err(|refusal| Answer::Refuse(refusal.0))?;
+    let accepted = accept_request(request, &shared.handshake).map_err(Answer::Refuse)?;
     let acceptance = match config.hook.as_ref().map(|hook| hook(&admission::Handshake { request, peer })) {
         None => Acceptance::default(),
         Some(Admission::Accept(acceptance)) => acceptance,
-        Some(Admission::Reject(refusal)) => return Err(refusal.0),
+        Some(Admission::Reject(refusal)) => return Err(Answer::Refuse(refusal.0)),
     };
     if let Some(protocol) = &acceptance.protocol {
         let offered = admission::Handshake { request, peer }.offered_protocols().contains(&protocol.as_str());
         if !offered {
             // A hook bug, not the client's: answer 500 rather than a 101 the
             // client must reject.
-            return Err(Rejection::new(
-                500,
-                format!("the server chose subprotocol {protocol:?}, which was not offered"),
-            ));
+            let why = format!("the server chose subprotocol {protocol:?}, which was not offered");
+            return Err(Rejection::new(500, why).into());
         }
     }
     Ok((accepted, acceptance))
+}
+
+/// What to answer instead of a `101`.
+enum Answer {
+    Refuse(Rejection),
+    Http(HttpResponse),
+}
+
+impl From<Rejection> for Answer {
+    fn from(rejection: Rejection) -> Answer {
+        Answer::Refuse(rejection)
+    }
 }
 
 /// Refuses a connection past `max_connections` with 503, without reading
