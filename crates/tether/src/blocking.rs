@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
-use tether_proto::handshake::{ClientHandshake, ClientHandshakeConfig, HeadReader, Response, Target};
+use tether_proto::handshake::{HeadReader, Response, Target};
 use tether_proto::proxy::{check_connect_response, connect_request, Proxy, ProxyKind, Socks5Handshake, Socks5Step};
 use tether_proto::time::{Deadline, Timeout};
-use tether_proto::{CloseCode, CloseFrame, Connection, Event, HandshakeLimits, Message, Role, RoundTrip, State};
+use tether_proto::{CloseCode, CloseFrame, Connection, Event, HandshakeLimits, Message, RoundTrip, State};
 
-use crate::client::ClientConfig;
+use crate::client::{open_connection, opening_request, ClientConfig};
 use crate::error::{Error, Kind, Result};
 use crate::tls::client_config;
 
@@ -124,15 +124,7 @@ pub fn connect_with(url: &str, config: &ClientConfig) -> Result<WebSocket> {
     } else {
         Stream::Plain(tcp)
     };
-    let mut handshake_config = ClientHandshakeConfig::default();
-    handshake_config.protocols.clone_from(&config.protocols);
-    handshake_config.headers.clone_from(&config.headers);
-    handshake_config.deflate.clone_from(&config.protocol.deflate);
-    let (handshake, request) = ClientHandshake::new(&target, handshake_config)?;
-    let traced = crate::trace::is_enabled();
-    if traced {
-        crate::trace::handshake(&target.to_string(), "request", &request);
-    }
+    let (handshake, request) = opening_request(&target, config)?;
     let mut opening = || -> Result<(HeadReader, Vec<u8>)> {
         stream.write_all(&request)?;
         stream.flush()?;
@@ -141,19 +133,7 @@ pub fn connect_with(url: &str, config: &ClientConfig) -> Result<WebSocket> {
         Ok((reader, leftover))
     };
     let (reader, leftover) = opening().map_err(|error| open_timeout_or(error, &deadline))?;
-    let response = Response::parse(&reader)?;
-    if traced {
-        crate::trace::handshake(&target.to_string(), "response", reader.head());
-    }
-    let accepted = handshake.verify(response)?;
-    let mut connection = Connection::new(Role::Client, config.protocol.clone(), accepted.deflate);
-    if traced {
-        connection.set_frame_observer(crate::trace::frame_observer(target.to_string()));
-    }
-    if let Some(mask_key) = &config.mask_key {
-        let mask_key = mask_key.clone();
-        connection.set_mask_source(Box::new(move || mask_key()));
-    }
+    let (mut connection, accepted) = open_connection(&target, config, handshake, &reader)?;
     let failure = connection.handle_read(&leftover).err().map(Error::from);
     connection.handle_timeout(Instant::now());
     set_timeouts(stream.tcp(), None)?;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
-use tether_proto::handshake::{ClientHandshake, ClientHandshakeConfig, HeadReader, Response, Target};
+use tether_proto::handshake::{ClientAccepted, ClientHandshake, ClientHandshakeConfig, HeadReader, Response, Target};
 use tether_proto::time::{Deadline, Timeout};
 use tether_proto::{Config, Connection, HandshakeLimits, Role};
 use tokio::io::AsyncWriteExt;
@@ -160,6 +160,46 @@ pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<WebSocket>
     }
 }
 
+/// The opening request for `target` (traced if asked), and the state that
+/// checks the server's answer: the same for the async and blocking clients.
+pub(crate) fn opening_request(target: &Target, config: &ClientConfig) -> Result<(ClientHandshake, Vec<u8>)> {
+    let mut handshake_config = ClientHandshakeConfig::default();
+    handshake_config.protocols.clone_from(&config.protocols);
+    handshake_config.headers.clone_from(&config.headers);
+    handshake_config.deflate.clone_from(&config.protocol.deflate);
+    let (handshake, request) = ClientHandshake::new(target, handshake_config)?;
+    if crate::trace::is_enabled() {
+        crate::trace::handshake(&target.to_string(), "request", &request);
+    }
+    Ok((handshake, request))
+}
+
+/// Checks the server's answer head in `reader` and makes the open
+/// connection: traced, with the configured mask source. Shared by the
+/// async and blocking clients.
+pub(crate) fn open_connection(
+    target: &Target,
+    config: &ClientConfig,
+    handshake: ClientHandshake,
+    reader: &HeadReader,
+) -> Result<(Connection, ClientAccepted)> {
+    let response = Response::parse(reader)?;
+    let traced = crate::trace::is_enabled();
+    if traced {
+        crate::trace::handshake(&target.to_string(), "response", reader.head());
+    }
+    let accepted = handshake.verify(response)?;
+    let mut connection = Connection::new(Role::Client, config.protocol.clone(), accepted.deflate);
+    if traced {
+        connection.set_frame_observer(crate::trace::frame_observer(target.to_string()));
+    }
+    if let Some(mask_key) = &config.mask_key {
+        let mask_key = mask_key.clone();
+        connection.set_mask_source(Box::new(move || mask_key()));
+    }
+    Ok((connection, accepted))
+}
+
 async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSocket> {
     let proxy = config.proxy.resolve(target)?;
     let tcp = open_tcp(target, proxy.as_ref()).await?;
@@ -175,15 +215,7 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
     } else {
         MaybeTlsStream::Plain(tcp)
     };
-    let mut handshake_config = ClientHandshakeConfig::default();
-    handshake_config.protocols.clone_from(&config.protocols);
-    handshake_config.headers.clone_from(&config.headers);
-    handshake_config.deflate.clone_from(&config.protocol.deflate);
-    let (handshake, request) = ClientHandshake::new(target, handshake_config)?;
-    let traced = crate::trace::is_enabled();
-    if traced {
-        crate::trace::handshake(&target.to_string(), "request", &request);
-    }
+    let (handshake, request) = opening_request(target, config)?;
     stream.write_all(&request).await?;
     stream.flush().await?;
     let mut reader = HeadReader::new(config.limits.clone());
@@ -191,19 +223,7 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
         HeadReadError::Io(error) => Error::from(error),
         HeadReadError::Head(error) => Error::from(error),
     })?;
-    let response = Response::parse(&reader)?;
-    if traced {
-        crate::trace::handshake(&target.to_string(), "response", reader.head());
-    }
-    let accepted = handshake.verify(response)?;
-    let mut connection = Connection::new(Role::Client, config.protocol.clone(), accepted.deflate);
-    if traced {
-        connection.set_frame_observer(crate::trace::frame_observer(target.to_string()));
-    }
-    if let Some(mask_key) = &config.mask_key {
-        let mask_key = mask_key.clone();
-        connection.set_mask_source(Box::new(move || mask_key()));
-    }
+    let (connection, accepted) = open_connection(target, config, handshake, &reader)?;
     let info = ConnectionInfo {
         peer_addr,
         handshake: Handshake::Response(accepted.response),

@@ -50,7 +50,7 @@ pub struct ServerConfig {
     pub heartbeat_responder: Option<Responder>,
     /// Decides, for every valid upgrade request, whether to accept it (and
     /// how) or refuse it (with what). Default: accept all. See
-    /// [`admission`](crate::admission), also for [`basic_auth`](crate::admission::basic_auth)
+    /// [`crate::admission`], also for [`basic_auth`](crate::admission::basic_auth)
     /// and [`bearer_auth`](crate::admission::bearer_auth).
     pub hook: Option<Hook>,
     /// Browser origins allowed (`Origin` header, compared without case);
@@ -73,7 +73,7 @@ pub struct ServerConfig {
     /// `/metrics` (Prometheus text) on the same port. Default: none.
     pub metrics: Option<crate::metrics::Metrics>,
     /// The registry every connection joins: broadcast, topics, closing
-    /// everyone at shutdown ([`Hub`](crate::hub::Hub)). Default: none.
+    /// everyone at shutdown ([`Hub`]). Default: none.
     pub hub: Option<Hub>,
 }
 

@@ -94,7 +94,7 @@ fn seed000_app_runs_every_callback_against_python_websockets() {
 fn seed000_thread_send_traces_sends_from_a_thread_and_closes() {
     let server = python_echo();
     let mut command = example("seed000_thread_send");
-    command.args([&ws_url(&server), "--pause-ms", "200"]);
+    command.args([&ws_url(&server), "--pause-ms", "400"]);
     let (code, stdout, stderr) = run(command, "", LIMIT);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("hello1\n"), "{stdout}");
@@ -107,7 +107,7 @@ fn seed000_thread_send_traces_sends_from_a_thread_and_closes() {
 fn seed000_handler_implements_the_callbacks_as_one_type() {
     let server = python_echo();
     let mut command = example("seed000_handler");
-    command.args([&ws_url(&server), "--pause-ms", "100"]);
+    command.args([&ws_url(&server), "--pause-ms", "300"]);
     let (code, stdout, stderr) = run(command, "", LIMIT);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("Hello 0\nHello 1\nHello 2\n"), "{stdout}");

@@ -155,9 +155,15 @@ pub fn drain(connection: &mut Connection) -> Vec<u8> {
     }
 }
 
-/// Parses a byte stream into frames (unmasking if needed). Panics on
-/// garbage: it is only used on our own output, which must always parse.
-pub fn parse_frames(mut bytes: &[u8]) -> Vec<(OpCode, bool, Vec<u8>)> {
+/// Parses a byte stream into (opcode, rsv1, payload) frames (unmasking if
+/// needed). Panics on garbage: it is only used on our own output, which
+/// must always parse.
+pub fn parse_frames(bytes: &[u8]) -> Vec<(OpCode, bool, Vec<u8>)> {
+    walk_frames(bytes).into_iter().map(|(header, payload)| (header.opcode, header.rsv1, payload)).collect()
+}
+
+/// Every frame's header and unmasked payload.
+fn walk_frames(mut bytes: &[u8]) -> Vec<(FrameHeader, Vec<u8>)> {
     let mut frames = Vec::new();
     while !bytes.is_empty() {
         let (header, header_len) = FrameHeader::decode(bytes).expect("valid header").expect("complete header");
@@ -166,26 +172,15 @@ pub fn parse_frames(mut bytes: &[u8]) -> Vec<(OpCode, bool, Vec<u8>)> {
         if let Some(key) = header.mask {
             apply_mask(&mut payload, key, 0);
         }
-        frames.push((header.opcode, header.rsv1, payload));
+        frames.push((header, payload));
         bytes = &bytes[end..];
     }
     frames
 }
 
 /// Parses a byte stream into (opcode, fin, payload) frames.
-pub fn parse_frames_with_fin(mut bytes: &[u8]) -> Vec<(OpCode, bool, Vec<u8>)> {
-    let mut frames = Vec::new();
-    while !bytes.is_empty() {
-        let (header, header_len) = FrameHeader::decode(bytes).expect("valid header").expect("complete header");
-        let end = header_len + header.payload_len as usize;
-        let mut payload = bytes[header_len..end].to_vec();
-        if let Some(key) = header.mask {
-            apply_mask(&mut payload, key, 0);
-        }
-        frames.push((header.opcode, header.fin, payload));
-        bytes = &bytes[end..];
-    }
-    frames
+pub fn parse_frames_with_fin(bytes: &[u8]) -> Vec<(OpCode, bool, Vec<u8>)> {
+    walk_frames(bytes).into_iter().map(|(header, payload)| (header.opcode, header.fin, payload)).collect()
 }
 
 /// Asserts the connection failed with `code`, sent it, and is closed.
