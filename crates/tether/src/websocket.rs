@@ -326,6 +326,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     if all {
                         return Poll::Ready(Ok(Some(event)));
                     }
+                    continue;
                 }
                 Some(event) if all => return Poll::Ready(Ok(Some(event))),
                 Some(_) => continue,

@@ -163,6 +163,33 @@ async fn a_declared_length_over_the_limit_is_closed_with_1009_at_once() {
     assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), 1009);
 }
 
+#[tokio::test]
+async fn a_close_read_together_with_control_frames_is_answered_at_once() {
+    // Autobahn 2.7/2.8: an unsolicited pong, then a close, in one write.
+    // Every event before the close is taken, so the close echo goes out at
+    // once (a regression once left it waiting behind the pong event).
+    let mut config = ServerConfig::default();
+    config.hub = Some(tether::Hub::default());
+    config.metrics = Some(tether::metrics::Metrics::new());
+    for config in [ServerConfig::default(), config] {
+        let addr = echo_server(config).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(upgrade_request("").as_bytes()).await.unwrap();
+        let mut head = vec![0u8; 1024];
+        let _ = stream.read(&mut head).await.unwrap();
+        // Masked with a zero key: payloads stay readable.
+        let mut frames = vec![0x8a, 0x80, 0, 0, 0, 0]; // pong, empty
+        frames.extend_from_slice(&[0x89, 0x80, 0, 0, 0, 0]); // ping, empty
+        frames.extend_from_slice(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]); // close 1000
+        stream.write_all(&frames).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "the server did not answer the close and end the connection");
+        // The pong to the ping, then the close echo.
+        assert_eq!(answer, [0x8a, 0x00, 0x88, 0x02, 0x03, 0xe8]);
+    }
+}
+
 // ---- the client against broken servers ------------------------------------------
 
 /// A one-shot raw server that reads the request and answers with `reply(key)`.
