@@ -35,15 +35,20 @@ fn connect(url: &str, input: &str) -> (String, String) {
     connect_with_env(url, input, &[])
 }
 
-fn connect_with_env(url: &str, input: &str, env: &[(&str, &str)]) -> (String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+/// `tether connect URL` with every standard stream piped.
+fn spawn_connect(url: &str, env: &[(&str, &str)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(["connect", url])
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+fn connect_with_env(url: &str, input: &str, env: &[(&str, &str)]) -> (String, String) {
+    let mut child = spawn_connect(url, env);
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
@@ -157,7 +162,7 @@ fn bench_reconnect_storms_and_failures_are_counted() {
     assert!(report["connections"]["reconnects"].as_u64().unwrap() >= 10, "{report}");
     assert!(report["messages"]["echoed"].as_u64().unwrap() > 100, "{report}");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = tether_test_support::free_port();
     let report = bench(&format!("ws://127.0.0.1:{port}/"), &["--clients", "3", "--duration", "0.5"]);
     assert_eq!(report["connections"]["established"], 0, "{report}");
     assert!(report["connections"]["failed"].as_u64().unwrap() >= 3);
@@ -169,13 +174,7 @@ fn shutdown_closes_every_client_with_1001_and_exits() {
     let (mut server, url) = serve(&["--close-timeout", "2"]);
     let mut clients: Vec<_> = (0..3)
         .map(|_| {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-                .args(["connect", &url])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+            let mut child = spawn_connect(&url, &[]);
             let mut line = String::new();
             BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
             assert!(line.starts_with("Connected"), "{line}");
@@ -201,13 +200,7 @@ fn shutdown_closes_every_client_with_1001_and_exits() {
 #[test]
 fn broadcast_sends_each_message_to_every_client() {
     let (_server, url) = serve(&["--broadcast"]);
-    let mut listener = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["connect", &url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut listener = spawn_connect(&url, &[]);
     let mut line = String::new();
     BufReader::new(listener.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
     let stdout = listener.stdout.take().unwrap();
@@ -226,13 +219,7 @@ fn broadcast_sends_each_message_to_every_client() {
 #[test]
 fn topics_subscribe_and_publish_with_json() {
     let (_server, url) = serve(&["--topics"]);
-    let mut subscriber = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["connect", &url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut subscriber = spawn_connect(&url, &[]);
     let mut input = subscriber.stdin.take().unwrap();
     let mut lines = BufReader::new(subscriber.stdout.take().unwrap()).lines();
     let _subscriber = Running(subscriber);

@@ -20,10 +20,6 @@ impl Drop for Running {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn start_redis(port: u16) -> Running {
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -106,7 +102,7 @@ fn publication(topic: &str, text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publication_reaches_every_process_once_and_survives_a_redis_restart() {
-    let redis_port = free_port();
+    let redis_port = tether_test_support::free_port();
     let mut redis = start_redis(redis_port);
     let servers: Vec<(Running, String)> = (0..3).map(|_| start_tether(redis_port)).collect();
     let urls: Vec<&str> = servers.iter().map(|(_, url)| url.as_str()).collect();

@@ -750,16 +750,16 @@ impl Connection {
         if self.state != State::Open {
             return Err(UsageError::Closed);
         }
-        let frame = prepared.frame();
-        if self.role == Role::Client || self.backlog.is_some() || prepared.payload().len() > self.limits.fragment_size {
+        if self.role == Role::Client || self.backlog.is_some() || prepared.payload_len() > self.limits.fragment_size {
             let payload = prepared.payload();
-            return self.send_data(prepared.opcode(), &payload.clone(), Some(&payload), false);
+            return self.send_data(prepared.opcode(), &payload, Some(&payload), false);
         }
         self.timers.note_activity();
         if let Some(observer) = self.hooks.as_mut().and_then(|hooks| hooks.observer.as_mut()) {
-            let header = FrameHeader::new(prepared.opcode(), prepared.payload().len() as u64);
+            let header = FrameHeader::new(prepared.opcode(), prepared.payload_len() as u64);
             observer.frame(Direction::Outgoing, &header, &prepared.payload());
         }
+        let frame = prepared.frame();
         if frame.len() >= SHARED_PAYLOAD_MIN {
             self.output.push_shared(frame.clone());
         } else {

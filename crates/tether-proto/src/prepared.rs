@@ -39,6 +39,12 @@ impl PreparedMessage {
         &self.frame
     }
 
+    /// The payload's length.
+    #[must_use]
+    pub fn payload_len(&self) -> usize {
+        self.frame.len() - usize::from(self.header_len)
+    }
+
     /// The payload alone (a view into the frame).
     #[must_use]
     pub fn payload(&self) -> Bytes {

@@ -106,6 +106,36 @@ pub fn peers_dir() -> PathBuf {
     dir
 }
 
+/// The Python `websockets` echo server (`py_websockets_server.py`) on
+/// `port` (0: a free one), started and listening.
+///
+/// # Panics
+/// It does not start within 15 s (the panic quotes its stderr).
+#[must_use]
+pub fn python_echo_server(port: u16) -> Peer {
+    let mut command = python_peer("py_websockets_server.py");
+    command.args(["--port", &port.to_string()]);
+    Peer::server(command, Duration::from_secs(15)).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// The forwarder that can go silent (`stall_proxy.py`), forwarding to
+/// `127.0.0.1:target_port`, started and listening.
+///
+/// # Panics
+/// It does not start within 15 s.
+#[must_use]
+pub fn stall_proxy(target_port: u16) -> Peer {
+    let mut command = python_peer("stall_proxy.py");
+    command.arg("--target").arg(format!("127.0.0.1:{target_port}"));
+    Peer::server(command, Duration::from_secs(15)).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// A loopback port nothing listens on now (bound, then released).
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).map_or(0, |addr| addr.port())
+}
+
 /// A command running the Python peer `script` (a file name in
 /// [`peers_dir`]) with the venv's interpreter, `-u` (unbuffered).
 ///

@@ -57,6 +57,11 @@ pub enum WhileDown {
     Refuse,
 }
 
+/// The default bounds of the outgoing queue: a few minutes of chat-like
+/// traffic while down, and the bound on a slow connection while up.
+const QUEUE_MESSAGES: usize = 1000;
+const QUEUE_BYTES: usize = 16 << 20;
+
 /// Automatic reconnection. Start from [`Reconnect::default`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -77,7 +82,7 @@ impl Default for Reconnect {
         Reconnect {
             backoff: BackoffPolicy::default(),
             after_normal_close: false,
-            while_down: WhileDown::Queue { max_messages: 1000, max_bytes: 16 << 20 },
+            while_down: WhileDown::Queue { max_messages: QUEUE_MESSAGES, max_bytes: QUEUE_BYTES },
         }
     }
 }
@@ -798,7 +803,7 @@ impl AppHandle {
         // program cannot make the queue grow without limit either.
         let (max_messages, max_bytes) = match state.while_down {
             WhileDown::Refuse if !state.connected => return refuse(SendRefusal::NotConnected),
-            WhileDown::Refuse => (1000, 16 << 20),
+            WhileDown::Refuse => (QUEUE_MESSAGES, QUEUE_BYTES),
             WhileDown::Queue { max_messages, max_bytes } => (max_messages, max_bytes),
         };
         if state.queue.len() >= max_messages || state.queued_bytes + message.len() > max_bytes {

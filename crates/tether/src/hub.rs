@@ -343,12 +343,7 @@ impl Hub {
         if let Some(entry) = removed {
             let mut topics = self.inner.topics.write().unwrap_or_else(PoisonError::into_inner);
             for topic in &entry.topics {
-                if let Some(members) = topics.get_mut(topic) {
-                    members.remove(&id);
-                    if members.is_empty() {
-                        topics.remove(topic);
-                    }
-                }
+                remove_member(&mut topics, topic, id);
             }
             drop(topics);
             let _ = self.inner.events.send(HubEvent::Left(id));
@@ -378,13 +373,7 @@ impl Hub {
         if let Some(entry) = clients.get_mut(&id) {
             if entry.topics.remove(topic) {
                 entry.info.topics = sorted(&entry.topics);
-                let mut topics = self.inner.topics.write().unwrap_or_else(PoisonError::into_inner);
-                if let Some(members) = topics.get_mut(topic) {
-                    members.remove(&id);
-                    if members.is_empty() {
-                        topics.remove(topic);
-                    }
-                }
+                remove_member(&mut self.inner.topics.write().unwrap_or_else(PoisonError::into_inner), topic, id);
             }
         }
     }
@@ -466,6 +455,17 @@ impl Hub {
             }
         }
         true
+    }
+}
+
+/// Takes `id` out of `topic`'s members, and the topic out of the index
+/// once nobody is subscribed to it.
+fn remove_member(topics: &mut HashMap<String, HashSet<ClientId>>, topic: &str, id: ClientId) {
+    if let Some(members) = topics.get_mut(topic) {
+        members.remove(&id);
+        if members.is_empty() {
+            topics.remove(topic);
+        }
     }
 }
 

@@ -137,6 +137,12 @@ struct Shared {
     active: Arc<AtomicUsize>,
 }
 
+impl Shared {
+    fn new(config: ServerConfig) -> Shared {
+        Shared { handshake: config.handshake_config(), config, paths: None, active: Arc::default() }
+    }
+}
+
 /// Counts one open connection until dropped.
 struct ActiveGuard(Arc<AtomicUsize>);
 
@@ -201,9 +207,7 @@ impl Server {
     pub async fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Server> {
         config.protocol.validate().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
         let listener = TcpListener::bind(addr).await?;
-        let handshake = config.handshake_config();
-        let shared = Shared { config, handshake, paths: None, active: Arc::default() };
-        Ok(Server { listener, shared: Arc::new(shared) })
+        Ok(Server { listener, shared: Arc::new(Shared::new(config)) })
     }
 
     /// The bound address (useful after binding port 0).
@@ -361,8 +365,7 @@ where
 pub async fn accept(tcp: TcpStream, config: &ServerConfig) -> Result<WebSocket> {
     config.protocol.validate()?;
     let peer = tcp.peer_addr()?;
-    let shared =
-        Shared { handshake: config.handshake_config(), config: config.clone(), paths: None, active: Arc::default() };
+    let shared = Shared::new(config.clone());
     accept_with(tcp, peer, &shared).await
 }
 

@@ -85,7 +85,7 @@ pub fn describe_frame(direction: Direction, header: &FrameHeader, payload: &[u8]
     };
     let mut line = format!(
         "{arrow} {} fin={} rsv1={} len={}",
-        opcode_name(header.opcode),
+        header.opcode,
         u8::from(header.fin),
         u8::from(header.rsv1),
         payload.len()
@@ -113,17 +113,6 @@ pub fn describe_frame(direction: Direction, header: &FrameHeader, payload: &[u8]
         }
     }
     line
-}
-
-fn opcode_name(opcode: OpCode) -> &'static str {
-    match opcode {
-        OpCode::Continuation => "CONT",
-        OpCode::Text => "TEXT",
-        OpCode::Binary => "BINARY",
-        OpCode::Close => "CLOSE",
-        OpCode::Ping => "PING",
-        OpCode::Pong => "PONG",
-    }
 }
 
 #[cfg(test)]

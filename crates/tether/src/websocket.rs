@@ -300,37 +300,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
                 Phase::Open => {}
             }
-            match self.connection.poll_event() {
-                Some(Event::Close(frame)) => {
-                    self.ending().peer_close.clone_from(&frame);
-                    if all {
-                        return Poll::Ready(Ok(Some(Event::Close(frame))));
+            if let Some(event) = self.connection.poll_event() {
+                // Note what each event means for this layer, then decide in
+                // one place whether the caller sees it: every event but a
+                // message is only shown to `recv_event`.
+                match &event {
+                    Event::Close(frame) => self.ending().peer_close.clone_from(frame),
+                    Event::Message(message) => {
+                        if let Some(reply) = self.info.responder.as_ref().and_then(|responder| responder(message)) {
+                            // Best effort: once closing, the ping needs no answer.
+                            let _ = self.connection.send(&reply);
+                            continue;
+                        }
+                        if let Some(tracked) = &self.info.metrics {
+                            tracked.metrics.message_in(message.len());
+                        }
                     }
-                    continue;
+                    Event::Pong(_) => {
+                        if let Some(tracked) = &mut self.info.metrics {
+                            tracked.round_trip(self.connection.round_trip().map(|rtt| rtt.last));
+                        }
+                    }
+                    Event::Ping(_) | Event::Fragment { .. } => {}
                 }
-                Some(Event::Message(message)) => {
-                    if let Some(reply) = self.info.responder.as_ref().and_then(|responder| responder(&message)) {
-                        // Best effort: once closing, the ping needs no answer.
-                        let _ = self.connection.send(&reply);
-                        continue;
-                    }
-                    if let Some(tracked) = &self.info.metrics {
-                        tracked.metrics.message_in(message.len());
-                    }
-                    return Poll::Ready(Ok(Some(Event::Message(message))));
+                if all || matches!(event, Event::Message(_)) {
+                    return Poll::Ready(Ok(Some(event)));
                 }
-                Some(event @ Event::Pong(_)) => {
-                    if let Some(tracked) = &mut self.info.metrics {
-                        tracked.round_trip(self.connection.round_trip().map(|rtt| rtt.last));
-                    }
-                    if all {
-                        return Poll::Ready(Ok(Some(event)));
-                    }
-                    continue;
-                }
-                Some(event) if all => return Poll::Ready(Ok(Some(event))),
-                Some(_) => continue,
-                None => {}
+                continue;
             }
             self.take_mail(cx);
             if let Poll::Ready(Err(error)) = self.poll_write_out(cx) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tether::app::{Cause, SendRefusal, StopReason, WhileDown};
 use tether::proto::backoff::BackoffPolicy;
 use tether::{App, CloseCode, Config, Message, Reconnect, Server, ServerConfig, WebSocket};
-use tether_test_support::{self as support, Peer};
+use tether_test_support as support;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type Log = Arc<Mutex<Vec<String>>>;
@@ -241,12 +241,8 @@ async fn keepalive_pongs_reach_on_pong_and_measure_the_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_and_restarted_server_process_is_reconnected_and_the_conversation_goes_on() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let start_server = || {
-        let mut command = support::python_peer("py_websockets_server.py");
-        command.args(["--port", &port.to_string()]);
-        Peer::server(command, Duration::from_secs(15)).unwrap()
-    };
+    let port = support::free_port();
+    let start_server = || support::python_echo_server(port);
     let mut server = start_server();
     let events = log();
     let opens = Arc::new(Mutex::new(Vec::<Instant>::new()));
@@ -424,7 +420,7 @@ async fn a_normal_close_by_the_server_stops_unless_asked_to_reconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_down_messages_can_be_refused_instead_of_queued() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = support::free_port();
     let app =
         App::new(format!("ws://127.0.0.1:{port}/")).reconnect(quick_backoff(Some(1)).while_down(WhileDown::Refuse));
     let handle = app.handle();

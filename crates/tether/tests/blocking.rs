@@ -34,7 +34,7 @@ async fn echo(mut ws: WebSocket) {
 }
 
 fn python_echo() -> Peer {
-    Peer::server(support::python_peer("py_websockets_server.py"), Duration::from_secs(15)).unwrap()
+    support::python_echo_server(0)
 }
 
 #[test]

@@ -66,7 +66,7 @@ fn server_example(name: &str, args: &[&str]) -> Peer {
 }
 
 fn python_echo() -> Peer {
-    Peer::server(support::python_peer("py_websockets_server.py"), Duration::from_secs(15)).unwrap()
+    support::python_echo_server(0)
 }
 
 fn ws_url(peer: &Peer) -> String {
@@ -177,12 +177,8 @@ fn seed003_heartbeat_client_sends_lines_until_exit_and_reconnects_after_a_loss()
     assert!(stdout.starts_with("connected to") && stdout.ends_with("bye\n"), "{stdout}");
 
     // The server goes away and comes back: the client reconnects and goes on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let start_server = || {
-        let mut command = support::python_peer("py_websockets_server.py");
-        command.args(["--port", &port.to_string()]);
-        Peer::server(command, Duration::from_secs(15)).unwrap()
-    };
+    let port = support::free_port();
+    let start_server = || support::python_echo_server(port);
     let mut server = start_server();
     let mut command = example("seed003_heartbeat_client");
     command.args([

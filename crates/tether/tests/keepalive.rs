@@ -4,7 +4,6 @@
 //! within `ping_interval + ping_timeout` (+10 %) with the reason reported,
 //! and live peers we did not write answer our pings.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tether::proto::Timeout;
@@ -47,7 +46,7 @@ fn assert_keepalive_failure(error: &tether::Error, elapsed: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_server_process_is_detected_within_interval_plus_timeout() {
-    let mut server = Peer::server(support::python_peer("py_websockets_server.py"), START).unwrap();
+    let mut server = support::python_echo_server(0);
     let url = format!("ws://127.0.0.1:{}/", server.port());
     let mut ws = tether::connect_with(&url, &client_config()).await.unwrap();
     ws.send("before").await.unwrap();
@@ -134,15 +133,7 @@ async fn a_frozen_client_process_is_detected_by_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_open_connection_is_detected_by_both_ends() {
     let (port, mut reports) = reporting_server(keepalive()).await;
-    let proxy = Peer::server(
-        {
-            let mut command: Command = support::python_peer("stall_proxy.py");
-            command.arg("--target").arg(format!("127.0.0.1:{port}"));
-            command
-        },
-        START,
-    )
-    .unwrap();
+    let proxy = support::stall_proxy(port);
     let url = format!("ws://127.0.0.1:{}/", proxy.port());
     let mut ws = tether::connect_with(&url, &client_config()).await.unwrap();
     ws.send("through the proxy").await.unwrap();
@@ -287,15 +278,7 @@ async fn a_large_message_over_a_slow_link_does_not_starve_keepalive() {
 async fn keepalive_at_50_ms_closes_a_dead_peer_within_150_ms_and_reconnection_starts() {
     // RELIABILITY 19. A stalled forwarder drops everything both ways.
     let (port, _reports) = reporting_server(Config::default().with_keepalive(None, None)).await;
-    let proxy = Peer::server(
-        {
-            let mut command = support::python_peer("stall_proxy.py");
-            command.arg("--target").arg(format!("127.0.0.1:{port}"));
-            command
-        },
-        START,
-    )
-    .unwrap();
+    let proxy = support::stall_proxy(port);
     let (events, mut seen) = mpsc::unbounded_channel();
     let reconnecting = events.clone();
     let app = tether::App::new(format!("ws://127.0.0.1:{}/", proxy.port()))
@@ -326,15 +309,7 @@ async fn keepalive_at_50_ms_closes_a_dead_peer_within_150_ms_and_reconnection_st
     let _ = runner.await;
 
     // Without a pong timeout, the same silence keeps the connection open.
-    let proxy = Peer::server(
-        {
-            let mut command = support::python_peer("stall_proxy.py");
-            command.arg("--target").arg(format!("127.0.0.1:{port}"));
-            command
-        },
-        START,
-    )
-    .unwrap();
+    let proxy = support::stall_proxy(port);
     let config = ClientConfig::default().keepalive(Some(Duration::from_millis(50)), None);
     let mut ws = tether::connect_with(&format!("ws://127.0.0.1:{}/", proxy.port()), &config).await.unwrap();
     proxy.signal_usr1();

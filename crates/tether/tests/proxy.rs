@@ -100,7 +100,7 @@ async fn socks5_without_auth_through_dante_and_its_refusals() {
 
     // Nothing listens there: dante answers "connection refused", which
     // is worth retrying (the server may be restarting).
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = support::free_port();
     let error = tether::connect_with(&format!("ws://127.0.0.1:{closed}/"), &config).await.unwrap_err();
     assert!(error.is_proxy() && error.to_string().contains("refused"), "{error}");
     assert!(error.is_retryable());
