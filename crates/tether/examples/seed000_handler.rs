@@ -5,18 +5,23 @@
 //!
 //! Run: `cargo run --example seed000_handler -- ws://127.0.0.1:9001/ [--pause-ms 1000]`.
 
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tether::{App, AppHandle, CloseFrame, Handler, Message};
 
 struct EchoClient {
     pause: Duration,
+    /// The sending thread, joined before the program ends (Python waits
+    /// for its non-daemon thread too).
+    sender: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Handler for EchoClient {
     fn on_open(&mut self, app: &AppHandle) {
         let (app, pause) = (app.clone(), self.pause);
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             for i in 0..3 {
                 std::thread::sleep(pause);
                 app.send(format!("Hello {i}")).expect("queued");
@@ -25,6 +30,7 @@ impl Handler for EchoClient {
             app.close();
             println!("Thread terminating...");
         });
+        *self.sender.lock().unwrap() = Some(thread);
     }
 
     fn on_message(&mut self, _: &AppHandle, message: Message) {
@@ -51,9 +57,11 @@ fn main() {
     if std::env::var_os("TETHER_TRACE").is_none() {
         tether::trace::enable(true);
     }
-    let stopped = App::new(url)
-        .keepalive(None, None)
-        .handler(EchoClient { pause: Duration::from_millis(pause_ms) })
-        .run_forever();
+    let sender = Arc::default();
+    let client = EchoClient { pause: Duration::from_millis(pause_ms), sender: Arc::clone(&sender) };
+    let stopped = App::new(url).keepalive(None, None).handler(client).run_forever();
+    if let Some(thread) = sender.lock().unwrap().take() {
+        thread.join().expect("the sending thread");
+    }
     println!("stopped: {:?}", stopped.reason);
 }
