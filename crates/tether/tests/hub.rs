@@ -38,6 +38,73 @@ async fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bo
     }
 }
 
+enum Leaving {
+    /// With a close handshake.
+    Clean,
+    /// By dropping the socket, without a close frame.
+    Abrupt,
+}
+
+/// A tether client whose task reads (and so answers the server's pings)
+/// until `leave` turns true, then leaves as told. `recv` keeps its state in
+/// the connection, so abandoning it in `select!` loses nothing.
+fn attended_client(
+    mut ws: WebSocket,
+    mut leave: tokio::sync::watch::Receiver<bool>,
+    how: Leaving,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = leave.wait_for(|leave| *leave) => break,
+                message = ws.recv() => if !matches!(message, Ok(Some(_))) {
+                    panic!("the server ended a client the test had not let go: {message:?}");
+                },
+            }
+        }
+        if let Leaving::Clean = how {
+            ws.close(CloseCode::NORMAL, "").await.unwrap();
+        }
+    })
+}
+
+/// A client that answers the server's pings (masked pongs, echoing the
+/// payload) until `freeze` turns true, then stops reading and answering
+/// and hands its socket back: a process that freezes at a moment the test
+/// chooses, so the keepalive cannot drop it before the test looks.
+async fn freezable_client(
+    url: &str,
+    mut freeze: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<tokio::net::TcpStream> {
+    let mut tcp = stalled_client(url).await;
+    tokio::spawn(async move {
+        let mut buffer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            tokio::select! {
+                _ = freeze.wait_for(|frozen| *frozen) => return tcp,
+                read = tcp.read(&mut chunk) => match read {
+                    Ok(0) | Err(_) => return tcp,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                },
+            }
+            // Server frames are unmasked; the server only pings these
+            // clients, with payloads under 126 bytes.
+            while buffer.len() >= 2 && buffer.len() >= 2 + usize::from(buffer[1] & 0x7f) {
+                let length = usize::from(buffer[1] & 0x7f);
+                if buffer[0] == 0x89 {
+                    let mut pong = vec![0x8a, 0x80 | length as u8, 0, 0, 0, 0];
+                    pong.extend_from_slice(&buffer[2..2 + length]); // a zero mask key
+                    if tcp.write_all(&pong).await.is_err() {
+                        return tcp;
+                    }
+                }
+                buffer.drain(..2 + length);
+            }
+        }
+    })
+}
+
 /// A client that completes the handshake and then never reads or answers
 /// (a frozen process, seen from the server), with a small receive buffer.
 async fn stalled_client(url: &str) -> tokio::net::TcpStream {
@@ -75,28 +142,45 @@ async fn the_registry_is_exact_under_churn_and_ends_at_zero() {
         Config::default().with_keepalive(Some(Duration::from_millis(300)), Some(Duration::from_millis(300)));
     let url = hub_server(hub.clone(), keepalive).await;
     let client = ClientConfig::default().keepalive(None, None);
+    // Every client answers the server's pings until the test makes it
+    // leave, so no checkpoint races the keepalive on a loaded machine.
+    let (leave_clean, clean_signal) = tokio::sync::watch::channel(false);
+    let (leave_abrupt, abrupt_signal) = tokio::sync::watch::channel(false);
     let mut clean = Vec::new();
     let mut abrupt = Vec::new();
     for _ in 0..CLIENTS / 3 {
-        clean.push(tether::connect_with(&url, &client).await.unwrap());
-        abrupt.push(tether::connect_with(&url, &client).await.unwrap());
+        let ws = tether::connect_with(&url, &client).await.unwrap();
+        clean.push(attended_client(ws, clean_signal.clone(), Leaving::Clean));
+        let ws = tether::connect_with(&url, &client).await.unwrap();
+        abrupt.push(attended_client(ws, abrupt_signal.clone(), Leaving::Abrupt));
     }
-    let mut frozen = Vec::new();
+    let (freeze, frozen_signal) = tokio::sync::watch::channel(false);
+    let mut freezable = Vec::new();
     for _ in 0..CLIENTS / 3 {
-        frozen.push(stalled_client(&url).await);
+        freezable.push(freezable_client(&url, frozen_signal.clone()).await);
     }
     wait_for("all registered", Duration::from_secs(10), || hub.count() == CLIENTS).await;
     let listed = hub.list();
     assert_eq!(listed.len(), CLIENTS);
     assert!(listed.iter().all(|info| info.path == "/" && info.peer.is_some_and(|p| p.ip().is_loopback())));
 
-    for mut ws in clean {
-        ws.close(CloseCode::NORMAL, "").await.unwrap();
+    leave_clean.send_replace(true);
+    for client in clean {
+        client.await.unwrap();
     }
     wait_for("clean closes to leave", Duration::from_secs(10), || hub.count() == CLIENTS * 2 / 3).await;
-    drop(abrupt); // sockets dropped without a close frame
+    leave_abrupt.send_replace(true);
+    for client in abrupt {
+        client.await.unwrap();
+    }
     wait_for("abrupt drops to leave", Duration::from_secs(10), || hub.count() == CLIENTS / 3).await;
-    // The frozen ones never answer the server's pings: dropped by keepalive.
+    // Now the rest freeze: they stop answering the server's pings and are
+    // dropped by keepalive.
+    freeze.send_replace(true);
+    let mut frozen = Vec::new();
+    for client in freezable {
+        frozen.push(client.await.unwrap());
+    }
     let started = Instant::now();
     wait_for("keepalive to drop the frozen", Duration::from_secs(10), || hub.count() == 0).await;
     println!("{} frozen clients dropped by keepalive in {:?}", CLIENTS / 3, started.elapsed());
