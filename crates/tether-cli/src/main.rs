@@ -7,6 +7,7 @@
 //!   latency (seed 001's load generator).
 
 mod bench;
+mod memory;
 mod topics;
 
 use std::net::SocketAddr;
@@ -137,6 +138,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => tether::Hub::default(),
     };
     config.hub = Some(hub.clone());
+    tokio::spawn(memory::trim_after_departures(hub.clone()));
     if args.metrics {
         config.metrics = Some(tether::metrics::Metrics::new().with_hub(hub.clone()));
     }

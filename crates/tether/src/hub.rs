@@ -339,7 +339,12 @@ impl Hub {
     }
 
     pub(crate) fn leave(&self, id: ClientId) {
-        let removed = self.inner.clients.write().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        let removed = {
+            let mut clients = self.inner.clients.write().unwrap_or_else(PoisonError::into_inner);
+            let removed = clients.remove(&id);
+            release_spare_capacity(&mut *clients);
+            removed
+        };
         if let Some(entry) = removed {
             let mut topics = self.inner.topics.write().unwrap_or_else(PoisonError::into_inner);
             for topic in &entry.topics {
@@ -465,7 +470,44 @@ fn remove_member(topics: &mut HashMap<String, HashSet<ClientId>>, topic: &str, i
         members.remove(&id);
         if members.is_empty() {
             topics.remove(topic);
+        } else {
+            release_spare_capacity(members);
         }
+    }
+}
+
+/// Hash tables never shrink by themselves: after a crowd of 100,000 clients
+/// has left, the registry would keep their slots (megabytes) for good. A
+/// table at a quarter of its capacity is halved, which keeps the cost of
+/// shrinking amortised over the removals that emptied it.
+trait SpareCapacity {
+    fn len_and_capacity(&self) -> (usize, usize);
+    fn shrink_to(&mut self, capacity: usize);
+}
+
+impl<K: Eq + std::hash::Hash, V> SpareCapacity for HashMap<K, V> {
+    fn len_and_capacity(&self) -> (usize, usize) {
+        (self.len(), self.capacity())
+    }
+    fn shrink_to(&mut self, capacity: usize) {
+        HashMap::shrink_to(self, capacity);
+    }
+}
+
+impl<K: Eq + std::hash::Hash> SpareCapacity for HashSet<K> {
+    fn len_and_capacity(&self) -> (usize, usize) {
+        (self.len(), self.capacity())
+    }
+    fn shrink_to(&mut self, capacity: usize) {
+        HashSet::shrink_to(self, capacity);
+    }
+}
+
+fn release_spare_capacity(table: &mut impl SpareCapacity) {
+    const SMALL: usize = 64;
+    let (len, capacity) = table.len_and_capacity();
+    if capacity > SMALL && len < capacity / 4 {
+        table.shrink_to((len * 2).max(SMALL));
     }
 }
 
