@@ -737,10 +737,13 @@ impl Connection {
         Ok(())
     }
 
-    /// Queues a message framed once for many connections (broadcast),
-    /// uncompressed whatever was negotiated (RFC 7692 lets any message go
-    /// uncompressed). A server writes the shared frame as is; past
-    /// 16 KiB by reference, so the bytes are never copied per connection.
+    /// Queues a message framed once for many connections (broadcast). A
+    /// server writes the shared frame as is; past 16 KiB by reference, so
+    /// the bytes are never copied per connection. With permessage-deflate
+    /// and no server context takeover, it sends the message's one
+    /// compressed frame, made by the first connection that needed it; with
+    /// context takeover, where each connection's output depends on its own
+    /// history, the message goes uncompressed (RFC 7692 lets any message).
     /// A client, or a message behind a fragmented one, frames the payload
     /// itself.
     ///
@@ -755,17 +758,39 @@ impl Connection {
             return self.send_data(prepared.opcode(), &payload, Some(&payload), false);
         }
         self.timers.note_activity();
-        if let Some(observer) = self.hooks.as_mut().and_then(|hooks| hooks.observer.as_mut()) {
-            let header = FrameHeader::new(prepared.opcode(), prepared.payload_len() as u64);
-            observer.frame(Direction::Outgoing, &header, &prepared.payload());
+        if let Some(deflate) = self.deflate.as_mut().filter(|deflate| prepared.payload_len() >= deflate.min_size) {
+            if deflate.compressor.is_stateless() {
+                if let Some(compressed) = prepared.compressed_for(&mut deflate.compressor) {
+                    let (frame, header_len) = (compressed.frame.clone(), compressed.header_len);
+                    self.write_shared_frame(prepared.opcode(), &frame, header_len, true);
+                    return Ok(());
+                }
+                if prepared.compressed_len().is_some() {
+                    // Worth compressing, but with a larger window than this
+                    // peer accepts: this connection compresses its own.
+                    let payload = prepared.payload();
+                    return self.send_data(prepared.opcode(), &payload, None, true);
+                }
+            }
         }
-        let frame = prepared.frame();
+        let frame = prepared.frame().clone();
+        self.write_shared_frame(prepared.opcode(), &frame, prepared.header_len(), false);
+        Ok(())
+    }
+
+    /// Queues a whole server frame built elsewhere (a prepared message's),
+    /// by reference when large.
+    fn write_shared_frame(&mut self, opcode: OpCode, frame: &Bytes, header_len: u8, compressed: bool) {
+        if let Some(observer) = self.hooks.as_mut().and_then(|hooks| hooks.observer.as_mut()) {
+            let payload = &frame[usize::from(header_len)..];
+            let header = FrameHeader { rsv1: compressed, ..FrameHeader::new(opcode, payload.len() as u64) };
+            observer.frame(Direction::Outgoing, &header, payload);
+        }
         if frame.len() >= SHARED_PAYLOAD_MIN {
             self.output.push_shared(frame.clone());
         } else {
             self.output.buf_mut().extend_from_slice(frame);
         }
-        Ok(())
     }
 
     fn push_backlog(&mut self, opcode: OpCode, compressed: bool, payload: Bytes) {
@@ -1074,6 +1099,9 @@ impl Connection {
         self.incoming.release_memory();
         if !matches!(self.read, ReadState::Payload { .. }) {
             self.scratch = Vec::new();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
         }
     }
 }

@@ -5,7 +5,7 @@ mod common;
 use common::{assert_failed_with, close_payload, FrameSpec, Harness};
 use tether_proto::connection::Event;
 use tether_proto::frame::OpCode;
-use tether_proto::{CloseCode, Config, Connection, Message, Role};
+use tether_proto::{CloseCode, Config, Connection, DeflateParams, Message, Role};
 
 fn server() -> Harness {
     Harness::server(Config::default())
@@ -329,4 +329,69 @@ fn a_client_given_a_prepared_message_masks_it_itself() {
     let mut peer = Connection::new(Role::Server, Config::default(), None);
     peer.handle_read(&wire).unwrap();
     assert_eq!(peer.poll_event(), Some(Event::Message(Message::from("to the server"))));
+}
+
+/// A server connection and its client, both with permessage-deflate as
+/// `params` say.
+fn deflate_pair(params: DeflateParams) -> (Connection, Connection) {
+    (
+        Connection::new(Role::Server, Config::default(), Some(params)),
+        Connection::new(Role::Client, Config::default(), Some(params)),
+    )
+}
+
+fn params(server_no_context_takeover: bool, server_max_window_bits: u8) -> DeflateParams {
+    DeflateParams {
+        server_no_context_takeover,
+        client_no_context_takeover: false,
+        server_max_window_bits,
+        client_max_window_bits: 15,
+    }
+}
+
+#[test]
+fn a_prepared_message_is_compressed_once_for_every_connection_without_server_context_takeover() {
+    let text =
+        "{\"type\":\"quote\",\"symbol\":\"ACME\",\"price\":101.25,\"note\":\"steady steady steady steady\"}".repeat(20);
+    let prepared = tether_proto::PreparedMessage::new(&Message::from(text.as_str()));
+    assert_eq!(prepared.compressed_len(), None, "nothing is compressed before a connection asks");
+    let mut first_wire = None;
+    for _ in 0..3 {
+        let (mut server, mut client) = deflate_pair(params(true, 15));
+        server.send_prepared(&prepared).unwrap();
+        let wire = common::drain(&mut server);
+        assert_eq!(wire[0] & 0x40, 0x40, "RSV1: compressed");
+        assert_eq!(Some(wire.len()), prepared.compressed_len(), "the shared compressed frame, as is");
+        assert!(wire.len() < text.len() / 4);
+        first_wire.get_or_insert_with(|| wire.clone());
+        assert_eq!(first_wire.as_ref(), Some(&wire), "the same bytes for everyone");
+        client.handle_read(&wire).unwrap();
+        assert_eq!(client.poll_event(), Some(Event::Message(Message::from(text.as_str()))));
+    }
+}
+
+#[test]
+fn a_prepared_message_goes_uncompressed_where_the_shared_form_does_not_fit() {
+    let text = "abcabcabc ".repeat(100);
+    let prepared = tether_proto::PreparedMessage::new(&Message::from(text.as_str()));
+    // Compressed first with a 15-bit window: a peer that allowed only 9
+    // bits cannot take that frame, so its connection compresses its own.
+    let (mut wide, _) = deflate_pair(params(true, 15));
+    wide.send_prepared(&prepared).unwrap();
+    let shared_len = prepared.compressed_len().unwrap();
+    let (mut narrow, mut narrow_client) = deflate_pair(params(true, 9));
+    narrow.send_prepared(&prepared).unwrap();
+    let wire = common::drain(&mut narrow);
+    assert_eq!(wire[0] & 0x40, 0x40);
+    narrow_client.handle_read(&wire).unwrap();
+    assert_eq!(narrow_client.poll_event(), Some(Event::Message(Message::from(text.as_str()))));
+    assert_eq!(prepared.compressed_len(), Some(shared_len), "the shared form is unchanged");
+    // With context takeover each connection's output depends on its own
+    // history: the prepared frame goes as it is, uncompressed.
+    let (mut stateful, mut stateful_client) = deflate_pair(params(false, 15));
+    stateful.send_prepared(&prepared).unwrap();
+    let wire = common::drain(&mut stateful);
+    assert_eq!(&wire[..], &prepared.frame()[..]);
+    stateful_client.handle_read(&wire).unwrap();
+    assert_eq!(stateful_client.poll_event(), Some(Event::Message(Message::from(text.as_str()))));
 }

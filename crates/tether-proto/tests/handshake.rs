@@ -128,7 +128,9 @@ fn deflate_is_negotiated_from_the_first_acceptable_offer() {
     .unwrap();
     assert_eq!(accepted.deflate.map(|params| params.server_max_window_bits), Some(10));
     let response = String::from_utf8(accepted.response(&[])).unwrap();
-    assert!(response.contains("Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\n"));
+    assert!(response.contains(
+        "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; server_max_window_bits=10\r\n"
+    ));
 }
 
 #[test]
@@ -209,7 +211,7 @@ fn the_client_request_carries_every_required_field_and_custom_headers() {
         "Connection: Upgrade\r\n",
         "Sec-WebSocket-Version: 13\r\n",
         "Sec-WebSocket-Protocol: chat\r\n",
-        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+        "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_max_window_bits\r\n",
         "Cookie: a=b\r\n",
         "Origin: https://example.com\r\n",
     ] {

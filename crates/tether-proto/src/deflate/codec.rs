@@ -27,9 +27,80 @@ fn zlib_window_bits(bits: u8) -> u8 {
     bits.clamp(9, 15)
 }
 
+/// zlib streams of connections that forget their context after each
+/// message, kept per thread between messages. Such a stream holds nothing
+/// of one connection once a message is done, so a thread needs one per
+/// configuration in use, not one per connection: a server with 100,000
+/// clients that negotiated `server_no_context_takeover` holds a few
+/// compressors, not 100,000 of about 300 KiB. A stream taken by a
+/// decompressor mid-message travels with its connection (to another
+/// thread, if the runtime moves it) and is returned where the message ends.
+mod idle_streams {
+    use std::cell::RefCell;
+
+    use zlib_rs::DeflateConfig;
+
+    /// Streams kept per thread and kind; beyond it, a returned one is freed.
+    const KEPT: usize = 4;
+
+    thread_local! {
+        static COMPRESSORS: RefCell<Vec<(DeflateConfig, Box<zlib_rs::Deflate>)>> = const { RefCell::new(Vec::new()) };
+        static DECOMPRESSORS: RefCell<Vec<(u8, Box<zlib_rs::Inflate>)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn take<K: PartialEq, S>(pool: &RefCell<Vec<(K, S)>>, key: &K) -> Option<S> {
+        let mut pool = pool.borrow_mut();
+        let at = pool.iter().position(|(kept, _)| kept == key)?;
+        Some(pool.swap_remove(at).1)
+    }
+
+    fn give<K, S>(pool: &RefCell<Vec<(K, S)>>, key: K, stream: S) {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < KEPT {
+            pool.push((key, stream));
+        }
+    }
+
+    /// A reset compressor for `config`, from this thread's pool or new.
+    pub(super) fn compressor(config: DeflateConfig) -> Box<zlib_rs::Deflate> {
+        COMPRESSORS
+            .try_with(|pool| take(pool, &config))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Box::new(zlib_rs::Deflate::new_with_config(config)))
+    }
+
+    /// Returns a compressor, reset, for the next message of any connection.
+    pub(super) fn return_compressor(config: DeflateConfig, mut stream: Box<zlib_rs::Deflate>) {
+        stream.reset();
+        let _ = COMPRESSORS.try_with(|pool| give(pool, config, stream));
+    }
+
+    /// A reset decompressor for windows of `window_bits`.
+    pub(super) fn decompressor(window_bits: u8) -> Box<zlib_rs::Inflate> {
+        DECOMPRESSORS
+            .try_with(|pool| take(pool, &window_bits))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Box::new(zlib_rs::Inflate::new(false, window_bits)))
+    }
+
+    /// Returns a decompressor, reset, at the end of a message.
+    pub(super) fn return_decompressor(window_bits: u8, mut stream: Box<zlib_rs::Inflate>) {
+        stream.reset(false);
+        let _ = DECOMPRESSORS.try_with(|pool| give(pool, window_bits, stream));
+    }
+}
+
 /// Compresses whole messages (RFC 7692 §7.2.1).
+///
+/// With context takeover it owns its zlib stream from the first message
+/// on; without, it borrows one from its thread for each message and owns
+/// nothing between messages.
 pub struct Compressor {
-    stream: Option<zlib_rs::Deflate>,
+    /// Boxed: zlib's stream struct is 128 bytes, and most connections
+    /// never hold one (no context takeover, or nothing sent yet).
+    stream: Option<Box<zlib_rs::Deflate>>,
     config: ZlibDeflateConfig,
     reset_after_message: bool,
 }
@@ -63,39 +134,66 @@ impl Compressor {
     /// Appends the compressed form of one whole message to `out`: raw
     /// deflate ending in a sync flush, with the flush's `00 00 ff ff`
     /// trailer removed as §7.2.1 requires.
-    pub fn compress_message(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+    pub fn compress_message(&mut self, input: &[u8], out: &mut Vec<u8>) {
         let config = self.config;
-        let stream = self.stream.get_or_insert_with(|| zlib_rs::Deflate::new_with_config(config));
-        let start = out.len();
-        loop {
-            // Incompressible input grows by about 5 bytes per 16 KiB block.
-            let room = input.len() + input.len() / 1024 + 64;
-            let write_at = out.len();
-            out.resize(write_at + room, 0);
-            let (in_before, out_before) = (stream.total_in(), stream.total_out());
-            let status = stream.compress(input, &mut out[write_at..], DeflateFlush::SyncFlush);
-            let consumed = (stream.total_in() - in_before) as usize;
-            let produced = (stream.total_out() - out_before) as usize;
-            out.truncate(write_at + produced);
-            input = &input[consumed..];
-            debug_assert!(status.is_ok(), "deflate fails only on misuse");
-            // With room left after a sync flush, the flush is complete.
-            if status.is_err() || (input.is_empty() && produced < room) {
-                break;
-            }
-        }
-        if out[start..].ends_with(&SYNC_TRAILER) {
-            out.truncate(out.len() - SYNC_TRAILER.len());
-        }
         if self.reset_after_message {
-            stream.reset();
+            let mut stream = idle_streams::compressor(config);
+            deflate_message(&mut stream, input, out);
+            idle_streams::return_compressor(config, stream);
+        } else {
+            let stream = self.stream.get_or_insert_with(|| Box::new(zlib_rs::Deflate::new_with_config(config)));
+            deflate_message(stream, input, out);
         }
+    }
+
+    /// The window this compressor's output needs the peer to accept, bits.
+    #[must_use]
+    pub fn window_bits(&self) -> u8 {
+        self.config.window_bits.unsigned_abs() as u8
+    }
+
+    /// Whether each message is compressed on its own, without context from
+    /// earlier ones: then one compressed form of a message suits every such
+    /// connection whose peer accepts this window (a broadcast compresses once).
+    #[must_use]
+    pub fn is_stateless(&self) -> bool {
+        self.reset_after_message
+    }
+}
+
+/// Appends the raw deflate of one whole message to `out`, ending in a sync
+/// flush whose `00 00 ff ff` trailer is removed, as §7.2.1 requires.
+fn deflate_message(stream: &mut zlib_rs::Deflate, mut input: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    loop {
+        // Incompressible input grows by about 5 bytes per 16 KiB block.
+        let room = input.len() + input.len() / 1024 + 64;
+        let write_at = out.len();
+        out.resize(write_at + room, 0);
+        let (in_before, out_before) = (stream.total_in(), stream.total_out());
+        let status = stream.compress(input, &mut out[write_at..], DeflateFlush::SyncFlush);
+        let consumed = (stream.total_in() - in_before) as usize;
+        let produced = (stream.total_out() - out_before) as usize;
+        out.truncate(write_at + produced);
+        input = &input[consumed..];
+        debug_assert!(status.is_ok(), "deflate fails only on misuse");
+        // With room left after a sync flush, the flush is complete.
+        if status.is_err() || (input.is_empty() && produced < room) {
+            break;
+        }
+    }
+    if out[start..].ends_with(&SYNC_TRAILER) {
+        out.truncate(out.len() - SYNC_TRAILER.len());
     }
 }
 
 /// Inflates incoming messages frame by frame, stopping at the message limit.
+///
+/// Without context takeover, it holds a zlib stream only while a message
+/// is being received, borrowed from its thread's idle streams.
 pub struct Decompressor {
-    stream: Option<zlib_rs::Inflate>,
+    /// Boxed, as the compressor's.
+    stream: Option<Box<zlib_rs::Inflate>>,
     window_bits: u8,
     reset_after_message: bool,
     /// A final deflate block (BFINAL) ended the stream mid-message.
@@ -128,8 +226,14 @@ impl Decompressor {
     /// [`ProtocolError::MessageTooLarge`] past the limit,
     /// [`ProtocolError::InvalidCompressedData`] for corrupt data.
     pub fn decompress(&mut self, mut input: &[u8], out: &mut BytesMut, limit: usize) -> Result<(), ProtocolError> {
-        let window_bits = self.window_bits;
-        let stream = self.stream.get_or_insert_with(|| zlib_rs::Inflate::new(false, window_bits));
+        let (window_bits, pooled) = (self.window_bits, self.reset_after_message);
+        let stream = self.stream.get_or_insert_with(|| {
+            if pooled {
+                idle_streams::decompressor(window_bits)
+            } else {
+                Box::new(zlib_rs::Inflate::new(false, window_bits))
+            }
+        });
         while !input.is_empty() || !self.ended {
             if self.ended {
                 // RFC 7692 §7.2.3.4 lets a sender end with BFINAL; bytes after it are garbage.
@@ -176,12 +280,16 @@ impl Decompressor {
         if !self.ended {
             self.decompress(&SYNC_TRAILER, out, limit)?;
         }
-        if self.reset_after_message || self.ended {
+        if self.reset_after_message {
+            if let Some(stream) = self.stream.take() {
+                idle_streams::return_decompressor(self.window_bits, stream);
+            }
+        } else if self.ended {
             if let Some(stream) = &mut self.stream {
                 stream.reset(false);
             }
-            self.ended = false;
         }
+        self.ended = false;
         Ok(())
     }
 }
