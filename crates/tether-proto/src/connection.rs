@@ -1068,11 +1068,14 @@ impl Connection {
         match timeout {
             Timeout::Ping => {
                 // The peer is presumed dead: tell it why, in case it is
-                // not, and do not wait for its answer.
+                // not, but wait neither for its answer nor for it to take
+                // our output: a peer that stopped reading leaves the
+                // server's registry now, not a close timeout later.
                 self.read = ReadState::Discard;
                 self.backlog = None;
                 self.write_close(CloseFrame::new(CloseCode::INTERNAL_ERROR, timeout.reason()));
                 self.state = State::Closed;
+                self.timers.close_without_waiting();
             }
             Timeout::Idle => {
                 // Cannot fail: the code is sendable and the reason short.

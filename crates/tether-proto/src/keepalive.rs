@@ -166,6 +166,12 @@ impl Timers {
         self.before_ping_end = u32::try_from(unsent).unwrap_or(u32::MAX);
     }
 
+    /// Closing is not waited for: the close deadline is now, so whatever
+    /// the transport does not take at once is abandoned at the next check.
+    pub(crate) fn close_without_waiting(&mut self) {
+        self.close_deadline = self.latest;
+    }
+
     /// The transport holds `queued` bytes not yet taken by the peer; a
     /// smaller number than last time means the peer is reading.
     pub(crate) fn note_transport_queue(&mut self, queued: usize) {

@@ -255,6 +255,23 @@ fn a_stalled_peer_with_nothing_to_read_is_not_excused_by_old_progress() {
 }
 
 #[test]
+fn after_a_ping_timeout_output_the_peer_does_not_take_is_abandoned_at_once() {
+    // A peer that stopped reading: our output (a message and the ping)
+    // never leaves. At the pong deadline the close frame is queued behind
+    // it for whatever the transport takes at once; at the next check the
+    // connection is over, not a close timeout later.
+    let (mut harness, t0) = client(Some(20.0), Some(20.0));
+    harness.connection.send_binary(&[7; 10_000]).unwrap();
+    harness.connection.handle_timeout(t0 + secs(20.0));
+    assert_eq!(harness.connection.handle_timeout(t0 + secs(40.0)), Some(Timeout::Ping));
+    assert!(!harness.connection.is_finished(), "the close frame waits for one write attempt");
+    assert_eq!(harness.connection.poll_timeout(), Some(t0 + secs(40.0)), "due now");
+    assert_eq!(harness.connection.handle_timeout(t0 + secs(40.0)), Some(Timeout::Close));
+    assert!(harness.connection.is_finished());
+    assert_eq!(harness.connection.timeout(), Some(Timeout::Ping), "the cause is still the ping timeout");
+}
+
+#[test]
 fn the_closing_handshake_is_abandoned_at_the_close_timeout() {
     let (mut harness, t0) = client(None, None);
     harness.connection.handle_timeout(t0 + secs(1.0));

@@ -51,7 +51,9 @@ pub enum HubEvent {
     Left(ClientId),
 }
 
-/// What to do when a recipient's mailbox is full.
+/// What to do when a recipient's mailbox is full: the hub's default
+/// ([`HubConfig::overflow`]), or one connection's own
+/// ([`Hub::set_overflow`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Overflow {
     /// Drop the message that does not fit.
@@ -64,6 +66,71 @@ pub enum Overflow {
     /// Close the connection with this code (1008 policy, 1013 try again
     /// later): the client can reconnect and catch up.
     Close(CloseCode),
+}
+
+impl Overflow {
+    /// The policy's name in metrics (`policy` label).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Overflow::DropNewest => "drop_newest",
+            Overflow::DropOldest => "drop_oldest",
+            Overflow::KeepLatest => "keep_latest",
+            Overflow::Close(_) => "close",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Overflow::DropNewest => 0,
+            Overflow::DropOldest => 1,
+            Overflow::KeepLatest => 2,
+            Overflow::Close(_) => 3,
+        }
+    }
+}
+
+/// Messages dropped by each overflow policy since the hub was made, and
+/// the connections the closing policy closed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// Messages that did not fit and were dropped ([`Overflow::DropNewest`]).
+    pub drop_newest: u64,
+    /// Queued messages pushed out by newer ones ([`Overflow::DropOldest`]).
+    pub drop_oldest: u64,
+    /// Queued messages replaced by a newer one ([`Overflow::KeepLatest`]).
+    pub keep_latest: u64,
+    /// Messages discarded with a connection closed for being too slow
+    /// ([`Overflow::Close`]): what was queued, and the one that did not fit.
+    pub close: u64,
+    /// Connections closed for being too slow.
+    pub closed_connections: u64,
+}
+
+impl Drops {
+    /// Every dropped message, whatever the policy.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.drop_newest + self.drop_oldest + self.keep_latest + self.close
+    }
+
+    /// `(policy name, messages dropped)` for each policy, for metrics.
+    #[must_use]
+    pub fn by_policy(&self) -> [(&'static str, u64); 4] {
+        [
+            ("drop_newest", self.drop_newest),
+            ("drop_oldest", self.drop_oldest),
+            ("keep_latest", self.keep_latest),
+            ("close", self.close),
+        ]
+    }
+}
+
+/// The hub's drop counters, one per policy.
+#[derive(Debug, Default)]
+struct DropCounters {
+    messages: [AtomicU64; 4],
+    closed_connections: AtomicU64,
 }
 
 /// How a hub treats slow recipients.
@@ -110,6 +177,9 @@ struct MailboxState {
     waker: Option<Waker>,
     close: Option<CloseFrame>,
     closing: bool,
+    /// This connection's own policy, if it has one.
+    overflow: Option<Overflow>,
+    /// Messages dropped on the way to this connection.
     dropped: u64,
 }
 
@@ -143,41 +213,43 @@ impl Mailbox {
         self.lock().bytes
     }
 
-    fn deliver(&self, message: &PreparedMessage, config: &HubConfig) -> Delivery {
+    fn deliver(&self, message: &PreparedMessage, config: &HubConfig, counters: &DropCounters) -> Delivery {
         let mut state = self.lock();
         if state.closing {
             return Delivery { closed: 1, ..Delivery::default() };
         }
         let mut delivery = Delivery::default();
+        let overflow = state.overflow.unwrap_or(config.overflow);
         if state.bytes + message.len() > config.max_buffered {
-            match config.overflow {
-                Overflow::DropNewest => {
-                    state.dropped += 1;
-                    return Delivery { dropped: 1, ..Delivery::default() };
-                }
+            match overflow {
+                Overflow::DropNewest => delivery.dropped = 1,
                 Overflow::DropOldest => {
                     while state.bytes + message.len() > config.max_buffered {
                         let Some(old) = state.queue.pop_front() else { break };
                         state.bytes -= old.len();
-                        state.dropped += 1;
                         delivery.dropped += 1;
                     }
                 }
                 Overflow::KeepLatest => {
-                    delivery.dropped += state.queue.len();
-                    state.dropped += state.queue.len() as u64;
+                    delivery.dropped = state.queue.len();
                     state.queue.clear();
                     state.bytes = 0;
                 }
                 Overflow::Close(code) => {
-                    delivery.dropped += state.queue.len() + 1;
+                    delivery.dropped = state.queue.len() + 1;
+                    delivery.closed = 1;
                     state.queue.clear();
                     state.bytes = 0;
                     state.closing = true;
                     state.close = Some(CloseFrame::new(code, "too slow: messages were piling up"));
-                    wake(&mut state);
-                    return Delivery { closed: 1, ..delivery };
+                    counters.closed_connections.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+            state.dropped += delivery.dropped as u64;
+            counters.messages[overflow.index()].fetch_add(delivery.dropped as u64, Ordering::Relaxed);
+            if matches!(overflow, Overflow::DropNewest | Overflow::Close(_)) {
+                wake(&mut state);
+                return delivery;
             }
         }
         state.bytes += message.len();
@@ -216,7 +288,7 @@ struct Inner {
     clients: RwLock<HashMap<ClientId, Entry>>,
     topics: RwLock<HashMap<String, HashSet<ClientId>>>,
     next_id: AtomicU64,
-    dropped: AtomicU64,
+    drops: DropCounters,
     events: broadcast::Sender<HubEvent>,
 }
 
@@ -251,7 +323,7 @@ impl Hub {
                 clients: RwLock::default(),
                 topics: RwLock::default(),
                 next_id: AtomicU64::new(1),
-                dropped: AtomicU64::new(0),
+                drops: DropCounters::default(),
                 events,
             }),
         }
@@ -316,10 +388,46 @@ impl Hub {
         self.inner.events.subscribe()
     }
 
-    /// Messages dropped by the overflow policy since the hub was made.
+    /// Messages dropped by the overflow policies since the hub was made.
     #[must_use]
     pub fn dropped(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed)
+        self.drops().total()
+    }
+
+    /// Drops by policy, and connections closed for being too slow.
+    #[must_use]
+    pub fn drops(&self) -> Drops {
+        let counters = &self.inner.drops;
+        let load = |policy: Overflow| counters.messages[policy.index()].load(Ordering::Relaxed);
+        Drops {
+            drop_newest: load(Overflow::DropNewest),
+            drop_oldest: load(Overflow::DropOldest),
+            keep_latest: load(Overflow::KeepLatest),
+            close: load(Overflow::Close(CloseCode::NORMAL)),
+            closed_connections: counters.closed_connections.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Messages dropped on the way to one client.
+    #[must_use]
+    pub fn dropped_for(&self, id: ClientId) -> Option<u64> {
+        self.clients().get(&id).map(|entry| entry.mailbox.lock().dropped)
+    }
+
+    /// Gives one client its own overflow policy (a dashboard that only
+    /// needs the latest state, next to chat clients that must not miss a
+    /// message); `false` if it is not connected.
+    pub fn set_overflow(&self, id: ClientId, overflow: Overflow) -> bool {
+        let clients = self.clients();
+        let Some(entry) = clients.get(&id) else { return false };
+        entry.mailbox.lock().overflow = Some(overflow);
+        true
+    }
+
+    /// Bytes waiting in all mailboxes.
+    #[must_use]
+    pub fn buffered_total(&self) -> usize {
+        self.clients().values().map(|entry| entry.mailbox.buffered()).sum()
     }
 
     /// Bytes waiting in one client's mailbox.
@@ -431,12 +539,11 @@ impl Hub {
     fn deliver<'a>(&self, mailboxes: impl Iterator<Item = &'a Arc<Mailbox>>, message: &PreparedMessage) -> Delivery {
         let mut total = Delivery::default();
         for mailbox in mailboxes {
-            let delivery = mailbox.deliver(message, &self.inner.config);
+            let delivery = mailbox.deliver(message, &self.inner.config, &self.inner.drops);
             total.queued += delivery.queued;
             total.dropped += delivery.dropped;
             total.closed += delivery.closed;
         }
-        self.inner.dropped.fetch_add(total.dropped as u64, Ordering::Relaxed);
         total
     }
 

@@ -146,7 +146,8 @@ impl Metrics {
             vec![(String::new(), load(&c.bytes_out))],
         );
         if let Some(hub) = &self.hub {
-            let buffered: usize = hub.list().iter().filter_map(|client| hub.buffered(client.id)).sum();
+            let buffered = hub.buffered_total();
+            let drops = hub.drops();
             metric(
                 "tether_hub_clients",
                 "gauge",
@@ -162,8 +163,14 @@ impl Metrics {
             metric(
                 "tether_hub_dropped_total",
                 "counter",
-                "Messages dropped by the overflow policy.",
-                vec![(String::new(), hub.dropped())],
+                "Messages dropped by each overflow policy.",
+                drops.by_policy().iter().map(|(policy, count)| (format!("{{policy=\"{policy}\"}}"), *count)).collect(),
+            );
+            metric(
+                "tether_hub_overflow_closed_total",
+                "counter",
+                "Connections closed for being too slow (the close policy).",
+                vec![(String::new(), drops.closed_connections)],
             );
             if let Some(redis) = hub.redis() {
                 let one = |value: u64| vec![(String::new(), value)];

@@ -217,6 +217,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
+    /// Gives this connection its own overflow policy in the server's hub
+    /// (see [`Hub::set_overflow`](crate::Hub::set_overflow)); `false`
+    /// without a hub.
+    pub fn set_overflow(&self, overflow: crate::hub::Overflow) -> bool {
+        self.info
+            .registration
+            .as_ref()
+            .is_some_and(|registration| registration.hub.set_overflow(registration.id, overflow))
+    }
+
     /// The negotiated subprotocol.
     #[must_use]
     pub fn protocol(&self) -> Option<&str> {

@@ -405,3 +405,42 @@ async fn metrics_count_connections_messages_and_round_trips_in_prometheus_text()
         .unwrap();
     assert!(count > 0, "pongs were timed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_can_have_its_own_overflow_policy_and_drops_are_counted_by_policy() {
+    let hub = Hub::new({
+        let mut config = HubConfig::default();
+        config.max_buffered = 8 << 10;
+        config.overflow = Overflow::DropOldest;
+        config
+    });
+    let url = hub_server(hub.clone(), Config::default().with_keepalive(None, None)).await;
+    let _history = stalled_client(&url).await;
+    let _dashboard = stalled_client(&url).await;
+    wait_for("both registered", Duration::from_secs(5), || hub.count() == 2).await;
+    let mut ids: Vec<u64> = hub.list().iter().map(|client| client.id).collect();
+    ids.sort_unstable();
+    let (history, dashboard) = (ids[0], ids[1]);
+    assert!(hub.set_overflow(dashboard, Overflow::KeepLatest));
+    // Far more than kernel buffers and mailboxes hold.
+    for _ in 0..2_000 {
+        hub.broadcast(&Message::from(vec![1u8; 1000]));
+        tokio::task::yield_now().await;
+    }
+    let drops = hub.drops();
+    println!("{drops:?}");
+    assert!(drops.drop_oldest > 0 && drops.keep_latest > 0);
+    assert_eq!((drops.drop_newest, drops.close, drops.closed_connections), (0, 0, 0));
+    assert_eq!(hub.dropped_for(history), Some(drops.drop_oldest));
+    assert_eq!(hub.dropped_for(dashboard), Some(drops.keep_latest));
+    assert_eq!(hub.dropped(), drops.total());
+    let text = tether::metrics::Metrics::new().with_hub(hub.clone()).render();
+    for line in [
+        format!("tether_hub_dropped_total{{policy=\"drop_oldest\"}} {}", drops.drop_oldest),
+        format!("tether_hub_dropped_total{{policy=\"keep_latest\"}} {}", drops.keep_latest),
+        "tether_hub_dropped_total{policy=\"close\"} 0".to_owned(),
+        "tether_hub_overflow_closed_total 0".to_owned(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+}
