@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
+use tether::reactor::{Conn, Reactor};
 use tether::{ClientConfig, CloseCode, Config, Message, Server, ServerConfig, TrustRoots, WebSocket};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -143,25 +144,98 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.metrics = Some(tether::metrics::Metrics::new().with_hub(hub.clone()));
     }
     config.http = http_handler(args.demo, args.static_dir.clone());
-    let server =
-        Server::bind(args.listen, config).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = server.local_addr()?;
     let role = match (args.broadcast, args.topics || args.demo) {
-        (true, _) => "broadcast",
-        (_, true) => "topics",
-        _ => "echo",
+        (true, _) => Role::Broadcast,
+        (_, true) => Role::Topics,
+        _ => Role::Echo,
     };
-    eprintln!("tether: {role} server listening on {scheme}://{addr}/");
+    if config.tls.is_some() {
+        return serve_tls(args.listen, config, role, &hub, close_timeout).await;
+    }
+    // Plain TCP: the reactor, one event loop for every connection (no task
+    // per connection: an idle client costs a few hundred bytes).
+    let reactor = Reactor::bind(args.listen, config).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = reactor.local_addr()?;
+    eprintln!("tether: {} server listening on {scheme}://{addr}/", role.name());
+    let handle = reactor.handle();
+    let mut running = tokio::task::spawn_blocking(move || reactor.run(Serving { role }));
+    tokio::select! {
+        result = &mut running => result??,
+        () = shutdown_signal() => {
+            say(&format!("tether: shutting down, closing {} connections", hub.count()));
+            // Graceful: no new connections, 1001 to everyone, wait for
+            // their close handshakes (each bounded by the close timeout).
+            handle.shutdown();
+            if tokio::time::timeout(close_timeout + Duration::from_secs(1), running).await.is_err() {
+                say(&format!("tether: {} connections did not close in time", hub.count()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the server does with each message.
+#[derive(Clone, Copy)]
+enum Role {
+    Echo,
+    Broadcast,
+    Topics,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Echo => "echo",
+            Role::Broadcast => "broadcast",
+            Role::Topics => "topics",
+        }
+    }
+}
+
+/// The reactor's service: the role's answer to each message.
+struct Serving {
+    role: Role,
+}
+
+impl tether::reactor::Service for Serving {
+    fn on_message(&mut self, conn: &mut Conn<'_>, message: Message) {
+        match self.role {
+            Role::Echo => {
+                let _ = conn.send(&message);
+            }
+            Role::Broadcast => {
+                if let Some(hub) = conn.hub() {
+                    hub.broadcast(&message);
+                }
+            }
+            Role::Topics => {
+                if let Some(answer) = topics::answer(conn, &message) {
+                    let _ = conn.send(&answer);
+                }
+            }
+        }
+    }
+}
+
+/// `wss://`: the tokio server, a task per connection.
+async fn serve_tls(
+    listen: SocketAddr,
+    config: ServerConfig,
+    role: Role,
+    hub: &tether::Hub,
+    close_timeout: Duration,
+) -> anyhow::Result<()> {
+    let server = Server::bind(listen, config).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = server.local_addr()?;
+    eprintln!("tether: {} server listening on wss://{addr}/", role.name());
     let serving = match role {
-        "broadcast" => tokio::spawn(server.serve(broadcast)),
-        "topics" => tokio::spawn(server.serve(topics::handler)),
-        _ => tokio::spawn(server.serve(echo)),
+        Role::Broadcast => tokio::spawn(server.serve(broadcast)),
+        Role::Topics => tokio::spawn(server.serve(topics::handler)),
+        Role::Echo => tokio::spawn(server.serve(echo)),
     };
     tokio::select! {
         result = serving => result??,
         () = shutdown_signal() => {
-            // Graceful: no new connections, 1001 to everyone, wait for
-            // their close handshakes (each bounded by the close timeout).
             let clients = hub.count();
             say(&format!("tether: shutting down, closing {clients} connections"));
             hub.close_all(CloseCode::GOING_AWAY, "server shutting down");

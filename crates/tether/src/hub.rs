@@ -175,7 +175,8 @@ struct MailboxState {
     queue: VecDeque<PreparedMessage>,
     bytes: usize,
     waker: Option<Waker>,
-    close: Option<CloseFrame>,
+    /// Boxed: rare, and a mailbox exists per connection.
+    close: Option<Box<CloseFrame>>,
     closing: bool,
     /// This connection's own policy, if it has one.
     overflow: Option<Overflow>,
@@ -205,7 +206,7 @@ impl Mailbox {
         if !state.waker.as_ref().is_some_and(|current| current.will_wake(waker)) {
             state.waker = Some(waker.clone());
         }
-        (taken, state.close.take())
+        (taken, state.close.take().map(|frame| *frame))
     }
 
     /// Bytes waiting.
@@ -241,7 +242,7 @@ impl Mailbox {
                     state.queue.clear();
                     state.bytes = 0;
                     state.closing = true;
-                    state.close = Some(CloseFrame::new(code, "too slow: messages were piling up"));
+                    state.close = Some(Box::new(CloseFrame::new(code, "too slow: messages were piling up")));
                     counters.closed_connections.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -263,7 +264,7 @@ impl Mailbox {
         let mut state = self.lock();
         if !state.closing {
             state.closing = true;
-            state.close = Some(frame);
+            state.close = Some(Box::new(frame));
             wake(&mut state);
         }
     }
@@ -275,17 +276,36 @@ fn wake(state: &mut MailboxState) {
     }
 }
 
+/// A client in the registry: what [`ClientInfo`] shows, kept compact (a
+/// server may hold a hundred thousand), and its mailbox.
 struct Entry {
-    info: ClientInfo,
-    topics: HashSet<String>,
+    peer: Option<SocketAddr>,
+    path: Box<str>,
+    connected_at: SystemTime,
+    /// Sorted; a client has a few.
+    topics: Vec<Box<str>>,
     mailbox: Arc<Mailbox>,
+}
+
+impl Entry {
+    fn info(&self, id: ClientId) -> ClientInfo {
+        ClientInfo {
+            id,
+            peer: self.peer,
+            path: self.path.to_string(),
+            connected_at: self.connected_at,
+            topics: self.topics.iter().map(|topic| topic.to_string()).collect(),
+        }
+    }
 }
 
 struct Inner {
     config: HubConfig,
     /// Fan-out through Redis, if configured.
     redis: std::sync::OnceLock<crate::redis::Bridge>,
-    clients: RwLock<HashMap<ClientId, Entry>>,
+    /// Entries boxed: a table's spare slots (it keeps up to half of them
+    /// empty) then cost a pointer each, not an entry.
+    clients: RwLock<HashMap<ClientId, Box<Entry>>>,
     topics: RwLock<HashMap<String, HashSet<ClientId>>>,
     next_id: AtomicU64,
     drops: DropCounters,
@@ -358,7 +378,7 @@ impl Hub {
         self.inner.redis.get().map(|bridge| &*bridge.status)
     }
 
-    fn clients(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ClientId, Entry>> {
+    fn clients(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ClientId, Box<Entry>>> {
         self.inner.clients.read().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -371,7 +391,7 @@ impl Hub {
     /// Every connected client.
     #[must_use]
     pub fn list(&self) -> Vec<ClientInfo> {
-        let mut list: Vec<ClientInfo> = self.clients().values().map(|entry| entry.info.clone()).collect();
+        let mut list: Vec<ClientInfo> = self.clients().iter().map(|(id, entry)| entry.info(*id)).collect();
         list.sort_by_key(|info| info.id);
         list
     }
@@ -379,7 +399,7 @@ impl Hub {
     /// One client, if connected.
     #[must_use]
     pub fn get(&self, id: ClientId) -> Option<ClientInfo> {
-        self.clients().get(&id).map(|entry| entry.info.clone())
+        self.clients().get(&id).map(|entry| entry.info(id))
     }
 
     /// Joins and leaves from now on (a lagging receiver misses the oldest).
@@ -439,10 +459,19 @@ impl Hub {
     pub(crate) fn join(&self, peer: Option<SocketAddr>, path: &str) -> (ClientId, Arc<Mailbox>) {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mailbox = Arc::new(Mailbox::default());
-        let info = ClientInfo { id, peer, path: path.to_owned(), connected_at: SystemTime::now(), topics: Vec::new() };
-        let entry = Entry { info: info.clone(), topics: HashSet::new(), mailbox: mailbox.clone() };
+        let entry = Box::new(Entry {
+            peer,
+            path: path.into(),
+            connected_at: SystemTime::now(),
+            topics: Vec::new(),
+            mailbox: mailbox.clone(),
+        });
+        // Only built when someone listens: a crowd joining costs no copies.
+        let joined = (self.inner.events.receiver_count() > 0).then(|| entry.info(id));
         self.inner.clients.write().unwrap_or_else(PoisonError::into_inner).insert(id, entry);
-        let _ = self.inner.events.send(HubEvent::Joined(info));
+        if let Some(info) = joined {
+            let _ = self.inner.events.send(HubEvent::Joined(info));
+        }
         (id, mailbox)
     }
 
@@ -467,8 +496,8 @@ impl Hub {
     pub fn subscribe(&self, id: ClientId, topic: &str) -> bool {
         let mut clients = self.inner.clients.write().unwrap_or_else(PoisonError::into_inner);
         let Some(entry) = clients.get_mut(&id) else { return false };
-        if entry.topics.insert(topic.to_owned()) {
-            entry.info.topics = sorted(&entry.topics);
+        if let Err(at) = entry.topics.binary_search_by(|held| (**held).cmp(topic)) {
+            entry.topics.insert(at, topic.into());
             self.inner
                 .topics
                 .write()
@@ -484,8 +513,8 @@ impl Hub {
     pub fn unsubscribe(&self, id: ClientId, topic: &str) {
         let mut clients = self.inner.clients.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = clients.get_mut(&id) {
-            if entry.topics.remove(topic) {
-                entry.info.topics = sorted(&entry.topics);
+            if let Ok(at) = entry.topics.binary_search_by(|held| (**held).cmp(topic)) {
+                entry.topics.remove(at);
                 remove_member(&mut self.inner.topics.write().unwrap_or_else(PoisonError::into_inner), topic, id);
             }
         }
@@ -616,12 +645,6 @@ fn release_spare_capacity(table: &mut impl SpareCapacity) {
     if capacity > SMALL && len < capacity / 4 {
         table.shrink_to((len * 2).max(SMALL));
     }
-}
-
-fn sorted(topics: &HashSet<String>) -> Vec<String> {
-    let mut list: Vec<String> = topics.iter().cloned().collect();
-    list.sort();
-    list
 }
 
 /// A connection's membership: leaves the hub when dropped or when the

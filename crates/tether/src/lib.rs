@@ -44,6 +44,7 @@ pub mod hub;
 mod kernel;
 pub mod metrics;
 pub mod proxy;
+pub mod reactor;
 pub mod reconnect;
 pub mod redis;
 pub mod server;

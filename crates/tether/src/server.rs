@@ -128,8 +128,8 @@ impl ServerConfig {
     }
 }
 
-struct Shared {
-    config: ServerConfig,
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
     handshake: ServerHandshakeConfig,
     /// The paths served, when serving [`Routes`]; `None` serves every path.
     paths: Option<Vec<String>>,
@@ -138,7 +138,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(config: ServerConfig) -> Shared {
+    pub(crate) fn new(config: ServerConfig) -> Shared {
         Shared { handshake: config.handshake_config(), config, paths: None, active: Arc::default() }
     }
 }
@@ -462,7 +462,11 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Every decision between a parsed request and the `101`, in order (see
 /// [`admission`](crate::admission)); `Err` is the answer to send instead.
-fn admit(request: &Request, peer: SocketAddr, shared: &Shared) -> std::result::Result<(Accepted, Acceptance), Answer> {
+pub(crate) fn admit(
+    request: &Request,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> std::result::Result<(Accepted, Acceptance), Answer> {
     let config = &shared.config;
     if !is_upgrade(request) {
         if let (Some(metrics), "/metrics") = (&config.metrics, request.path()) {
@@ -497,7 +501,7 @@ fn admit(request: &Request, peer: SocketAddr, shared: &Shared) -> std::result::R
 }
 
 /// What to answer instead of a `101`.
-enum Answer {
+pub(crate) enum Answer {
     Refuse(Rejection),
     Http(HttpResponse),
 }

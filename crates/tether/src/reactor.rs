@@ -1,0 +1,840 @@
+//! A server without a task per connection: one thread runs an event loop
+//! (epoll, through mio) that owns every connection, and a [`Service`]'s
+//! callbacks see each one's messages.
+//!
+//! [`Server`](crate::Server) gives each connection a tokio task and an
+//! `async` handler, which is the most natural way to write per-connection
+//! logic, but a task and its socket registration alone cost about 1 KiB of
+//! memory, idle or not. Here an idle connection is its protocol state
+//! (`tether_proto::Connection`), its socket, and its place in the hub: no
+//! future, no per-connection timer (one heap of deadlines serves them all),
+//! no buffer while idle. Servers of many mostly idle clients (the seeds'
+//! chat and push servers) are what it is for; `tether serve` runs on it.
+//!
+//! The same sans-I/O pieces as the tokio server do the work: the head
+//! reader, [`admission`](crate::admission) (hook, origins, plain HTTP,
+//! metrics), the protocol core with its keepalive, and the [`Hub`]'s
+//! mailboxes. Plain TCP only: for `wss://`, use [`Server`](crate::Server).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Wake, Waker};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token};
+use tether_proto::handshake::{HeadReader, Rejection, Request};
+use tether_proto::{CloseCode, Connection, Event, Message, Role, State, UsageError};
+
+use crate::hub::{ClientId, Hub, Registration};
+use crate::metrics::Tracked;
+use crate::server::{admit, Answer, ServerConfig, Shared};
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+/// One read buffer for all connections of the loop.
+const READ_BUFFER: usize = 256 << 10;
+const WRITE_SLICES: usize = 16;
+/// Output a connection may hold before it stops reading (its peer must
+/// take our answers before it sends more) and stops taking hub mail.
+const SEND_BACKLOG_LIMIT: usize = 64 << 10;
+/// Reads from one connection per turn of the loop, so one fast sender
+/// cannot starve the others; the rest is read on the next turn.
+const READS_PER_TURN: usize = 16;
+
+/// What a reactor server does with its connections. Every callback runs
+/// on the loop's thread: keep them short, and hand long work elsewhere
+/// (what a callback sends is written when it returns).
+pub trait Service: Send + 'static {
+    /// A connection completed its opening handshake.
+    fn on_open(&mut self, conn: &mut Conn<'_>) {
+        let _ = conn;
+    }
+
+    /// A whole message arrived.
+    fn on_message(&mut self, conn: &mut Conn<'_>, message: Message);
+
+    /// A connection ended, by whatever path; `code` is the peer's close
+    /// code, else ours, else `None` (it vanished without a close frame).
+    fn on_close(&mut self, id: ConnId, code: Option<CloseCode>) {
+        let _ = (id, code);
+    }
+}
+
+/// A closure is a service that only handles messages.
+impl<F: FnMut(&mut Conn<'_>, Message) + Send + 'static> Service for F {
+    fn on_message(&mut self, conn: &mut Conn<'_>, message: Message) {
+        self(conn, message);
+    }
+}
+
+/// A connection's number in its reactor, unique for the reactor's life.
+pub type ConnId = u64;
+
+/// One open connection, as a [`Service`] callback sees it.
+pub struct Conn<'a> {
+    id: ConnId,
+    socket: &'a TcpStream,
+    open: &'a mut Open,
+}
+
+impl Conn<'_> {
+    /// Its number in the reactor.
+    #[must_use]
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The client's address (asked of the socket: not kept per connection).
+    #[must_use]
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.socket.peer_addr().ok()
+    }
+
+    /// The path of its opening request.
+    #[must_use]
+    pub fn path(&self) -> &str {
+        &self.open.path
+    }
+
+    /// Queues a message (compressed if negotiated); it is written when the
+    /// callback returns.
+    ///
+    /// # Errors
+    /// The connection is closing.
+    pub fn send(&mut self, message: &Message) -> Result<(), UsageError> {
+        self.open.connection.send(message)?;
+        if let Some(tracked) = &self.open.metrics {
+            tracked.metrics.message_out(message.len());
+        }
+        Ok(())
+    }
+
+    /// Starts the closing handshake.
+    ///
+    /// # Errors
+    /// An invalid code or reason.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), UsageError> {
+        self.open.connection.close(code, reason)
+    }
+
+    /// Bytes queued for the client and not yet written.
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        self.open.connection.unsent_len()
+    }
+
+    /// The server's hub, if it has one.
+    #[must_use]
+    pub fn hub(&self) -> Option<&Hub> {
+        self.open.registration.as_ref().map(|registration| &registration.hub)
+    }
+
+    /// Its number in the hub.
+    #[must_use]
+    pub fn client_id(&self) -> Option<ClientId> {
+        self.open.registration.as_ref().map(|registration| registration.id)
+    }
+
+    /// Subscribes it to `topic` in the hub; `false` without a hub.
+    pub fn subscribe(&self, topic: &str) -> bool {
+        self.open.registration.as_ref().is_some_and(|registration| registration.hub.subscribe(registration.id, topic))
+    }
+
+    /// Unsubscribes it from `topic`.
+    pub fn unsubscribe(&self, topic: &str) {
+        if let Some(registration) = &self.open.registration {
+            registration.hub.unsubscribe(registration.id, topic);
+        }
+    }
+}
+
+/// What another thread uses to reach a running reactor.
+#[derive(Clone)]
+pub struct ReactorHandle {
+    control: Arc<Control>,
+}
+
+impl ReactorHandle {
+    /// Graceful shutdown: stop accepting, close every connection with 1001,
+    /// wait for the close handshakes (each bounded by the close timeout),
+    /// then [`Reactor::run`] returns.
+    pub fn shutdown(&self) {
+        self.control.stop.store(true, Ordering::Release);
+        let _ = self.control.waker.wake();
+    }
+}
+
+impl std::fmt::Debug for ReactorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReactorHandle").field("stopping", &self.control.stop.load(Ordering::Relaxed)).finish()
+    }
+}
+
+/// What the loop shares with other threads: the stop flag, and the
+/// connections that hub mail is waiting for.
+struct Control {
+    stop: AtomicBool,
+    waker: mio::Waker,
+    mail: Mutex<Vec<usize>>,
+}
+
+/// Wakes the loop for one connection's mail.
+struct MailWaker {
+    token: usize,
+    control: Arc<Control>,
+}
+
+impl Wake for MailWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let first = {
+            let mut mail = self.control.mail.lock().unwrap_or_else(PoisonError::into_inner);
+            mail.push(self.token);
+            mail.len() == 1
+        };
+        if first {
+            let _ = self.control.waker.wake();
+        }
+    }
+}
+
+/// A bound reactor server, ready to [`run`](Self::run).
+pub struct Reactor {
+    listener: TcpListener,
+    poll: Poll,
+    shared: Shared,
+    control: Arc<Control>,
+}
+
+impl std::fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor").field("local_addr", &self.listener.local_addr().ok()).finish_non_exhaustive()
+    }
+}
+
+impl Reactor {
+    /// Binds `addr` with `config` (its `tls`, `send_buffer` aside, every
+    /// field applies as for [`Server`](crate::Server)).
+    ///
+    /// # Errors
+    /// The address cannot be bound, or `config.tls` is set (use
+    /// [`Server`](crate::Server) for `wss://`).
+    pub fn bind(addr: SocketAddr, config: ServerConfig) -> io::Result<Reactor> {
+        if config.tls.is_some() {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "the reactor serves plain TCP; use Server for TLS"));
+        }
+        let mut listener = TcpListener::bind(addr)?;
+        let poll = Poll::new()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        let control = Arc::new(Control { stop: AtomicBool::new(false), waker, mail: Mutex::default() });
+        Ok(Reactor { listener, poll, shared: Shared::new(config), control })
+    }
+
+    /// The address it listens on.
+    ///
+    /// # Errors
+    /// As the system's `getsockname`.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle to shut it down from another thread.
+    #[must_use]
+    pub fn handle(&self) -> ReactorHandle {
+        ReactorHandle { control: self.control.clone() }
+    }
+
+    /// Runs the loop on this thread until [`ReactorHandle::shutdown`] and
+    /// the connections' close handshakes are done.
+    ///
+    /// # Errors
+    /// The system's poll failed.
+    pub fn run(self, service: impl Service) -> io::Result<()> {
+        let Reactor { listener, mut poll, shared, control } = self;
+        let mut event_loop = Loop {
+            listener: Some(listener),
+            shared,
+            control,
+            service,
+            slots: Slots::default(),
+            deadlines: BinaryHeap::new(),
+            openings: VecDeque::new(),
+            buffer: vec![0; READ_BUFFER],
+            again: Vec::new(),
+        };
+        let mut events = Events::with_capacity(1024);
+        let mut stop_deadline = None;
+        loop {
+            let now = Instant::now();
+            let timeout = if event_loop.again.is_empty() {
+                event_loop.next_deadline().map(|at| at.saturating_duration_since(now))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(error) = poll.poll(&mut events, timeout) {
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
+            let now = Instant::now();
+            for event in &events {
+                match event.token() {
+                    LISTENER => event_loop.accept(poll.registry(), now),
+                    WAKER => {}
+                    Token(token) => event_loop.drive(poll.registry(), token, now),
+                }
+            }
+            for token in std::mem::take(&mut event_loop.again) {
+                event_loop.drive(poll.registry(), token, now);
+            }
+            let mail = std::mem::take(&mut *event_loop.control.mail.lock().unwrap_or_else(PoisonError::into_inner));
+            for token in mail {
+                event_loop.drive(poll.registry(), token, now);
+            }
+            event_loop.fire_deadlines(poll.registry(), now);
+            if stop_deadline.is_none() && event_loop.control.stop.load(Ordering::Acquire) {
+                let close_timeout = event_loop.shared.config.protocol.close_timeout;
+                stop_deadline = Some(now + close_timeout + Duration::from_millis(500));
+                event_loop.begin_shutdown(poll.registry(), now);
+            }
+            if let Some(deadline) = stop_deadline {
+                if event_loop.slots.is_empty() || now >= deadline {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// The loop's state: every connection, and one heap of their deadlines.
+struct Loop<S> {
+    listener: Option<TcpListener>,
+    shared: Shared,
+    control: Arc<Control>,
+    service: S,
+    slots: Slots,
+    /// Each open connection's next deadline; entries whose slot has since
+    /// moved its deadline (or closed) are skipped when they come up.
+    deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Opening handshakes' deadlines, in the order they expire (they all
+    /// have the same timeout): a queue, not the heap, so a connection that
+    /// has opened leaves no stale entry among the heap's.
+    openings: VecDeque<(Instant, usize)>,
+    buffer: Vec<u8>,
+    /// Connections to drive again next turn (they had more to read).
+    again: Vec<usize>,
+}
+
+/// One connection.
+struct Slot {
+    socket: TcpStream,
+    phase: Phase,
+    /// The deadline this slot has in the heap, if any.
+    scheduled: Option<Instant>,
+    /// Registered for writability (output waits for the socket).
+    writable: bool,
+}
+
+/// The slot itself is boxed, so the open state lives inline in it: boxing
+/// it too would cost a second allocation per connection.
+#[allow(clippy::large_enum_variant)]
+enum Phase {
+    /// Reading the opening request; boxed, as it lives only a moment.
+    Opening(Box<Opening>),
+    Open(Open),
+}
+
+struct Opening {
+    reader: HeadReader,
+    peer: SocketAddr,
+    deadline: Instant,
+}
+
+/// An open connection's state.
+pub struct Open {
+    connection: Connection,
+    path: Box<str>,
+    registration: Option<Registration>,
+    /// Given to the hub's mailbox: wakes the loop for this connection.
+    waker: Option<Waker>,
+    /// Boxed: most servers keep no metrics.
+    metrics: Option<Box<Tracked>>,
+}
+
+/// What a connection's turn ended in.
+#[derive(PartialEq, Eq)]
+enum Next {
+    Continue,
+    End,
+}
+
+impl<S: Service> Loop<S> {
+    fn accept(&mut self, registry: &Registry, now: Instant) {
+        loop {
+            let Some(listener) = &self.listener else { return };
+            let (mut socket, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    // Out of descriptors, say: connections still queued are
+                    // taken at the next arrival.
+                    tracing::warn!(%error, "accept failed");
+                    return;
+                }
+            };
+            if self.shared.config.max_connections.is_some_and(|max| self.slots.len() >= max) {
+                let answer = Rejection::new(503, "too many connections; try again").with_header("Retry-After", "1");
+                let _ = socket.write(&answer.to_bytes());
+                let _ = socket.shutdown(std::net::Shutdown::Write);
+                continue;
+            }
+            let _ = socket.set_nodelay(true);
+            if let Some(size) = self.shared.config.send_buffer {
+                let _ = socket2::SockRef::from(&socket).set_send_buffer_size(size);
+            }
+            let deadline = now + self.shared.config.open_timeout;
+            let reader = HeadReader::new(self.shared.config.limits.clone());
+            let opening = Box::new(Opening { reader, peer, deadline });
+            let slot = Slot { socket, phase: Phase::Opening(opening), scheduled: None, writable: false };
+            let token = self.slots.insert(Box::new(slot));
+            let slot = self.slots.get_mut(token).expect("just inserted");
+            if registry.register(&mut slot.socket, Token(token), Interest::READABLE).is_err() {
+                self.slots.remove(token);
+                continue;
+            }
+            self.openings.push_back((deadline, token));
+            // Its request may already be here (edge-triggered: no event
+            // will say so again).
+            self.drive(registry, token, now);
+        }
+    }
+
+    /// Gives one connection its turn: read, deliver, take mail, write,
+    /// check its deadlines; ends it if it is over.
+    fn drive(&mut self, registry: &Registry, token: usize, now: Instant) {
+        let Some(slot) = self.slots.get_mut(token) else { return };
+        let mut next = match slot.phase {
+            Phase::Opening(_) => {
+                open(slot, token, &self.shared, &self.control, &mut self.buffer, &mut self.service, now)
+            }
+            Phase::Open(_) => Next::Continue,
+        };
+        if next == Next::Continue && matches!(slot.phase, Phase::Open(_)) {
+            next =
+                serve(slot, token, registry, &self.shared, &mut self.buffer, &mut self.service, &mut self.again, now);
+        }
+        if next == Next::End {
+            self.end(token);
+            return;
+        }
+        let Phase::Open(open) = &slot.phase else { return };
+        if let Some(at) = open.connection.poll_timeout() {
+            if slot.scheduled != Some(at) {
+                slot.scheduled = Some(at);
+                self.deadlines.push(Reverse((at, token)));
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let open = self.deadlines.peek().map(|Reverse((at, _))| *at);
+        let opening = self.openings.front().map(|(at, _)| *at);
+        open.into_iter().chain(opening).min()
+    }
+
+    fn fire_deadlines(&mut self, registry: &Registry, now: Instant) {
+        while let Some(&(at, token)) = self.openings.front() {
+            if at > now {
+                break;
+            }
+            self.openings.pop_front();
+            if let Some(Slot { phase: Phase::Opening(_), .. }) = self.slots.get_mut(token) {
+                // The request did not arrive in time (slowloris).
+                self.end(token);
+            }
+        }
+        if self.openings.capacity() > 64 && self.openings.len() < self.openings.capacity() / 4 {
+            self.openings.shrink_to(self.openings.len() * 2);
+        }
+        while let Some(&Reverse((at, token))) = self.deadlines.peek() {
+            if at > now {
+                return;
+            }
+            self.deadlines.pop();
+            let Some(slot) = self.slots.get_mut(token) else { continue };
+            if slot.scheduled != Some(at) {
+                continue; // moved since, or already handled
+            }
+            slot.scheduled = None;
+            self.drive(registry, token, now);
+        }
+        if self.deadlines.capacity() > 64 && self.deadlines.len() < self.deadlines.capacity() / 4 {
+            self.deadlines.shrink_to(self.deadlines.len() * 2);
+        }
+    }
+
+    fn begin_shutdown(&mut self, registry: &Registry, now: Instant) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = registry.deregister(&mut listener);
+        }
+        for token in self.slots.tokens() {
+            let Some(slot) = self.slots.get_mut(token) else { continue };
+            match &mut slot.phase {
+                Phase::Opening(_) => {
+                    self.end(token);
+                    continue;
+                }
+                Phase::Open(open) => {
+                    let _ = open.connection.close(CloseCode::GOING_AWAY, "server shutting down");
+                }
+            }
+            self.drive(registry, token, now);
+        }
+    }
+
+    /// Removes a connection: it leaves the hub, the metrics count it
+    /// closed, the service hears of it, the socket closes.
+    fn end(&mut self, token: usize) {
+        let Some(slot) = self.slots.remove(token) else { return };
+        let Phase::Open(mut open) = slot.phase else { return };
+        let code = open.connection.close_received().flatten().or(open.connection.close_sent()).map(|frame| frame.code);
+        if let Some(tracked) = &mut open.metrics {
+            tracked.ended(code.map_or(1006, |code| code.0));
+        }
+        drop(open.registration.take());
+        self.service.on_close(self.slots.id(token), code);
+    }
+}
+
+/// The opening handshake: read the request, admit it, answer `101`, and
+/// turn the slot into an open connection.
+fn open(
+    slot: &mut Slot,
+    token: usize,
+    shared: &Shared,
+    control: &Arc<Control>,
+    buffer: &mut [u8],
+    service: &mut impl Service,
+    now: Instant,
+) -> Next {
+    let Phase::Opening(opening) = &mut slot.phase else { return Next::Continue };
+    let (consumed, read) = loop {
+        let read = match slot.socket.read(buffer) {
+            Ok(0) => return Next::End,
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                return if now >= opening.deadline { Next::End } else { Next::Continue };
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Next::End,
+        };
+        match opening.reader.feed(&buffer[..read]) {
+            Ok(None) => {}
+            Ok(Some(consumed)) => break (consumed, read),
+            Err(error) => return refuse(&mut slot.socket, &Rejection::new(error.status(), error.to_string())),
+        }
+    };
+    let request = match Request::parse(&opening.reader) {
+        Ok(request) => request,
+        Err(error) => return refuse(&mut slot.socket, &Rejection::new(error.status(), error.to_string())),
+    };
+    let config = &shared.config;
+    let peer = opening.peer;
+    let (mut accepted, acceptance) = match admit(&request, peer, shared) {
+        Ok(admitted) => admitted,
+        Err(Answer::Refuse(rejection)) => return refuse(&mut slot.socket, &rejection),
+        Err(Answer::Http(response)) => {
+            let _ = write_all_now(&mut slot.socket, &response.to_bytes());
+            let _ = slot.socket.shutdown(std::net::Shutdown::Write);
+            return Next::End;
+        }
+    };
+    let mut headers = config.headers.clone();
+    headers.extend(acceptance.headers);
+    if acceptance.protocol.is_some() {
+        accepted.protocol = acceptance.protocol;
+    }
+    // A fresh socket's send buffer takes a few hundred bytes at once.
+    if write_all_now(&mut slot.socket, &accepted.response(&headers)).is_err() {
+        return Next::End;
+    }
+    let mut connection = Connection::new(Role::Server, config.protocol.clone(), accepted.deflate);
+    // Frames the client sent right behind its request.
+    let _ = connection.handle_read(&buffer[consumed..read]);
+    let registration = config.hub.as_ref().map(|hub| {
+        let (id, mailbox) = hub.join(Some(peer), request.path());
+        Registration { hub: hub.clone(), id, mailbox }
+    });
+    let waker = registration.as_ref().map(|_| Waker::from(Arc::new(MailWaker { token, control: control.clone() })));
+    let mut open = Open {
+        connection,
+        path: request.path().into(),
+        registration,
+        waker,
+        metrics: config.metrics.clone().map(|metrics| Box::new(Tracked::new(metrics))),
+    };
+    service.on_open(&mut Conn { id: token as u64, socket: &slot.socket, open: &mut open });
+    slot.phase = Phase::Open(open);
+    Next::Continue
+}
+
+/// An open connection's turn.
+#[allow(clippy::too_many_arguments)] // the loop's parts, borrowed apart
+fn serve(
+    slot: &mut Slot,
+    token: usize,
+    registry: &Registry,
+    shared: &Shared,
+    buffer: &mut [u8],
+    service: &mut impl Service,
+    again: &mut Vec<usize>,
+    now: Instant,
+) -> Next {
+    let Phase::Open(open) = &mut slot.phase else { return Next::Continue };
+    let id = token as u64;
+    let mut ended = false;
+    let mut reads = 0;
+    // Read until the socket has nothing more (epoll is edge-triggered), unless
+    // our answers pile up unread: then the peer must read before it may
+    // send more, and the kernel's buffers hold the rest.
+    while open.connection.state() != State::Closed && open.connection.unsent_len() < SEND_BACKLOG_LIMIT {
+        if reads == READS_PER_TURN {
+            again.push(token);
+            break;
+        }
+        match slot.socket.read(buffer) {
+            Ok(0) => {
+                ended = true;
+                break;
+            }
+            Ok(read) => {
+                reads += 1;
+                // A protocol error queues the close frame and fails the
+                // connection: it ends below once that is written.
+                let _ = open.connection.handle_read(&buffer[..read]);
+                deliver(open, id, &slot.socket, shared, service);
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Next::End,
+        }
+    }
+    open.connection.handle_timeout(now);
+    deliver(open, id, &slot.socket, shared, service);
+    loop {
+        let took = take_mail(open);
+        if flush(&mut slot.socket, &mut slot.writable, open, token, registry).is_err() {
+            return Next::End;
+        }
+        if !took || open.connection.wants_transmit() {
+            break;
+        }
+    }
+    if ended {
+        open.connection.handle_eof();
+        return Next::End;
+    }
+    if open.connection.is_finished() {
+        return Next::End;
+    }
+    if !open.connection.wants_transmit() {
+        open.connection.release_memory();
+    }
+    Next::Continue
+}
+
+/// Hands every message that arrived to the service.
+fn deliver(open: &mut Open, id: ConnId, socket: &TcpStream, shared: &Shared, service: &mut impl Service) {
+    while let Some(event) = open.connection.poll_event() {
+        match event {
+            Event::Message(message) => {
+                if let Some(tracked) = &open.metrics {
+                    tracked.metrics.message_in(message.len());
+                }
+                if let Some(reply) =
+                    shared.config.heartbeat_responder.as_ref().and_then(|responder| responder(&message))
+                {
+                    let _ = open.connection.send(&reply);
+                    continue;
+                }
+                service.on_message(&mut Conn { id, socket, open }, message);
+                // What the callback published to this connection too goes
+                // out before anything later, a close echo included.
+                take_mail(open);
+            }
+            Event::Pong(_) => {
+                if let Some(tracked) = &mut open.metrics {
+                    tracked.round_trip(open.connection.round_trip().map(|rtt| rtt.last));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Moves what the hub queued into the output, as room allows; whether it
+/// took anything.
+fn take_mail(open: &mut Open) -> bool {
+    let (Some(registration), Some(waker)) = (&open.registration, &open.waker) else { return false };
+    let room = SEND_BACKLOG_LIMIT.saturating_sub(open.connection.unsent_len());
+    if room == 0 {
+        return false; // writability brings the connection back
+    }
+    let (frames, close) = registration.mailbox.take(room, waker);
+    for frame in &frames {
+        if open.connection.send_prepared(frame).is_ok() {
+            if let Some(tracked) = &open.metrics {
+                tracked.metrics.message_out(frame.len());
+            }
+        }
+    }
+    if let Some(frame) = close {
+        let _ = open.connection.close(frame.code, &frame.reason);
+    }
+    !frames.is_empty()
+}
+
+/// Writes what the connection has queued, as far as the socket takes it;
+/// asks for writability while something waits, and stops asking after.
+fn flush(
+    socket: &mut TcpStream,
+    writable: &mut bool,
+    open: &mut Open,
+    token: usize,
+    registry: &Registry,
+) -> io::Result<()> {
+    loop {
+        if !open.connection.wants_transmit() {
+            if *writable {
+                *writable = false;
+                registry.reregister(socket, Token(token), Interest::READABLE)?;
+            }
+            return Ok(());
+        }
+        let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+        let count = open.connection.pending_transmit_vectored(&mut slices);
+        match socket.write_vectored(&slices[..count]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => open.connection.advance_transmit(written),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                if !*writable {
+                    *writable = true;
+                    registry.reregister(socket, Token(token), Interest::READABLE | Interest::WRITABLE)?;
+                }
+                return Ok(());
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Answers a refused handshake and ends the connection.
+fn refuse(socket: &mut TcpStream, rejection: &Rejection) -> Next {
+    let _ = write_all_now(socket, &rejection.to_bytes());
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+    Next::End
+}
+
+/// Writes all of `bytes` if the socket takes them now (a handshake answer
+/// on a fresh socket always fits); an error if it does not.
+fn write_all_now(socket: &mut TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match socket.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => bytes = &bytes[written..],
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// The connections, by token: an index into `entries` and the entry's
+/// generation, so an event or a wake for a connection that has since
+/// ended is never taken for the one that reuses its place.
+#[derive(Default)]
+struct Slots {
+    entries: Vec<Option<Box<Slot>>>,
+    generations: Vec<u32>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl Slots {
+    const INDEX_BITS: u32 = 32;
+
+    fn insert(&mut self, slot: Box<Slot>) -> usize {
+        self.len += 1;
+        let index = match self.free.pop() {
+            Some(index) => index as usize,
+            None => {
+                self.entries.push(None);
+                self.generations.push(0);
+                self.entries.len() - 1
+            }
+        };
+        self.entries[index] = Some(slot);
+        (self.generations[index] as usize) << Self::INDEX_BITS | index
+    }
+
+    fn split(token: usize) -> (usize, u32) {
+        (token & ((1 << Self::INDEX_BITS) - 1), (token >> Self::INDEX_BITS) as u32)
+    }
+
+    fn get_mut(&mut self, token: usize) -> Option<&mut Slot> {
+        let (index, generation) = Self::split(token);
+        if self.generations.get(index) != Some(&generation) {
+            return None;
+        }
+        self.entries.get_mut(index)?.as_deref_mut()
+    }
+
+    fn remove(&mut self, token: usize) -> Option<Box<Slot>> {
+        let (index, generation) = Self::split(token);
+        if self.generations.get(index) != Some(&generation) {
+            return None;
+        }
+        let slot = self.entries[index].take()?;
+        self.len -= 1;
+        // Past 2^31 generations a place retires rather than wrap around
+        // to a token still in flight (and away from mio's reserved ones).
+        if generation < i32::MAX as u32 {
+            self.generations[index] = generation + 1;
+            self.free.push(index as u32);
+        }
+        Some(slot)
+    }
+
+    fn id(&self, token: usize) -> ConnId {
+        token as u64
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn tokens(&self) -> Vec<usize> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, entry)| entry.is_some())
+            .map(|(index, _)| (self.generations[index] as usize) << Self::INDEX_BITS | index)
+            .collect()
+    }
+}

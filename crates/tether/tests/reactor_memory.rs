@@ -1,0 +1,100 @@
+//! What an idle connection costs the reactor: its heap, measured by a
+//! counting allocator around 2,000 connections held open.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tether::hub::Hub;
+use tether::reactor::{Conn, Reactor};
+use tether::{Message, ServerConfig};
+
+/// Counts the whole process's heap in use (the reactor runs on a thread
+/// of its own), to measure what a connection holds. Alone in its test
+/// binary, so no other test's allocations are counted.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller keeps `alloc`'s contract, which is System's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: `ptr` came from System with this layout (see `alloc`).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: as `dealloc`, and `new_size` is the caller's promise.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// An upgrade by hand on a blocking socket (no heap on our side).
+fn raw_client(url: &str) -> std::net::TcpStream {
+    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = [0u8; 512];
+    let mut have = 0;
+    while !head[..have].ends_with(b"\r\n\r\n") {
+        have += tcp.read(&mut head[have..]).unwrap();
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    tcp
+}
+
+#[test]
+fn an_idle_connection_costs_under_a_kilobyte_of_heap() {
+    const CONNECTIONS: usize = 2000;
+    let hub = Hub::default();
+    let mut config = ServerConfig::default();
+    config.hub = Some(hub.clone());
+    // Measured once the opening deadlines have passed: an idle connection
+    // in its steady state.
+    config.open_timeout = Duration::from_millis(500);
+    let reactor = Reactor::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+    let url = format!("ws://{}/", reactor.local_addr().unwrap());
+    let handle = reactor.handle();
+    let thread = std::thread::spawn(move || {
+        reactor.run(|conn: &mut Conn<'_>, message: Message| {
+            let _ = conn.send(&message);
+        })
+    });
+    // Warm up what the loop allocates once (its read buffer, tables).
+    let warm: Vec<_> = (0..50).map(|_| raw_client(&url)).collect();
+    wait_for("warm-up", Duration::from_secs(5), || hub.count() == 50);
+    drop(warm);
+    wait_for("warm-up to leave", Duration::from_secs(5), || hub.count() == 0);
+    let before = LIVE.load(Ordering::Relaxed);
+    let clients: Vec<_> = (0..CONNECTIONS).map(|_| raw_client(&url)).collect();
+    wait_for("all registered", Duration::from_secs(10), || hub.count() == CONNECTIONS);
+    std::thread::sleep(Duration::from_millis(700));
+    let per_connection = (LIVE.load(Ordering::Relaxed) - before) / CONNECTIONS as isize;
+    println!("heap per idle connection (hub, keepalive on): {per_connection} B");
+    assert!(per_connection < 1024, "{per_connection} B");
+    drop(clients);
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+}
