@@ -608,7 +608,12 @@ fn serve(
     // Read until the socket has nothing more (epoll is edge-triggered), unless
     // our answers pile up unread: then the peer must read before it may
     // send more, and the kernel's buffers hold the rest.
-    while open.connection.state() != State::Closed && open.connection.unsent_len() < SEND_BACKLOG_LIMIT {
+    let mut held_back = false;
+    while open.connection.state() != State::Closed {
+        if open.connection.unsent_len() >= SEND_BACKLOG_LIMIT {
+            held_back = true;
+            break;
+        }
         if reads == READS_PER_TURN {
             again.push(token);
             break;
@@ -644,6 +649,11 @@ fn serve(
     if ended {
         open.connection.handle_eof();
         return Next::End;
+    }
+    if held_back && open.connection.unsent_len() < SEND_BACKLOG_LIMIT {
+        // Reading stopped for our backlog, which has drained since: what
+        // waits in the kernel will not be announced again (edge-triggered).
+        again.push(token);
     }
     if open.connection.is_finished() {
         return Next::End;

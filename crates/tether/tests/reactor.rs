@@ -160,3 +160,41 @@ fn refused_handshakes_get_their_status_and_plain_http_is_answered() {
     handle.shutdown();
     thread.join().unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_late_gets_every_echo_once_it_reads() {
+    // The client sends far more than the buffers hold before it reads: the
+    // server stops reading while its answers pile up, and must start again
+    // once the client drains them (no readiness event says so again).
+    const MESSAGES: usize = 3000;
+    let mut config = ServerConfig::default();
+    config.send_buffer = Some(16 << 10);
+    let (url, handle, thread) = start(config, echo);
+    let ws = tether::connect_with(
+        &url,
+        &tether::ClientConfig::default().protocol_config(Config::default().with_deflate(None)),
+    )
+    .await
+    .unwrap();
+    let (mut reader, mut writer) = ws.split();
+    let writing = tokio::spawn(async move {
+        for sequence in 0..MESSAGES as u32 {
+            let mut payload = vec![0u8; 1024];
+            payload[..4].copy_from_slice(&sequence.to_be_bytes());
+            writer.send(Message::from(payload)).await.unwrap();
+        }
+        writer
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reading = async {
+        for sequence in 0..MESSAGES as u32 {
+            let message = reader.recv().await.unwrap().unwrap();
+            assert_eq!(message.as_bytes()[..4], sequence.to_be_bytes());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), reading).await.expect("every echo arrived");
+    drop(writing.await.unwrap());
+    drop(reader);
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+}
