@@ -280,7 +280,8 @@ fn wake(state: &mut MailboxState) {
 /// server may hold a hundred thousand), and its mailbox.
 struct Entry {
     peer: Option<SocketAddr>,
-    path: Box<str>,
+    /// Shared with the connection that keeps its path too (one allocation).
+    path: Arc<str>,
     connected_at: SystemTime,
     /// Sorted; a client has a few.
     topics: Vec<Box<str>>,
@@ -456,12 +457,12 @@ impl Hub {
         self.clients().get(&id).map(|entry| entry.mailbox.buffered())
     }
 
-    pub(crate) fn join(&self, peer: Option<SocketAddr>, path: &str) -> (ClientId, Arc<Mailbox>) {
+    pub(crate) fn join(&self, peer: Option<SocketAddr>, path: Arc<str>) -> (ClientId, Arc<Mailbox>) {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mailbox = Arc::new(Mailbox::default());
         let entry = Box::new(Entry {
             peer,
-            path: path.into(),
+            path,
             connected_at: SystemTime::now(),
             topics: Vec::new(),
             mailbox: mailbox.clone(),

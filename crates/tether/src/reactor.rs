@@ -363,7 +363,7 @@ struct Opening {
 /// An open connection's state.
 pub struct Open {
     connection: Connection,
-    path: Box<str>,
+    path: Arc<str>,
     registration: Option<Registration>,
     /// Given to the hub's mailbox: wakes the loop for this connection.
     waker: Option<Waker>,
@@ -572,14 +572,15 @@ fn open(
     let mut connection = Connection::new(Role::Server, config.protocol.clone(), accepted.deflate);
     // Frames the client sent right behind its request.
     let _ = connection.handle_read(&buffer[consumed..read]);
+    let path: Arc<str> = request.path().into();
     let registration = config.hub.as_ref().map(|hub| {
-        let (id, mailbox) = hub.join(Some(peer), request.path());
+        let (id, mailbox) = hub.join(Some(peer), path.clone());
         Registration { hub: hub.clone(), id, mailbox }
     });
     let waker = registration.as_ref().map(|_| Waker::from(Arc::new(MailWaker { token, control: control.clone() })));
     let mut open = Open {
         connection,
-        path: request.path().into(),
+        path,
         registration,
         waker,
         metrics: config.metrics.clone().map(|metrics| Box::new(Tracked::new(metrics))),

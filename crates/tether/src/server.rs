@@ -453,7 +453,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         state: acceptance.state,
         metrics: config.metrics.clone().map(crate::metrics::Tracked::new),
         registration: config.hub.as_ref().map(|hub| {
-            let (id, mailbox) = hub.join(Some(peer), request_path);
+            let (id, mailbox) = hub.join(Some(peer), request_path.as_str().into());
             Registration { hub: hub.clone(), id, mailbox }
         }),
     };
