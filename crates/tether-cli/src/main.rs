@@ -109,6 +109,12 @@ fn main() -> anyhow::Result<()> {
         .try_init()
         .ok();
     let cli = Cli::parse();
+    #[cfg(unix)]
+    if matches!(cli.command, Command::Serve(_) | Command::Bench(_)) {
+        if let Err(error) = memory::raise_open_file_limit() {
+            tracing::warn!(%error, "cannot raise the open-file limit");
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.command {

@@ -1,4 +1,5 @@
-//! Giving the memory of departed connections back to the system.
+//! Process resources a server at scale needs: giving the memory of
+//! departed connections back to the system, and enough file descriptors.
 //!
 //! glibc's allocator keeps freed memory in its arenas for reuse, and
 //! raises its `mmap` threshold each time a large block is freed, so after
@@ -50,3 +51,24 @@ fn return_free_pages() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn return_free_pages() {}
+
+/// Raises this process's open-file limit to its hard limit: every
+/// connection is a descriptor, and the soft limit (often 1,024) would cap
+/// a server or a load generator far below what the machine holds.
+/// Returns the limit now in force.
+#[cfg(unix)]
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid out-pointer for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: `limit` is a valid, initialised `rlimit`.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
