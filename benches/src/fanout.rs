@@ -277,6 +277,8 @@ struct Measured {
     latency: Histogram<u64>,
     server_cpu: f64,
     client_cpu: f64,
+    /// CPUs' worth of time other processes used meanwhile (near 0 on a quiet machine).
+    other_cpu: f64,
     /// Messages seen out of sequence (gaps, repeats, reordering).
     violations: u64,
     /// The first few violations, described.
@@ -530,12 +532,14 @@ async fn run_load(addr: SocketAddr, server_pid: u32, load: Load) -> io::Result<M
     tokio::time::sleep(load.warmup).await;
     let (delivered0, published0, t0) = (shared.delivered.get(), shared.next_seq.get(), Instant::now());
     let (client0, server0) = (crate::sys::cpu_seconds(std::process::id())?, crate::sys::cpu_seconds(server_pid)?);
+    let machine0 = crate::sys::machine_busy_seconds()?;
     shared.latency.borrow_mut().reset();
     shared.counting.set(true);
     tokio::time::sleep(load.duration).await;
     shared.counting.set(false);
     let (delivered1, published1, t1) = (shared.delivered.get(), shared.next_seq.get(), Instant::now());
     let (client1, server1) = (crate::sys::cpu_seconds(std::process::id())?, crate::sys::cpu_seconds(server_pid)?);
+    let machine1 = crate::sys::machine_busy_seconds()?;
     tasks.abort_all();
     if publishing.is_finished() {
         return Err(match publishing.await {
@@ -558,6 +562,7 @@ async fn run_load(addr: SocketAddr, server_pid: u32, load: Load) -> io::Result<M
         latency,
         server_cpu: (server1 - server0) / secs,
         client_cpu: (client1 - client0) / secs,
+        other_cpu: ((machine1 - machine0) - (client1 - client0) - (server1 - server0)).max(0.0) / secs,
         violations: shared.violations.get(),
         violation_samples,
         lost_subscribers: shared.lost.get(),
@@ -577,6 +582,7 @@ struct RunNote {
     max_us: f64,
     server_cpu: f64,
     client_cpu: f64,
+    other_cpu: f64,
     violations: u64,
     lost: usize,
     backlog: u64,
@@ -646,6 +652,7 @@ pub fn bench(args: &FanoutArgs) -> io::Result<()> {
                             max_us: measured.latency.max() as f64 / 1e3,
                             server_cpu: measured.server_cpu,
                             client_cpu: measured.client_cpu,
+                            other_cpu: measured.other_cpu,
                             violations: measured.violations,
                             lost: measured.lost_subscribers,
                             backlog: measured.backlog,
@@ -653,7 +660,7 @@ pub fn bench(args: &FanoutArgs) -> io::Result<()> {
                             rss_end,
                         };
                         eprintln!(
-                            "[{:>5.1}s] {scenario:?} rep {rep} {:<17} {:>6.2} M deliveries/s ({:.0} msg/s published), latency p50 {:.0} µs p99 {:.0} µs max {:.0} µs, cpu server {:.0}% client {:.0}%, violations {}, lost {}, backlog {}, server RSS peak {:.1} MB",
+                            "[{:>5.1}s] {scenario:?} rep {rep} {:<17} {:>6.2} M deliveries/s ({:.0} msg/s published), latency p50 {:.0} µs p99 {:.0} µs max {:.0} µs, cpu server {:.0}% client {:.0}% others {:.0}%, violations {}, lost {}, backlog {}, server RSS peak {:.1} MB",
                             began.elapsed().as_secs_f64(),
                             kind.name(),
                             note.measured_rate / 1e6,
@@ -663,6 +670,7 @@ pub fn bench(args: &FanoutArgs) -> io::Result<()> {
                             note.max_us,
                             note.server_cpu * 100.0,
                             note.client_cpu * 100.0,
+                            note.other_cpu * 100.0,
                             note.violations,
                             note.lost,
                             note.backlog,
@@ -792,6 +800,11 @@ fn report(
     if notes.iter().any(|(_, _, n)| n.violations > 0 || n.lost > 0) {
         let _ =
             writeln!(out, "\nINVALID: some subscriber missed, repeated or reordered messages, or was disconnected.");
+    }
+    let max_other = notes.iter().map(|(_, _, n)| n.other_cpu).fold(0.0, f64::max);
+    let _ = writeln!(out, "\nOther processes took up to {:.0} % of a CPU during a counted window.", max_other * 100.0);
+    if max_other > 0.1 {
+        let _ = writeln!(out, "WARNING: the machine was not quiet; these numbers are disturbed.");
     }
     if client_bound {
         let _ = writeln!(

@@ -132,6 +132,8 @@ struct Measured {
     failed: u64,
     server_cpu: f64,
     client_cpu: f64,
+    /// CPUs' worth of time other processes used meanwhile (near 0 on a quiet machine).
+    other_cpu: f64,
 }
 
 async fn run(addr: SocketAddr, server_pid: u32, args: &HandshakeArgs) -> io::Result<(Measured, Option<String>)> {
@@ -149,9 +151,11 @@ async fn run(addr: SocketAddr, server_pid: u32, args: &HandshakeArgs) -> io::Res
     tokio::time::sleep(Duration::from_secs_f64(args.warmup_secs)).await;
     let (done0, failed0, t0) = (shared.done.get(), shared.failed.get(), Instant::now());
     let (client0, server0) = (crate::sys::cpu_seconds(std::process::id())?, crate::sys::cpu_seconds(server_pid)?);
+    let machine0 = crate::sys::machine_busy_seconds()?;
     tokio::time::sleep(Duration::from_secs_f64(args.duration_secs)).await;
     let (done1, failed1, t1) = (shared.done.get(), shared.failed.get(), Instant::now());
     let (client1, server1) = (crate::sys::cpu_seconds(std::process::id())?, crate::sys::cpu_seconds(server_pid)?);
+    let machine1 = crate::sys::machine_busy_seconds()?;
     tasks.abort_all();
     let stuck =
         shared.attempt_started.iter().filter(|at| at.get().is_some_and(|at| at.elapsed() > STUCK_AFTER)).count();
@@ -166,6 +170,7 @@ async fn run(addr: SocketAddr, server_pid: u32, args: &HandshakeArgs) -> io::Res
             failed: failed1 - failed0 + stuck as u64,
             server_cpu: (server1 - server0) / secs,
             client_cpu: (client1 - client0) / secs,
+            other_cpu: ((machine1 - machine0) - (client1 - client0) - (server1 - server0)).max(0.0) / secs,
         },
         error,
     ))
@@ -201,13 +206,14 @@ pub fn bench(args: &HandshakeArgs) -> io::Result<()> {
             match outcome {
                 Ok((measured, error)) => {
                     eprintln!(
-                        "[{:>5.1}s] rep {rep} {:<17} {:>8.0} handshakes/s, {} failed (cpu: server {:.0}%, client {:.0}%)",
+                        "[{:>5.1}s] rep {rep} {:<17} {:>8.0} handshakes/s, {} failed (cpu: server {:.0}%, client {:.0}%, others {:.0}%)",
                         began.elapsed().as_secs_f64(),
                         kind.name(),
                         measured.per_sec,
                         measured.failed,
                         measured.server_cpu * 100.0,
-                        measured.client_cpu * 100.0
+                        measured.client_cpu * 100.0,
+                        measured.other_cpu * 100.0
                     );
                     if let Some(error) = error {
                         eprintln!("  first failure: {error}");
@@ -263,6 +269,11 @@ fn report(args: &HandshakeArgs, servers: &[ServerKind], results: &[(ServerKind, 
             median(|m| m.client_cpu) * 100.0,
             per_cpu
         );
+    }
+    let max_other = results.iter().map(|(_, m)| m.other_cpu).fold(0.0, f64::max);
+    let _ = writeln!(out, "\nOther processes took up to {:.0} % of a CPU during a counted window.", max_other * 100.0);
+    if max_other > 0.1 {
+        let _ = writeln!(out, "WARNING: the machine was not quiet; these numbers are disturbed.");
     }
     if let Some(ours) = tether_rate {
         let ratios: Vec<String> = medians
