@@ -213,6 +213,8 @@ struct Measured {
     hold_secs: f64,
     hold_server_cpu: f64,
     hold_client_cpu: f64,
+    /// CPU seconds other processes used during the hold (near 0 on a quiet machine).
+    hold_other_cpu: f64,
     ramp_server_cpu: f64,
     pings_in_hold: u64,
     pings: u64,
@@ -292,6 +294,7 @@ async fn run(addr: SocketAddr, pid: u32, args: &IdleArgs) -> io::Result<Measured
 
     let pings0 = shared.pings.get();
     let (t0, client0) = (Instant::now(), crate::sys::cpu_seconds(std::process::id())?);
+    let machine0 = crate::sys::machine_busy_seconds()?;
     let hold_for = Duration::from_secs_f64(args.hold_secs);
     let mut next_report = t0 + Duration::from_secs(10);
     while t0.elapsed() < hold_for {
@@ -310,6 +313,7 @@ async fn run(addr: SocketAddr, pid: u32, args: &IdleArgs) -> io::Result<Measured
     let hold_secs = t0.elapsed().as_secs_f64();
     let server_cpu2 = crate::sys::cpu_seconds(pid)?;
     let client1 = crate::sys::cpu_seconds(std::process::id())?;
+    let machine1 = crate::sys::machine_busy_seconds()?;
     let rss_after = crate::sys::rss_bytes(pid)?;
     let rss_peak = crate::sys::status_bytes(pid, "VmHWM").unwrap_or(0);
     let measured = Measured {
@@ -324,6 +328,7 @@ async fn run(addr: SocketAddr, pid: u32, args: &IdleArgs) -> io::Result<Measured
         hold_secs,
         hold_server_cpu: server_cpu2 - server_cpu1,
         hold_client_cpu: client1 - client0,
+        hold_other_cpu: ((machine1 - machine0) - (client1 - client0) - (server_cpu2 - server_cpu1)).max(0.0),
         ramp_server_cpu: server_cpu1 - server_cpu0,
         pings_in_hold: shared.pings.get() - pings0,
         pings: shared.pings.get(),
@@ -441,13 +446,19 @@ fn report(args: &IdleArgs, results: &[(IdleServer, Measured)]) -> String {
     for (kind, m) in results {
         let _ = writeln!(
             out,
-            "\n{}: {} pings answered in all ({:.2} per connection); client CPU during hold {:.2} s; close frames from the server {}.",
+            "\n{}: {} pings answered in all ({:.2} per connection); client CPU during hold {:.2} s; other processes {:.2} CPU-s ({:.0} % of a CPU); close frames from the server {}.",
             kind.name(),
             m.pings,
             if m.opened > 0 { m.pings as f64 / m.opened as f64 } else { 0.0 },
             m.hold_client_cpu,
+            m.hold_other_cpu,
+            m.hold_other_cpu / m.hold_secs * 100.0,
             m.closes
         );
+        if m.hold_other_cpu / m.hold_secs > 0.1 {
+            let _ =
+                writeln!(out, "WARNING: the machine was not quiet during the hold; lateness and CPU are disturbed.");
+        }
         if m.held < m.opened {
             let _ = writeln!(out, "WARNING: {} connections were lost during the run.", m.opened - m.held);
         }
