@@ -8,8 +8,12 @@
 //! printed as a markdown table. See `benches/README.md`.
 
 mod client;
+mod fanout;
+mod handshakes;
+mod idle;
 mod servers;
 mod sys;
+mod wire;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -105,6 +109,28 @@ enum Cmd {
     /// Print the in-memory sizes of per-connection types and futures (to
     /// explain S4) and exit.
     Sizes,
+    /// Broadcast throughput and latency: tether's hub against
+    /// tokio-tungstenite with a channel per client (F1, F2).
+    Fanout(fanout::FanoutArgs),
+    /// Opening handshakes per second (connect, upgrade, close) against the
+    /// echo servers.
+    Handshakes(handshakes::HandshakeArgs),
+    /// Many idle connections held by `tether serve` through its keepalive
+    /// pings: memory per connection, CPU per heartbeat round, ping lateness.
+    Idle(idle::IdleArgs),
+    /// Run one fan-out server (used by `fanout` itself): prints `PORT <n>`
+    /// once listening, then serves until killed.
+    #[command(hide = true)]
+    FanoutServer {
+        /// Which server.
+        #[arg(value_enum)]
+        kind: fanout::FanoutKind,
+        /// Port on 127.0.0.1 (0: any free port).
+        port: u16,
+        /// CPU to pin to.
+        #[arg(long, default_value_t = 1)]
+        cpu: usize,
+    },
 }
 
 /// The scenarios of the issue.
@@ -163,9 +189,18 @@ struct ServerGuard {
 
 impl ServerGuard {
     fn spawn(kind: ServerKind, cpu: usize, raw_buf_kib: usize) -> std::io::Result<ServerGuard> {
+        ServerGuard::spawn_args(
+            kind.name(),
+            &["server", kind.arg(), "0", "--cpu", &cpu.to_string(), "--raw-buf-kib", &raw_buf_kib.to_string()],
+        )
+    }
+
+    /// Runs this binary with `args` (a server subcommand that prints
+    /// `PORT <n>` once listening) and waits for its port.
+    fn spawn_args(name: &str, args: &[&str]) -> std::io::Result<ServerGuard> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
-            .args(["server", kind.arg(), "0", "--cpu", &cpu.to_string(), "--raw-buf-kib", &raw_buf_kib.to_string()])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -175,10 +210,11 @@ impl ServerGuard {
         let mut guard = ServerGuard { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
-        let port: u16 =
-            line.trim().strip_prefix("PORT ").and_then(|port| port.parse().ok()).ok_or_else(|| {
-                std::io::Error::other(format!("{} server did not start (said {line:?})", kind.name()))
-            })?;
+        let port: u16 = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|port| port.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("{name} server did not start (said {line:?})")))?;
         guard.addr.set_port(port);
         Ok(guard)
     }
@@ -219,6 +255,31 @@ fn main() {
         let _ = sys::raise_nofile_limit();
         if let Err(error) = servers::run(kind, port, raw_buf_kib << 10) {
             eprintln!("{} server: {error}", kind.name());
+            std::process::exit(1);
+        }
+        return;
+    }
+    if let Some(Cmd::FanoutServer { kind, port, cpu }) = cli.command {
+        sys::die_with_parent();
+        if let Err(error) = sys::pin_to_cpu(cpu) {
+            eprintln!("warning: cannot pin the {} fan-out server to CPU {cpu}: {error}", kind.name());
+        }
+        let _ = sys::raise_nofile_limit();
+        if let Err(error) = fanout::run_server(kind, port) {
+            eprintln!("{} fan-out server: {error}", kind.name());
+            std::process::exit(1);
+        }
+        return;
+    }
+    let outcome = match &cli.command {
+        Some(Cmd::Fanout(args)) => Some(fanout::bench(args)),
+        Some(Cmd::Handshakes(args)) => Some(handshakes::bench(args)),
+        Some(Cmd::Idle(args)) => Some(idle::bench(args)),
+        _ => None,
+    };
+    if let Some(outcome) = outcome {
+        if let Err(error) = outcome {
+            eprintln!("error: {error}");
             std::process::exit(1);
         }
         return;

@@ -96,7 +96,8 @@ pub fn run(kind: ServerKind, port: u16, raw_chunk: usize) -> io::Result<()> {
     })
 }
 
-fn announce(addr: SocketAddr) -> io::Result<()> {
+/// Prints `PORT <n>` on stdout: how the parent learns the port.
+pub(crate) fn announce(addr: SocketAddr) -> io::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(out, "PORT {}", addr.port())?;
     out.flush()

@@ -110,3 +110,43 @@ pub fn machine_busy_seconds() -> io::Result<f64> {
     let hz = if hz > 0 { hz as f64 } else { 100.0 };
     Ok(busy as f64 / hz)
 }
+
+/// Sets both the soft and the hard `RLIMIT_NOFILE` to at least `want`
+/// (capped by `/proc/sys/fs/nr_open`; raising the hard limit needs root).
+/// Children inherit it. Returns the new soft limit, which may be lower
+/// than asked if the hard limit could not be raised.
+///
+/// # Errors
+/// `getrlimit` failed.
+pub fn raise_nofile_to(want: u64) -> io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid out-pointer for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let nr_open: u64 =
+        std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(want);
+    let target = want.min(nr_open).max(limit.rlim_max);
+    let wanted = libc::rlimit { rlim_cur: target, rlim_max: target };
+    // SAFETY: `wanted` is a valid, initialised `rlimit`.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
+        return Ok(target);
+    }
+    // Not allowed to raise the hard limit: take what the hard limit allows.
+    raise_nofile_limit()
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, …), in bytes.
+///
+/// # Errors
+/// The process is gone or the file has no such line.
+pub fn status_bytes(pid: u32, field: &str) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    for line in status.lines() {
+        if let Some(rest) = line.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')) {
+            let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().map_err(io::Error::other)?;
+            return Ok(kib * 1024);
+        }
+    }
+    Err(io::Error::other(format!("no {field} line")))
+}
