@@ -57,8 +57,13 @@ const SOURCES: usize = 16;
 /// Which fan-out server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
 pub enum FanoutKind {
-    /// tether: hub topics (`subscribe`, `Hub::publish`), compression off.
+    /// tether: hub topics (`subscribe`, `Hub::publish`), compression off,
+    /// a tokio task per connection (`tether::Server`).
     Tether,
+    /// tether's reactor (`tether::reactor`, what `tether serve` runs on):
+    /// the same hub topics, one event loop for every connection.
+    #[value(name = "tether-reactor", alias = "reactor")]
+    TetherReactor,
     /// tokio-tungstenite: a `Mutex<Vec<(id, UnboundedSender)>>` and a
     /// writer task per client.
     #[value(name = "tokio-tungstenite", alias = "tungstenite")]
@@ -71,6 +76,17 @@ impl FanoutKind {
     pub fn name(self) -> &'static str {
         match self {
             FanoutKind::Tether => "tether",
+            FanoutKind::TetherReactor => "tether reactor",
+            FanoutKind::Tungstenite => "tokio-tungstenite",
+        }
+    }
+
+    /// The name on the command line (`fanout-server <kind> <port>`).
+    #[must_use]
+    pub fn arg(self) -> &'static str {
+        match self {
+            FanoutKind::Tether => "tether",
+            FanoutKind::TetherReactor => "tether-reactor",
             FanoutKind::Tungstenite => "tokio-tungstenite",
         }
     }
@@ -94,7 +110,7 @@ pub struct FanoutArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "F1,F2", ignore_case = true)]
     scenarios: Vec<FanoutScenario>,
     /// Servers to measure, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "tether,tokio-tungstenite")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "tether-reactor,tether,tokio-tungstenite")]
     servers: Vec<FanoutKind>,
     /// Subscribers in F1.
     #[arg(long, default_value_t = 1000)]
@@ -146,14 +162,15 @@ pub struct FanoutArgs {
 /// # Errors
 /// The runtime cannot be built or the port bound.
 pub fn run_server(kind: FanoutKind, port: u16) -> io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    runtime.block_on(async move {
-        match kind {
-            FanoutKind::Tether => tether_server(addr).await,
-            FanoutKind::Tungstenite => tungstenite_server(addr).await,
-        }
-    })
+    let on_runtime = |server: std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<()>>>>| {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(server)
+    };
+    match kind {
+        FanoutKind::TetherReactor => reactor_server(addr),
+        FanoutKind::Tether => on_runtime(Box::pin(tether_server(addr))),
+        FanoutKind::Tungstenite => on_runtime(Box::pin(tungstenite_server(addr))),
+    }
 }
 
 /// tether: hub topics, compression off, default keepalive.
@@ -178,6 +195,32 @@ async fn tether_server(addr: SocketAddr) -> io::Result<()> {
             }
         })
         .await
+}
+
+/// tether's reactor: the same topics, callbacks on one event loop.
+fn reactor_server(addr: SocketAddr) -> io::Result<()> {
+    use tether::reactor::{Conn, Reactor, Service};
+
+    struct Topics;
+    impl Service for Topics {
+        fn on_open(&mut self, conn: &mut Conn<'_>) {
+            if conn.path() != "/pub" {
+                conn.subscribe(TOPIC);
+            }
+        }
+        fn on_message(&mut self, conn: &mut Conn<'_>, message: tether::Message) {
+            if let Some(hub) = conn.hub() {
+                hub.publish(TOPIC, &message);
+            }
+        }
+    }
+
+    let mut config = tether::ServerConfig::default();
+    config.protocol = config.protocol.with_deflate(None);
+    config.hub = Some(tether::Hub::default());
+    let reactor = Reactor::bind(addr, config)?;
+    crate::servers::announce(reactor.local_addr()?)?;
+    reactor.run(Topics)
 }
 
 /// The subscribers of the tokio-tungstenite server: what a user writes
@@ -634,7 +677,7 @@ pub fn bench(args: &FanoutArgs) -> io::Result<()> {
             for &kind in &servers {
                 let server = crate::ServerGuard::spawn_args(
                     kind.name(),
-                    &["fanout-server", kind.name(), "0", "--cpu", &args.server_cpu.to_string()],
+                    &["fanout-server", kind.arg(), "0", "--cpu", &args.server_cpu.to_string()],
                 )?;
                 let local = tokio::task::LocalSet::new();
                 let result = runtime.block_on(local.run_until(run_load(server.addr, server.pid(), load)));
@@ -772,12 +815,13 @@ fn report(
                 runs.iter().map(|n| n.lost).sum::<usize>(),
             );
         }
-        if let (Some((_, ours)), Some((_, theirs))) = (
-            rates.iter().find(|(k, _)| *k == FanoutKind::Tether),
-            rates.iter().find(|(k, _)| *k == FanoutKind::Tungstenite),
-        ) {
-            if *theirs > 0.0 {
-                let _ = writeln!(out, "\ntether/tokio-tungstenite deliveries/s: {:.2}", ours / theirs);
+        if let Some((_, theirs)) = rates.iter().find(|(k, _)| *k == FanoutKind::Tungstenite) {
+            for ours in [FanoutKind::TetherReactor, FanoutKind::Tether] {
+                if let Some((_, rate)) = rates.iter().find(|(k, _)| *k == ours) {
+                    if *theirs > 0.0 {
+                        let _ = writeln!(out, "\n{}/tokio-tungstenite deliveries/s: {:.2}", ours.name(), rate / theirs);
+                    }
+                }
             }
         }
         let backlog: Vec<String> = servers

@@ -32,7 +32,12 @@ const STUCK_AFTER: Duration = Duration::from_secs(5);
 #[derive(clap::Args, Debug)]
 pub struct HandshakeArgs {
     /// Servers to measure, comma-separated (WebSocket servers only).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "tether,tokio-tungstenite,fastwebsockets")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "tether-reactor,tether,tokio-tungstenite,fastwebsockets"
+    )]
     servers: Vec<ServerKind>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 50)]
@@ -244,7 +249,6 @@ fn report(args: &HandshakeArgs, servers: &[ServerKind], results: &[(ServerKind, 
         "| server | handshakes/s | failures (all runs) | server CPU | client CPU | handshakes per server CPU-second |"
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
-    let mut tether_rate = None;
     let mut medians = Vec::new();
     for &kind in servers {
         let runs: Vec<Measured> = results.iter().filter(|(k, _)| *k == kind).map(|(_, m)| *m).collect();
@@ -255,9 +259,6 @@ fn report(args: &HandshakeArgs, servers: &[ServerKind], results: &[(ServerKind, 
         let median = |f: fn(&Measured) -> f64| crate::median(&runs.iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0);
         let rate = median(|m| m.per_sec);
         let per_cpu = median(|m| if m.server_cpu > 0.0 { m.per_sec / m.server_cpu } else { 0.0 });
-        if kind == ServerKind::Tether {
-            tether_rate = Some(rate);
-        }
         medians.push((kind, rate));
         let _ = writeln!(
             out,
@@ -275,11 +276,12 @@ fn report(args: &HandshakeArgs, servers: &[ServerKind], results: &[(ServerKind, 
     if max_other > 0.1 {
         let _ = writeln!(out, "WARNING: the machine was not quiet; these numbers are disturbed.");
     }
-    if let Some(ours) = tether_rate {
+    for ours in [ServerKind::TetherReactor, ServerKind::Tether] {
+        let Some(&(_, our_rate)) = medians.iter().find(|(k, _)| *k == ours) else { continue };
         let ratios: Vec<String> = medians
             .iter()
-            .filter(|(k, rate)| *k != ServerKind::Tether && *rate > 0.0)
-            .map(|(k, rate)| format!("tether/{} {:.2}", k.name(), ours / rate))
+            .filter(|(k, rate)| !matches!(k, ServerKind::Tether | ServerKind::TetherReactor) && *rate > 0.0)
+            .map(|(k, rate)| format!("{}/{} {:.2}", ours.name(), k.name(), our_rate / rate))
             .collect();
         if !ratios.is_empty() {
             let _ = writeln!(out, "\nRatios of handshakes/s: {}.", ratios.join(", "));

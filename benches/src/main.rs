@@ -38,7 +38,12 @@ struct Cli {
     scenarios: Vec<Scenario>,
 
     /// Servers to measure, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "raw,tether,tokio-tungstenite,fastwebsockets")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "raw,tether-reactor,tether,tokio-tungstenite,fastwebsockets"
+    )]
     servers: Vec<ServerKind>,
 
     /// Counted seconds per throughput run.
@@ -519,10 +524,20 @@ fn report(
 ) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let order = [ServerKind::Raw, ServerKind::Tether, ServerKind::Tungstenite, ServerKind::Fastwebsockets];
+    let order = [
+        ServerKind::Raw,
+        ServerKind::TetherReactor,
+        ServerKind::Tether,
+        ServerKind::Tungstenite,
+        ServerKind::Fastwebsockets,
+    ];
     let columns: Vec<ServerKind> = order.into_iter().filter(|kind| servers.contains(kind)).collect();
     let has_tether = columns.contains(&ServerKind::Tether);
-    let peers: Vec<ServerKind> = columns.iter().copied().filter(|&kind| kind != ServerKind::Tether).collect();
+    let peers: Vec<ServerKind> = columns
+        .iter()
+        .copied()
+        .filter(|&kind| !matches!(kind, ServerKind::Tether | ServerKind::TetherReactor))
+        .collect();
 
     let _ = writeln!(
         out,

@@ -18,8 +18,13 @@ use tokio::net::{TcpListener, TcpStream};
 pub enum ServerKind {
     /// Plain tokio TCP echo: read what arrived, write it back. The ceiling.
     Raw,
-    /// `tether::Server` with the default `ServerConfig`.
+    /// `tether::Server` with the default `ServerConfig`: a tokio task per
+    /// connection.
     Tether,
+    /// `tether::reactor::Reactor` (what `tether serve` runs on): one event
+    /// loop for every connection, the default `ServerConfig`.
+    #[value(name = "tether-reactor", alias = "reactor")]
+    TetherReactor,
     /// `tokio-tungstenite`'s `accept_async` and its `Stream`/`Sink`.
     #[value(name = "tokio-tungstenite", alias = "tungstenite")]
     Tungstenite,
@@ -35,6 +40,7 @@ impl ServerKind {
         match self {
             ServerKind::Raw => "raw TCP",
             ServerKind::Tether => "tether",
+            ServerKind::TetherReactor => "tether reactor",
             ServerKind::Tungstenite => "tokio-tungstenite",
             ServerKind::Fastwebsockets => "fastwebsockets",
         }
@@ -46,6 +52,7 @@ impl ServerKind {
         match self {
             ServerKind::Raw => "raw",
             ServerKind::Tether => "tether",
+            ServerKind::TetherReactor => "tether-reactor",
             ServerKind::Tungstenite => "tokio-tungstenite",
             ServerKind::Fastwebsockets => "fastwebsockets",
         }
@@ -72,6 +79,14 @@ pub const DEFAULT_RAW_CHUNK: usize = 1 << 20;
 /// The runtime cannot be built or the port bound.
 pub fn run(kind: ServerKind, port: u16, raw_chunk: usize) -> io::Result<()> {
     let _ = RAW_CHUNK.set(raw_chunk.max(1));
+    if kind == ServerKind::TetherReactor {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let reactor = tether::reactor::Reactor::bind(addr, tether::ServerConfig::default())?;
+        announce(reactor.local_addr()?)?;
+        return reactor.run(|conn: &mut tether::reactor::Conn<'_>, message: tether::Message| {
+            let _ = conn.send(&message);
+        });
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -89,6 +104,8 @@ pub fn run(kind: ServerKind, port: u16, raw_chunk: usize) -> io::Result<()> {
                     })
                     .await
             }
+            // Served above, on this thread without a runtime.
+            ServerKind::TetherReactor => Ok(()),
             ServerKind::Raw => accept_loop(addr, raw_echo).await,
             ServerKind::Tungstenite => accept_loop(addr, tungstenite_echo).await,
             ServerKind::Fastwebsockets => accept_loop(addr, fastwebsockets_echo).await,

@@ -758,23 +758,24 @@ impl Connection {
             return self.send_data(prepared.opcode(), &payload, Some(&payload), false);
         }
         self.timers.note_activity();
-        if let Some(deflate) = self.deflate.as_mut().filter(|deflate| prepared.payload_len() >= deflate.min_size) {
-            if deflate.compressor.is_stateless() {
-                if let Some(compressed) = prepared.compressed_for(&mut deflate.compressor) {
-                    let (frame, header_len) = (compressed.frame.clone(), compressed.header_len);
-                    self.write_shared_frame(prepared.opcode(), &frame, header_len, true);
-                    return Ok(());
-                }
-                if prepared.compressed_len().is_some() {
-                    // Worth compressing, but with a larger window than this
-                    // peer accepts: this connection compresses its own.
-                    let payload = prepared.payload();
-                    return self.send_data(prepared.opcode(), &payload, None, true);
-                }
+        let compressed = match self.deflate.as_mut() {
+            Some(deflate) if deflate.compressor.is_stateless() && prepared.payload_len() >= deflate.min_size => {
+                prepared.compressed_for(&mut deflate.compressor)
             }
+            _ => None,
+        };
+        if let Some(compressed) = compressed {
+            self.write_shared_frame(prepared.opcode(), &compressed.frame, compressed.header_len, true);
+        } else if self.deflate.as_ref().is_some_and(|deflate| deflate.compressor.is_stateless())
+            && prepared.compressed_len().is_some()
+        {
+            // Worth compressing, but with a larger window than this peer
+            // accepts: this connection compresses its own.
+            let payload = prepared.payload();
+            return self.send_data(prepared.opcode(), &payload, None, true);
+        } else {
+            self.write_shared_frame(prepared.opcode(), prepared.frame(), prepared.header_len(), false);
         }
-        let frame = prepared.frame().clone();
-        self.write_shared_frame(prepared.opcode(), &frame, prepared.header_len(), false);
         Ok(())
     }
 

@@ -18,13 +18,20 @@ use crate::message::Message;
 ///
 /// Only servers can send it as is (clients must mask each frame with a
 /// fresh key); a client connection given one frames the payload itself.
+///
+/// Cloning it (once per recipient) is one reference count increment.
 #[derive(Clone, Debug)]
 pub struct PreparedMessage {
+    inner: Arc<Prepared>,
+}
+
+#[derive(Debug)]
+struct Prepared {
     frame: Bytes,
     header_len: u8,
     opcode: OpCode,
-    /// Shared by the clones, so the first compression serves all of them.
-    compressed: Arc<OnceLock<Option<CompressedFrame>>>,
+    /// Made by the first connection that compresses, for all the others.
+    compressed: OnceLock<Option<CompressedFrame>>,
 }
 
 /// The compressed frame (RSV1 set), and the LZ77 window its compressor
@@ -40,7 +47,7 @@ pub(crate) struct CompressedFrame {
 /// has been compressed yet is not part of its value.
 impl PartialEq for PreparedMessage {
     fn eq(&self, other: &Self) -> bool {
-        self.opcode == other.opcode && self.frame == other.frame
+        self.inner.opcode == other.inner.opcode && self.inner.frame == other.inner.frame
     }
 }
 
@@ -57,7 +64,9 @@ impl PreparedMessage {
         let mut frame = BytesMut::with_capacity(header_len + payload.len());
         frame.extend_from_slice(&header[..header_len]);
         frame.extend_from_slice(payload);
-        PreparedMessage { frame: frame.freeze(), header_len: header_len as u8, opcode, compressed: Arc::default() }
+        let prepared =
+            Prepared { frame: frame.freeze(), header_len: header_len as u8, opcode, compressed: OnceLock::new() };
+        PreparedMessage { inner: Arc::new(prepared) }
     }
 
     /// The compressed frame for a connection whose `compressor` keeps no
@@ -67,14 +76,15 @@ impl PreparedMessage {
     /// connection's peer accepts.
     pub(crate) fn compressed_for(&self, compressor: &mut Compressor) -> Option<&CompressedFrame> {
         debug_assert!(compressor.is_stateless(), "a compressor with context cannot share its output");
-        let compressed = self.compressed.get_or_init(|| {
-            let payload = &self.frame[usize::from(self.header_len)..];
+        let inner = &*self.inner;
+        let compressed = inner.compressed.get_or_init(|| {
+            let payload = &inner.frame[usize::from(inner.header_len)..];
             let mut deflated = Vec::new();
             compressor.compress_message(payload, &mut deflated);
             if deflated.len() >= payload.len() {
                 return None;
             }
-            let header = FrameHeader { rsv1: true, ..FrameHeader::new(self.opcode, deflated.len() as u64) };
+            let header = FrameHeader { rsv1: true, ..FrameHeader::new(inner.opcode, deflated.len() as u64) };
             let mut encoded = [0u8; MAX_HEADER_LEN];
             let header_len = header.encode(&mut encoded);
             let mut frame = BytesMut::with_capacity(header_len + deflated.len());
@@ -94,47 +104,47 @@ impl PreparedMessage {
     /// make it smaller).
     #[must_use]
     pub fn compressed_len(&self) -> Option<usize> {
-        self.compressed.get().and_then(Option::as_ref).map(|compressed| compressed.frame.len())
+        self.inner.compressed.get().and_then(Option::as_ref).map(|compressed| compressed.frame.len())
     }
 
     /// The whole frame, header included.
     #[must_use]
     pub fn frame(&self) -> &Bytes {
-        &self.frame
+        &self.inner.frame
     }
 
     /// The payload's length.
     #[must_use]
     pub fn payload_len(&self) -> usize {
-        self.frame.len() - usize::from(self.header_len)
+        self.inner.frame.len() - usize::from(self.inner.header_len)
     }
 
     /// The length of the uncompressed frame's header.
     pub(crate) fn header_len(&self) -> u8 {
-        self.header_len
+        self.inner.header_len
     }
 
     /// The payload alone (a view into the frame).
     #[must_use]
     pub fn payload(&self) -> Bytes {
-        self.frame.slice(usize::from(self.header_len)..)
+        self.inner.frame.slice(usize::from(self.inner.header_len)..)
     }
 
     /// Text or binary.
     #[must_use]
     pub fn opcode(&self) -> OpCode {
-        self.opcode
+        self.inner.opcode
     }
 
     /// Bytes on the wire.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.frame.len()
+        self.inner.frame.len()
     }
 
     /// Whether the frame is empty (never: a frame has a header).
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.frame.is_empty()
+        self.inner.frame.is_empty()
     }
 }

@@ -14,7 +14,7 @@
 //! slows the others, and never makes the server's memory grow without
 //! bound.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -189,11 +189,18 @@ impl Mailbox {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes what the connection should send now: up to `room` bytes of
-    /// frames, and a close request; registers `waker` for what comes next.
-    pub(crate) fn take(&self, room: usize, waker: &Waker) -> (Vec<PreparedMessage>, Option<CloseFrame>) {
+    /// Hands `send` what the connection should send now, up to `room`
+    /// bytes of frames (at least one), in order, and returns a close
+    /// request if there is one; registers `waker` for what comes next.
+    /// Frames go to `send` under the mailbox's lock: no list is built per
+    /// wake-up, and framing one is a copy of a few bytes.
+    pub(crate) fn take(
+        &self,
+        room: usize,
+        waker: &Waker,
+        mut send: impl FnMut(&PreparedMessage),
+    ) -> Option<CloseFrame> {
         let mut state = self.lock();
-        let mut taken = Vec::new();
         let mut size = 0;
         while let Some(front) = state.queue.front() {
             if size > 0 && size + front.len() > room {
@@ -201,12 +208,14 @@ impl Mailbox {
             }
             size += front.len();
             state.bytes -= front.len();
-            taken.extend(state.queue.pop_front());
+            if let Some(frame) = state.queue.pop_front() {
+                send(&frame);
+            }
         }
         if !state.waker.as_ref().is_some_and(|current| current.will_wake(waker)) {
             state.waker = Some(waker.clone());
         }
-        (taken, state.close.take().map(|frame| *frame))
+        state.close.take().map(|frame| *frame)
     }
 
     /// Bytes waiting.
@@ -276,8 +285,16 @@ fn wake(state: &mut MailboxState) {
     }
 }
 
-/// A client in the registry: what [`ClientInfo`] shows, kept compact (a
-/// server may hold a hundred thousand), and its mailbox.
+/// A client in the registry: its mailbox, where a broadcast reaches it in
+/// one step, and the rest behind a pointer (a table keeps up to half its
+/// slots empty, and an empty slot then costs a pointer, not an entry).
+struct Member {
+    mailbox: Arc<Mailbox>,
+    entry: Box<Entry>,
+}
+
+/// What [`ClientInfo`] shows, kept compact: a server may hold a hundred
+/// thousand.
 struct Entry {
     peer: Option<SocketAddr>,
     /// Shared with the connection that keeps its path too (one allocation).
@@ -285,8 +302,32 @@ struct Entry {
     connected_at: SystemTime,
     /// Sorted; a client has a few.
     topics: Vec<Box<str>>,
-    mailbox: Arc<Mailbox>,
 }
+
+/// Hashes client ids, which are the hub's own counter and never chosen by
+/// a peer, so no one can craft colliding keys: one multiplication spreads
+/// consecutive ids over the table, for a fraction of SipHash's cost (a
+/// broadcast looks up nothing, but joins, leaves and subscriptions do).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IdMap<V> = HashMap<ClientId, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 impl Entry {
     fn info(&self, id: ClientId) -> ClientInfo {
@@ -304,10 +345,10 @@ struct Inner {
     config: HubConfig,
     /// Fan-out through Redis, if configured.
     redis: std::sync::OnceLock<crate::redis::Bridge>,
-    /// Entries boxed: a table's spare slots (it keeps up to half of them
-    /// empty) then cost a pointer each, not an entry.
-    clients: RwLock<HashMap<ClientId, Box<Entry>>>,
-    topics: RwLock<HashMap<String, HashSet<ClientId>>>,
+    clients: RwLock<IdMap<Member>>,
+    /// Each topic's subscribers, with their mailboxes: a publication goes
+    /// straight to them, without looking each one up in `clients`.
+    topics: RwLock<HashMap<String, IdMap<Arc<Mailbox>>>>,
     next_id: AtomicU64,
     drops: DropCounters,
     events: broadcast::Sender<HubEvent>,
@@ -379,7 +420,7 @@ impl Hub {
         self.inner.redis.get().map(|bridge| &*bridge.status)
     }
 
-    fn clients(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ClientId, Box<Entry>>> {
+    fn clients(&self) -> std::sync::RwLockReadGuard<'_, IdMap<Member>> {
         self.inner.clients.read().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -392,7 +433,7 @@ impl Hub {
     /// Every connected client.
     #[must_use]
     pub fn list(&self) -> Vec<ClientInfo> {
-        let mut list: Vec<ClientInfo> = self.clients().iter().map(|(id, entry)| entry.info(*id)).collect();
+        let mut list: Vec<ClientInfo> = self.clients().iter().map(|(id, member)| member.entry.info(*id)).collect();
         list.sort_by_key(|info| info.id);
         list
     }
@@ -400,7 +441,7 @@ impl Hub {
     /// One client, if connected.
     #[must_use]
     pub fn get(&self, id: ClientId) -> Option<ClientInfo> {
-        self.clients().get(&id).map(|entry| entry.info(id))
+        self.clients().get(&id).map(|member| member.entry.info(id))
     }
 
     /// Joins and leaves from now on (a lagging receiver misses the oldest).
@@ -432,7 +473,7 @@ impl Hub {
     /// Messages dropped on the way to one client.
     #[must_use]
     pub fn dropped_for(&self, id: ClientId) -> Option<u64> {
-        self.clients().get(&id).map(|entry| entry.mailbox.lock().dropped)
+        self.clients().get(&id).map(|member| member.mailbox.lock().dropped)
     }
 
     /// Gives one client its own overflow policy (a dashboard that only
@@ -440,36 +481,31 @@ impl Hub {
     /// message); `false` if it is not connected.
     pub fn set_overflow(&self, id: ClientId, overflow: Overflow) -> bool {
         let clients = self.clients();
-        let Some(entry) = clients.get(&id) else { return false };
-        entry.mailbox.lock().overflow = Some(overflow);
+        let Some(member) = clients.get(&id) else { return false };
+        member.mailbox.lock().overflow = Some(overflow);
         true
     }
 
     /// Bytes waiting in all mailboxes.
     #[must_use]
     pub fn buffered_total(&self) -> usize {
-        self.clients().values().map(|entry| entry.mailbox.buffered()).sum()
+        self.clients().values().map(|member| member.mailbox.buffered()).sum()
     }
 
     /// Bytes waiting in one client's mailbox.
     #[must_use]
     pub fn buffered(&self, id: ClientId) -> Option<usize> {
-        self.clients().get(&id).map(|entry| entry.mailbox.buffered())
+        self.clients().get(&id).map(|member| member.mailbox.buffered())
     }
 
     pub(crate) fn join(&self, peer: Option<SocketAddr>, path: Arc<str>) -> (ClientId, Arc<Mailbox>) {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mailbox = Arc::new(Mailbox::default());
-        let entry = Box::new(Entry {
-            peer,
-            path,
-            connected_at: SystemTime::now(),
-            topics: Vec::new(),
-            mailbox: mailbox.clone(),
-        });
+        let entry = Box::new(Entry { peer, path, connected_at: SystemTime::now(), topics: Vec::new() });
         // Only built when someone listens: a crowd joining costs no copies.
         let joined = (self.inner.events.receiver_count() > 0).then(|| entry.info(id));
-        self.inner.clients.write().unwrap_or_else(PoisonError::into_inner).insert(id, entry);
+        let member = Member { mailbox: mailbox.clone(), entry };
+        self.inner.clients.write().unwrap_or_else(PoisonError::into_inner).insert(id, member);
         if let Some(info) = joined {
             let _ = self.inner.events.send(HubEvent::Joined(info));
         }
@@ -483,9 +519,9 @@ impl Hub {
             release_spare_capacity(&mut *clients);
             removed
         };
-        if let Some(entry) = removed {
+        if let Some(member) = removed {
             let mut topics = self.inner.topics.write().unwrap_or_else(PoisonError::into_inner);
-            for topic in &entry.topics {
+            for topic in &member.entry.topics {
                 remove_member(&mut topics, topic, id);
             }
             drop(topics);
@@ -496,16 +532,16 @@ impl Hub {
     /// Subscribes a client to a topic; `false` if it is not connected.
     pub fn subscribe(&self, id: ClientId, topic: &str) -> bool {
         let mut clients = self.inner.clients.write().unwrap_or_else(PoisonError::into_inner);
-        let Some(entry) = clients.get_mut(&id) else { return false };
-        if let Err(at) = entry.topics.binary_search_by(|held| (**held).cmp(topic)) {
-            entry.topics.insert(at, topic.into());
+        let Some(member) = clients.get_mut(&id) else { return false };
+        if let Err(at) = member.entry.topics.binary_search_by(|held| (**held).cmp(topic)) {
+            member.entry.topics.insert(at, topic.into());
             self.inner
                 .topics
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
                 .entry(topic.to_owned())
                 .or_default()
-                .insert(id);
+                .insert(id, member.mailbox.clone());
         }
         true
     }
@@ -513,9 +549,9 @@ impl Hub {
     /// Unsubscribes a client from a topic.
     pub fn unsubscribe(&self, id: ClientId, topic: &str) {
         let mut clients = self.inner.clients.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = clients.get_mut(&id) {
-            if let Ok(at) = entry.topics.binary_search_by(|held| (**held).cmp(topic)) {
-                entry.topics.remove(at);
+        if let Some(member) = clients.get_mut(&id) {
+            if let Ok(at) = member.entry.topics.binary_search_by(|held| (**held).cmp(topic)) {
+                member.entry.topics.remove(at);
                 remove_member(&mut self.inner.topics.write().unwrap_or_else(PoisonError::into_inner), topic, id);
             }
         }
@@ -537,7 +573,7 @@ impl Hub {
     fn broadcast_local(&self, message: &Message) -> Delivery {
         let prepared = PreparedMessage::new(message);
         let clients = self.clients();
-        self.deliver(clients.values().map(|entry| &entry.mailbox), &prepared)
+        self.deliver(clients.values().map(|member| &member.mailbox), &prepared)
     }
 
     /// Sends `message` to every subscriber of `topic`, framed once (with
@@ -552,18 +588,16 @@ impl Hub {
     }
 
     fn publish_local(&self, topic: &str, message: &Message) -> Delivery {
-        let prepared = PreparedMessage::new(message);
-        let clients = self.clients();
         let topics = self.inner.topics.read().unwrap_or_else(PoisonError::into_inner);
         let Some(members) = topics.get(topic) else { return Delivery::default() };
-        self.deliver(members.iter().filter_map(|id| clients.get(id)).map(|entry| &entry.mailbox), &prepared)
+        self.deliver(members.values(), &PreparedMessage::new(message))
     }
 
     /// Sends `message` to one client.
     pub fn send_to(&self, id: ClientId, message: &Message) -> Delivery {
         let prepared = PreparedMessage::new(message);
         let clients = self.clients();
-        self.deliver(clients.get(&id).map(|entry| &entry.mailbox).into_iter(), &prepared)
+        self.deliver(clients.get(&id).map(|member| &member.mailbox).into_iter(), &prepared)
     }
 
     fn deliver<'a>(&self, mailboxes: impl Iterator<Item = &'a Arc<Mailbox>>, message: &PreparedMessage) -> Delivery {
@@ -602,7 +636,7 @@ impl Hub {
 
 /// Takes `id` out of `topic`'s members, and the topic out of the index
 /// once nobody is subscribed to it.
-fn remove_member(topics: &mut HashMap<String, HashSet<ClientId>>, topic: &str, id: ClientId) {
+fn remove_member(topics: &mut HashMap<String, IdMap<Arc<Mailbox>>>, topic: &str, id: ClientId) {
     if let Some(members) = topics.get_mut(topic) {
         members.remove(&id);
         if members.is_empty() {
@@ -622,21 +656,12 @@ trait SpareCapacity {
     fn shrink_to(&mut self, capacity: usize);
 }
 
-impl<K: Eq + std::hash::Hash, V> SpareCapacity for HashMap<K, V> {
+impl<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher> SpareCapacity for HashMap<K, V, S> {
     fn len_and_capacity(&self) -> (usize, usize) {
         (self.len(), self.capacity())
     }
     fn shrink_to(&mut self, capacity: usize) {
         HashMap::shrink_to(self, capacity);
-    }
-}
-
-impl<K: Eq + std::hash::Hash> SpareCapacity for HashSet<K> {
-    fn len_and_capacity(&self) -> (usize, usize) {
-        (self.len(), self.capacity())
-    }
-    fn shrink_to(&mut self, capacity: usize) {
-        HashSet::shrink_to(self, capacity);
     }
 }
 

@@ -702,18 +702,21 @@ fn take_mail(open: &mut Open) -> bool {
     if room == 0 {
         return false; // writability brings the connection back
     }
-    let (frames, close) = registration.mailbox.take(room, waker);
-    for frame in &frames {
-        if open.connection.send_prepared(frame).is_ok() {
-            if let Some(tracked) = &open.metrics {
+    let (connection, metrics) = (&mut open.connection, &open.metrics);
+    let mut took = false;
+    let close = registration.mailbox.take(room, waker, |frame| {
+        took = true;
+        // Fails only once closing: the frames are moot then.
+        if connection.send_prepared(frame).is_ok() {
+            if let Some(tracked) = metrics {
                 tracked.metrics.message_out(frame.len());
             }
         }
-    }
+    });
     if let Some(frame) = close {
-        let _ = open.connection.close(frame.code, &frame.reason);
+        let _ = connection.close(frame.code, &frame.reason);
     }
-    !frames.is_empty()
+    took
 }
 
 /// Writes what the connection has queued, as far as the socket takes it;

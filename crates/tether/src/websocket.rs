@@ -424,15 +424,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if room == 0 {
             return; // poll_write_out will wake us when the socket drains
         }
-        let (frames, close) = registration.mailbox.take(room, cx.waker());
-        for frame in &frames {
+        let (connection, metrics) = (&mut self.connection, &self.info.metrics);
+        let close = registration.mailbox.take(room, cx.waker(), |frame| {
             // Fails only once closing: the frames are moot then.
-            if self.connection.send_prepared(frame).is_ok() {
-                if let Some(tracked) = &self.info.metrics {
+            if connection.send_prepared(frame).is_ok() {
+                if let Some(tracked) = metrics {
                     tracked.metrics.message_out(frame.len());
                 }
             }
-        }
+        });
         if let Some(frame) = close {
             let _ = self.connection.close(frame.code, &frame.reason);
         }
