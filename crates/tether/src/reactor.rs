@@ -291,15 +291,15 @@ impl Reactor {
                 match event.token() {
                     LISTENER => event_loop.accept(poll.registry(), now),
                     WAKER => {}
-                    Token(token) => event_loop.drive(poll.registry(), token, now),
+                    Token(token) => event_loop.drive(poll.registry(), token, now, Cause::Socket),
                 }
             }
             for token in std::mem::take(&mut event_loop.again) {
-                event_loop.drive(poll.registry(), token, now);
+                event_loop.drive(poll.registry(), token, now, Cause::Socket);
             }
             let mail = std::mem::take(&mut *event_loop.control.mail.lock().unwrap_or_else(PoisonError::into_inner));
             for token in mail {
-                event_loop.drive(poll.registry(), token, now);
+                event_loop.drive(poll.registry(), token, now, Cause::Mail);
             }
             event_loop.fire_deadlines(poll.registry(), now);
             if stop_deadline.is_none() && event_loop.control.stop.load(Ordering::Acquire) {
@@ -343,6 +343,20 @@ struct Slot {
     scheduled: Option<Instant>,
     /// Registered for writability (output waits for the socket).
     writable: bool,
+    /// Reading stopped with data left in the kernel (our answers piled
+    /// up); the next turn reads, whatever brought it.
+    held_back: bool,
+}
+
+/// What gave a connection its turn. Only the socket's readiness (or data
+/// left unread) makes it read: a turn for hub mail or a deadline would
+/// only meet `WouldBlock`, a system call per delivery for nothing, and
+/// epoll announces new data whatever turns come between.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Socket,
+    Mail,
+    Timer,
 }
 
 /// The slot itself is boxed, so the open state lives inline in it: boxing
@@ -406,7 +420,8 @@ impl<S: Service> Loop<S> {
             let deadline = now + self.shared.config.open_timeout;
             let reader = HeadReader::new(self.shared.config.limits.clone());
             let opening = Box::new(Opening { reader, peer, deadline });
-            let slot = Slot { socket, phase: Phase::Opening(opening), scheduled: None, writable: false };
+            let slot =
+                Slot { socket, phase: Phase::Opening(opening), scheduled: None, writable: false, held_back: false };
             let token = self.slots.insert(Box::new(slot));
             let slot = self.slots.get_mut(token).expect("just inserted");
             if registry.register(&mut slot.socket, Token(token), Interest::READABLE).is_err() {
@@ -416,13 +431,13 @@ impl<S: Service> Loop<S> {
             self.openings.push_back((deadline, token));
             // Its request may already be here (edge-triggered: no event
             // will say so again).
-            self.drive(registry, token, now);
+            self.drive(registry, token, now, Cause::Socket);
         }
     }
 
     /// Gives one connection its turn: read, deliver, take mail, write,
     /// check its deadlines; ends it if it is over.
-    fn drive(&mut self, registry: &Registry, token: usize, now: Instant) {
+    fn drive(&mut self, registry: &Registry, token: usize, now: Instant, cause: Cause) {
         let Some(slot) = self.slots.get_mut(token) else { return };
         let mut next = match slot.phase {
             Phase::Opening(_) => {
@@ -431,8 +446,8 @@ impl<S: Service> Loop<S> {
             Phase::Open(_) => Next::Continue,
         };
         if next == Next::Continue && matches!(slot.phase, Phase::Open(_)) {
-            next =
-                serve(slot, token, registry, &self.shared, &mut self.buffer, &mut self.service, &mut self.again, now);
+            let turn = Turn { token, registry, shared: &self.shared, again: &mut self.again, now, cause };
+            next = serve(slot, turn, &mut self.buffer, &mut self.service);
         }
         if next == Next::End {
             self.end(token);
@@ -477,7 +492,7 @@ impl<S: Service> Loop<S> {
                 continue; // moved since, or already handled
             }
             slot.scheduled = None;
-            self.drive(registry, token, now);
+            self.drive(registry, token, now, Cause::Timer);
         }
         if self.deadlines.capacity() > 64 && self.deadlines.len() < self.deadlines.capacity() / 4 {
             self.deadlines.shrink_to(self.deadlines.len() * 2);
@@ -499,7 +514,7 @@ impl<S: Service> Loop<S> {
                     let _ = open.connection.close(CloseCode::GOING_AWAY, "server shutting down");
                 }
             }
-            self.drive(registry, token, now);
+            self.drive(registry, token, now, Cause::Timer);
         }
     }
 
@@ -590,18 +605,20 @@ fn open(
     Next::Continue
 }
 
-/// An open connection's turn.
-#[allow(clippy::too_many_arguments)] // the loop's parts, borrowed apart
-fn serve(
-    slot: &mut Slot,
+/// What an open connection's turn needs of the loop.
+struct Turn<'a> {
     token: usize,
-    registry: &Registry,
-    shared: &Shared,
-    buffer: &mut [u8],
-    service: &mut impl Service,
-    again: &mut Vec<usize>,
+    registry: &'a Registry,
+    shared: &'a Shared,
+    /// Connections to drive again next turn.
+    again: &'a mut Vec<usize>,
     now: Instant,
-) -> Next {
+    cause: Cause,
+}
+
+/// An open connection's turn.
+fn serve(slot: &mut Slot, turn: Turn<'_>, buffer: &mut [u8], service: &mut impl Service) -> Next {
+    let Turn { token, registry, shared, again, now, cause } = turn;
     let Phase::Open(open) = &mut slot.phase else { return Next::Continue };
     let id = token as u64;
     let mut ended = false;
@@ -609,10 +626,10 @@ fn serve(
     // Read until the socket has nothing more (epoll is edge-triggered), unless
     // our answers pile up unread: then the peer must read before it may
     // send more, and the kernel's buffers hold the rest.
-    let mut held_back = false;
-    while open.connection.state() != State::Closed {
+    let mut reading = cause == Cause::Socket || slot.held_back;
+    while reading && open.connection.state() != State::Closed {
         if open.connection.unsent_len() >= SEND_BACKLOG_LIMIT {
-            held_back = true;
+            slot.held_back = true;
             break;
         }
         if reads == READS_PER_TURN {
@@ -631,7 +648,10 @@ fn serve(
                 let _ = open.connection.handle_read(&buffer[..read]);
                 deliver(open, id, &slot.socket, shared, service);
             }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                slot.held_back = false;
+                reading = false;
+            }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Next::End,
         }
@@ -651,7 +671,7 @@ fn serve(
         open.connection.handle_eof();
         return Next::End;
     }
-    if held_back && open.connection.unsent_len() < SEND_BACKLOG_LIMIT {
+    if slot.held_back && open.connection.unsent_len() < SEND_BACKLOG_LIMIT {
         // Reading stopped for our backlog, which has drained since: what
         // waits in the kernel will not be announced again (edge-triggered).
         again.push(token);
