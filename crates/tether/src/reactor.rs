@@ -758,7 +758,10 @@ fn flush(
         }
         let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
         let count = open.connection.pending_transmit_vectored(&mut slices);
-        match socket.write_vectored(&slices[..count]) {
+        // One slice (small frames, the common case) goes by `send`, which
+        // skips `writev`'s file-position lock and iovec copy in the kernel.
+        let written = if count == 1 { socket.write(&slices[0]) } else { socket.write_vectored(&slices[..count]) };
+        match written {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(written) => open.connection.advance_transmit(written),
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
