@@ -227,13 +227,17 @@ async fn client(
                 if stop.load(Ordering::Relaxed) || storm.load(Ordering::Relaxed) != storm_seen {
                     return Ok(());
                 }
-                if ticker.is_none() {
-                    while in_flight < args.pipeline {
-                        ws.send(payload(id, sequence, started, args.size)).await?;
+                if ticker.is_none() && in_flight < args.pipeline {
+                    // One clock reading and one shared count per batch: the
+                    // load generator must cost less than the servers it loads.
+                    let now = started.elapsed().as_nanos() as u64;
+                    let batch = args.pipeline - in_flight;
+                    for _ in 0..batch {
+                        ws.send(payload(id, sequence, now, args.size)).await?;
                         sequence += 1;
-                        in_flight += 1;
-                        totals.sent.fetch_add(1, Ordering::Relaxed);
                     }
+                    in_flight += batch;
+                    totals.sent.fetch_add(batch as u64, Ordering::Relaxed);
                 }
                 tokio::select! {
                     received = ws.recv() => match received? {
@@ -241,8 +245,8 @@ async fn client(
                             totals.bytes_received.fetch_add(message.len() as u64, Ordering::Relaxed);
                             match parse(&message) {
                                 Some((from, sent_at)) if from == id => {
-                                    let latency = (started.elapsed().as_nanos() as u64).saturating_sub(sent_at) / 1000;
-                                    let _ = local.record(latency.max(1));
+                                    let now = started.elapsed().as_nanos() as u64;
+                                    let _ = local.record((now.saturating_sub(sent_at) / 1000).max(1));
                                     totals.received.fetch_add(1, Ordering::Relaxed);
                                     in_flight = in_flight.saturating_sub(1);
                                 }
@@ -254,7 +258,7 @@ async fn client(
                         None => return Err(tether::Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset))),
                     },
                     _ = tick(&mut ticker) => {
-                        ws.send(payload(id, sequence, started, args.size)).await?;
+                        ws.send(payload(id, sequence, started.elapsed().as_nanos() as u64, args.size)).await?;
                         sequence += 1;
                         totals.sent.fetch_add(1, Ordering::Relaxed);
                     }
@@ -285,12 +289,12 @@ async fn tick(ticker: &mut Option<tokio::time::Interval>) {
 }
 
 /// A message: magic, client id, sequence, send time (ns since start), padding.
-fn payload(client: u32, sequence: u64, started: Instant, size: usize) -> Message {
+fn payload(client: u32, sequence: u64, sent_at: u64, size: usize) -> Message {
     let mut bytes = vec![b'.'; size];
     bytes[..4].copy_from_slice(&MAGIC);
     bytes[4..8].copy_from_slice(&client.to_be_bytes());
     bytes[8..16].copy_from_slice(&sequence.to_be_bytes());
-    bytes[16..24].copy_from_slice(&(started.elapsed().as_nanos() as u64).to_be_bytes());
+    bytes[16..24].copy_from_slice(&sent_at.to_be_bytes());
     Message::from(bytes)
 }
 
