@@ -2,34 +2,13 @@
 //! `tether serve --listen HOST:PORT --max-message-size BYTES` and
 //! `tether connect URL` with lines on standard input.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A child process killed when dropped, so a failing test leaks nothing.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `tether serve` on a free port and returns it with its URL.
-fn serve(extra: &[&str]) -> (Running, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stderr).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|word| word.starts_with("ws://")).expect(&line).to_owned();
-    (Running(child), url)
-}
+use common::{serve, Running};
 
 fn connect(url: &str, input: &str) -> (String, String) {
     connect_with_env(url, input, &[])

@@ -2,36 +2,14 @@
 //! whole server process: its memory is read from `/proc`, as an operator
 //! would.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use common::serve;
+
 use tether::{Message, WebSocket};
-
-/// A child process killed when dropped, so a failing test leaks nothing.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `tether serve` on a free port; returns it with its address.
-fn serve(extra: &[&str]) -> (Running, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stderr).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|word| word.starts_with("ws://")).expect(&line).to_owned();
-    (Running(child), url)
-}
 
 /// The resident set of process `pid`, in bytes.
 fn rss(pid: u32) -> u64 {

@@ -1,10 +1,14 @@
 //! The reactor server: one event loop owns every connection, callbacks see
 //! their messages (what an idle connection costs: `reactor_memory.rs`).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use common::{raw_client, wait_for};
 
 use tether::hub::Hub;
 use tether::reactor::{Conn, ConnId, Reactor, ReactorHandle, Service};
@@ -37,33 +41,6 @@ impl Service for Recorder {
     fn on_close(&mut self, id: ConnId, code: Option<CloseCode>) {
         self.closed.lock().unwrap().push((id, code));
     }
-}
-
-fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// An upgrade by hand on a blocking socket; returns it after the `101`.
-fn raw_client(url: &str) -> std::net::TcpStream {
-    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
-    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.write_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        tcp.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    tcp
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

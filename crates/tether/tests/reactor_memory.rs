@@ -1,10 +1,13 @@
 //! What an idle connection costs the reactor: its heap, measured by a
 //! counting allocator around 2,000 connections held open.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::{Read, Write};
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{raw_client, wait_for};
 
 use tether::hub::Hub;
 use tether::reactor::{Conn, Reactor};
@@ -38,32 +41,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// An upgrade by hand on a blocking socket (no heap on our side).
-fn raw_client(url: &str) -> std::net::TcpStream {
-    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
-    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.write_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = [0u8; 512];
-    let mut have = 0;
-    while !head[..have].ends_with(b"\r\n\r\n") {
-        have += tcp.read(&mut head[have..]).unwrap();
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    tcp
-}
 
 #[test]
 fn an_idle_connection_costs_under_a_kilobyte_of_heap() {
