@@ -604,15 +604,20 @@ impl Connection {
     /// error's code unless one was sent, and ignore all further input.
     fn fail(&mut self, error: ProtocolError) -> ProtocolError {
         self.read = ReadState::Discard;
-        // A failed connection sends nothing more but its close frame: the
-        // rest of a message being fragmented is abandoned.
-        self.backlog = None;
         self.ending().error = Some(error.clone());
         if self.has_deferred_close() {
             // The close already waiting (an echo of the peer's) goes out as planned.
         } else if self.has_sent_close() {
+            // Ours is out, or queued behind data still being fragmented.
             self.state = State::Closed;
         } else {
+            if self.events.is_empty() {
+                // The close goes out now, and nothing after it: the rest of
+                // a message being fragmented is abandoned. (With events
+                // still to take, the application may answer them first, and
+                // those answers must follow that message whole, so it stays.)
+                self.backlog = None;
+            }
             let mut reason = error.to_string();
             truncate_at_char_boundary(&mut reason, MAX_CONTROL_PAYLOAD - 2);
             self.end_with_close(CloseFrame::new(error.close_code(), reason));

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_failed_with, close_payload, FrameSpec, Harness};
+use common::{assert_failed_with, close_payload, drain, parse_frames_with_fin, FrameSpec, Harness};
 use tether_proto::connection::Event;
 use tether_proto::frame::OpCode;
 use tether_proto::{CloseCode, CloseFrame, Config, State, UsageError};
@@ -172,4 +172,39 @@ fn eof_in_the_middle_of_a_message_is_abnormal_and_delivers_nothing() {
     harness.feed(&FrameSpec::client(OpCode::Text, b"partial").fin(false).bytes()).unwrap();
     assert!(!harness.connection.handle_eof());
     assert_eq!(harness.events(), vec![]);
+}
+
+#[test]
+fn answers_to_messages_before_a_violation_follow_a_fragmented_answer_whole_and_the_close_comes_last() {
+    // The server is still sending a large message in fragments when the
+    // peer's next read holds two small messages and then a violation: the
+    // close waits for the application to take those messages, and what it
+    // answers meanwhile goes out after the large message, never inside it.
+    let mut harness = Harness::server(Config::default().with_fragment_size(16));
+    harness.connection.send_binary(&[7u8; 40]).unwrap();
+    let mut wire = FrameSpec::client(OpCode::Text, b"one").bytes();
+    wire.extend(FrameSpec::client(OpCode::Text, b"two").bytes());
+    wire.extend(FrameSpec::client(OpCode::Text, b"bad").rsv1().bytes());
+    assert!(harness.feed(&wire).is_err());
+    for _ in 0..2 {
+        let Some(Event::Message(message)) = harness.connection.poll_event() else { panic!("a message first") };
+        harness.connection.send(&message).unwrap();
+    }
+    assert_eq!(harness.connection.poll_event(), None);
+    let frames = parse_frames_with_fin(&drain(&mut harness.connection));
+    let shape: Vec<(OpCode, bool, usize)> =
+        frames.iter().map(|(opcode, fin, payload)| (*opcode, *fin, payload.len().min(16))).collect();
+    assert_eq!(
+        shape,
+        [
+            (OpCode::Binary, false, 16),
+            (OpCode::Continuation, false, 16),
+            (OpCode::Continuation, true, 8),
+            (OpCode::Text, true, 3),
+            (OpCode::Text, true, 3),
+            (OpCode::Close, true, 16),
+        ]
+    );
+    assert_eq!(&frames[5].2[..2], &1002u16.to_be_bytes(), "a protocol error");
+    assert_eq!(harness.connection.state(), State::Closed);
 }
