@@ -149,6 +149,66 @@ fn bench_reconnect_storms_and_failures_are_counted() {
 }
 
 #[test]
+fn bench_speaks_wss_with_the_certificate_it_is_told_to_trust_and_counts_tls_refusals() {
+    let cert = tether_test_support::TestCert::new();
+    let (cert_path, key_path, ca_path) =
+        (cert.cert_path().to_str().unwrap(), cert.key_path().to_str().unwrap(), cert.ca_path().to_str().unwrap());
+    let (_server, url) = serve(&["--tls-cert", cert_path, "--tls-key", key_path]);
+    assert!(url.starts_with("wss://"), "{url}");
+    let report = bench(
+        &url,
+        &["--clients", "4", "--pipeline", "2", "--messages", "400", "--duration", "20", "--cafile", ca_path],
+    );
+    assert_eq!(report["connections"]["established"], 4, "{report}");
+    assert!(report["messages"]["echoed"].as_u64().unwrap() >= 400, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}));
+
+    // Without --cafile the self-signed certificate is not trusted.
+    let report = bench(&url, &["--clients", "2", "--duration", "0.5"]);
+    assert_eq!(report["connections"]["established"], 0, "{report}");
+    assert!(report["errors"]["tls"].as_u64().unwrap() >= 2, "{report}");
+}
+
+#[test]
+fn bench_counts_what_a_broadcast_server_relays_from_the_other_clients() {
+    let (_server, url) = serve(&["--broadcast"]);
+    let report = bench(&url, &["--clients", "3", "--rate", "20", "--duration", "1.5"]);
+    assert_eq!(report["connections"]["established"], 3, "{report}");
+    // Each message comes back to its sender (timed) and to the two others.
+    let echoed = report["messages"]["echoed"].as_u64().unwrap();
+    let others = report["messages"]["from_others"].as_u64().unwrap();
+    assert!(echoed > 30, "{report}");
+    assert!(others >= echoed, "{report}");
+}
+
+#[test]
+fn bench_gives_up_on_a_server_that_stops_answering_with_the_timeout_that_noticed() {
+    // A server that accepts but never answers the upgrade: the open timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let report = bench(&url, &["--clients", "2", "--open-timeout", "0.3", "--duration", "1"]);
+    assert_eq!(report["connections"]["established"], 0, "{report}");
+    assert!(report["errors"]["open timeout"].as_u64().unwrap() >= 2, "{report}");
+    drop(listener);
+
+    // A server that answers, then freezes: keepalive notices.
+    let (server, url) = serve(&[]);
+    let pid = server.0.id() as i32;
+    let freezer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        // SAFETY: plain kill(2) on our own child, which is still running.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+    });
+    let report = bench(&url, &["--clients", "2", "--rate", "5", "--ping-interval", "0.3", "--duration", "3"]);
+    freezer.join().unwrap();
+    // SAFETY: as above; the child is resumed so that dropping it can reap it.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(report["connections"]["established"], 2, "{report}");
+    assert!(report["messages"]["echoed"].as_u64().unwrap() >= 4, "{report}");
+    assert!(report["errors"]["keepalive timeout"].as_u64().unwrap() >= 2, "{report}");
+}
+
+#[test]
 fn shutdown_closes_every_client_with_1001_and_exits() {
     let (mut server, url) = serve(&["--close-timeout", "2"]);
     let mut clients: Vec<_> = (0..3)

@@ -25,6 +25,10 @@ pub fn serve(extra: &[&str]) -> (Running, String) {
     let stderr = child.stderr.take().unwrap();
     let mut line = String::new();
     BufReader::new(stderr).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|word| word.starts_with("ws://")).expect(&line).to_owned();
+    let url = line
+        .split_whitespace()
+        .find(|word| word.starts_with("ws://") || word.starts_with("wss://"))
+        .expect(&line)
+        .to_owned();
     (Running(child), url)
 }

@@ -10,15 +10,28 @@
 //! back from another client (a broadcast server) is counted, not timed.
 //! `--reconnect-every` drops every connection at once and reconnects (a
 //! reconnect storm); `--ping-interval` turns keepalive on.
+//!
+//! The clients are spread over `--threads` worker threads (one per CPU by
+//! default), each an event loop that drives its clients through tether's
+//! protocol core directly (`worker`); this thread only watches the shared
+//! counters. The connection goes straight to the URL's address: no proxy.
+
+mod probe;
+mod transport;
+mod worker;
 
 use std::collections::BTreeMap;
+use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use hdrhistogram::Histogram;
-use tether::{ClientConfig, CloseCode, Config, Message};
+use tether::proto::handshake::Target;
+use tether::{ClientConfig, Config, TrustRoots};
+
+use self::probe::HEADER;
 
 #[derive(Args, Clone, Debug)]
 pub struct BenchArgs {
@@ -57,12 +70,19 @@ pub struct BenchArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Threads running the clients (default: one per available CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Seconds a connection may take to open (TCP, TLS and the upgrade).
+    #[arg(long, default_value_t = 10.0)]
+    open_timeout: f64,
+    /// PEM file of certificate authorities to trust for wss:// (default: Mozilla's roots).
+    #[arg(long)]
+    cafile: Option<std::path::PathBuf>,
 }
 
-const MAGIC: [u8; 4] = *b"tbn1";
-const HEADER: usize = 24;
-
-/// Counters shared by every client.
+/// Counters shared by every worker thread (each adds what it counted a few
+/// times a second), and the main thread's commands to them.
 #[derive(Default)]
 struct Totals {
     established: AtomicU64,
@@ -74,12 +94,10 @@ struct Totals {
     bytes_received: AtomicU64,
     latency: Mutex<Option<Histogram<u64>>>,
     errors: Mutex<BTreeMap<String, u64>>,
-}
-
-impl Totals {
-    fn error(&self, kind: &str) {
-        *self.errors.lock().unwrap().entry(kind.to_owned()).or_default() += 1;
-    }
+    /// Set when the run is over: the clients close and the workers return.
+    stop: AtomicBool,
+    /// Bumped for each reconnect storm.
+    storm: AtomicU64,
 }
 
 fn error_kind(error: &tether::Error) -> &'static str {
@@ -103,34 +121,68 @@ fn error_kind(error: &tether::Error) -> &'static str {
     }
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+/// Runs the load: worker threads drive the clients (see `worker`), this
+/// thread shows progress, starts the storms, stops the run and reports.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.size >= HEADER, "--size must be at least {HEADER} bytes");
     anyhow::ensure!(args.clients > 0 && args.pipeline > 0, "--clients and --pipeline must be at least 1");
+    anyhow::ensure!(args.rate.is_none_or(|rate| rate > 0.0), "--rate must be positive");
+    anyhow::ensure!(args.open_timeout > 0.0, "--open-timeout must be positive");
+    let target = Target::parse(&args.url)?;
+    let addr = (target.host.as_str(), target.port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{} has no address", target.host))?;
+    let tls = if target.secure {
+        let trust = args.cafile.clone().map_or(ClientConfig::default().trust, TrustRoots::CaFile);
+        let name = rustls_pki_types::ServerName::try_from(target.host.clone())
+            .map_err(|_| anyhow::anyhow!("invalid TLS server name {:?}", target.host))?;
+        Some((tether::tls::client_config(&trust)?, name))
+    } else {
+        None
+    };
+    let mut protocol = Config::default().with_keepalive(None, None).with_deflate(None);
+    if let Some(interval) = args.ping_interval {
+        let interval = Duration::from_secs_f64(interval);
+        protocol = protocol.with_keepalive(Some(interval), Some(interval));
+    }
+    protocol.validate()?;
+    let started = Instant::now();
+    let plan = Arc::new(worker::Plan {
+        target,
+        addr,
+        tls,
+        protocol,
+        limits: ClientConfig::default().limits,
+        size: args.size,
+        rate: args.rate,
+        pipeline: args.pipeline,
+        open_timeout: Duration::from_secs_f64(args.open_timeout),
+        started,
+    });
     let totals = Arc::new(Totals {
         latency: Mutex::new(Some(Histogram::new_with_bounds(1, 60_000_000, 3)?)),
         ..Totals::default()
     });
-    let started = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let storm = Arc::new(AtomicU64::new(0));
-    let mut config = ClientConfig::default();
-    config.protocol = Config::default().with_keepalive(None, None).with_deflate(None);
-    if let Some(interval) = args.ping_interval {
-        let interval = Duration::from_secs_f64(interval);
-        config.protocol = config.protocol.with_keepalive(Some(interval), Some(interval));
-    }
-    let config = Arc::new(config);
 
-    let mut clients = Vec::new();
+    // Clients dealt round-robin to the threads, each with its ramp-up delay.
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .clamp(1, args.clients);
+    let mut shares: Vec<Vec<(u32, Duration)>> = vec![Vec::new(); threads];
     for id in 0..args.clients {
         let delay = if args.clients > 1 { args.ramp_up * id as f64 / (args.clients - 1) as f64 } else { 0.0 };
-        let (args, totals, stop, storm, config) =
-            (args.clone(), totals.clone(), stop.clone(), storm.clone(), config.clone());
-        clients.push(tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs_f64(delay)).await;
-            client(id as u32, &args, &config, &totals, &stop, &storm, started).await;
-        }));
+        shares[id % threads].push((id as u32, Duration::from_secs_f64(delay)));
     }
+    let workers: Vec<_> = shares
+        .into_iter()
+        .enumerate()
+        .map(|(index, share)| {
+            let (plan, totals) = (plan.clone(), totals.clone());
+            std::thread::Builder::new().name(format!("bench-{index}")).spawn(move || worker::run(&plan, &totals, share))
+        })
+        .collect::<Result<_, _>>()?;
 
     let progress = (!args.quiet).then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
@@ -141,10 +193,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut next_storm = args.reconnect_every.map(|every| started + Duration::from_secs_f64(every));
     let mut last = (started, 0u64);
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        std::thread::sleep(Duration::from_millis(50));
         let now = Instant::now();
         let received = totals.received.load(Ordering::Relaxed);
-        if let Some(bar) = &progress {
+        if let Some(bar) = progress.as_ref().filter(|_| now >= last.0 + Duration::from_millis(250)) {
             let rate = (received - last.1) as f64 / (now - last.0).as_secs_f64();
             let p99 = totals.latency.lock().unwrap().as_ref().map_or(0, |h| h.value_at_quantile(0.99));
             bar.set_message(format!(
@@ -158,10 +210,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 p99 as f64 / 1000.0
             ));
             bar.tick();
+            last = (now, received);
         }
-        last = (now, received);
         if next_storm.is_some_and(|at| now >= at) {
-            storm.fetch_add(1, Ordering::Relaxed);
+            totals.storm.fetch_add(1, Ordering::Relaxed);
             next_storm = args.reconnect_every.map(|every| now + Duration::from_secs_f64(every));
         }
         let enough = args.messages.is_some_and(|n| received >= n);
@@ -169,143 +221,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             break;
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    totals.stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed();
-    for client in clients {
-        let _ = tokio::time::timeout(Duration::from_secs(15), client).await;
+    for worker in workers {
+        match worker.join() {
+            Ok(result) => result?,
+            Err(_) => anyhow::bail!("a bench thread panicked"),
+        }
     }
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
     report(&args, &totals, elapsed)
-}
-
-/// One simulated client: connects, sends, times the echoes; reconnects on
-/// a storm or a lost connection, until told to stop.
-async fn client(
-    id: u32,
-    args: &BenchArgs,
-    config: &ClientConfig,
-    totals: &Totals,
-    stop: &AtomicBool,
-    storm: &AtomicU64,
-    started: Instant,
-) {
-    let mut sequence = 0u64;
-    let mut first = true;
-    // Latencies are recorded here and merged into the shared histogram a
-    // few times a second, so clients do not contend for a lock per echo.
-    let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let merge = |local: &mut Histogram<u64>| {
-        if let Some(shared) = totals.latency.lock().unwrap().as_mut() {
-            let _ = shared.add(&*local);
-        }
-        local.reset();
-    };
-    while !stop.load(Ordering::Relaxed) {
-        let mut ws = match tether::connect_with(&args.url, config).await {
-            Ok(ws) => ws,
-            Err(error) => {
-                totals.failed.fetch_add(1, Ordering::Relaxed);
-                totals.error(error_kind(&error));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        if first {
-            totals.established.fetch_add(1, Ordering::Relaxed);
-            first = false;
-        } else {
-            totals.reconnects.fetch_add(1, Ordering::Relaxed);
-        }
-        let storm_seen = storm.load(Ordering::Relaxed);
-        let mut in_flight = 0usize;
-        let mut ticker = args.rate.map(|rate| tokio::time::interval(Duration::from_secs_f64(1.0 / rate)));
-        let mut check = tokio::time::interval(Duration::from_millis(50));
-        let ending: Result<(), tether::Error> = async {
-            loop {
-                if stop.load(Ordering::Relaxed) || storm.load(Ordering::Relaxed) != storm_seen {
-                    return Ok(());
-                }
-                if ticker.is_none() && in_flight < args.pipeline {
-                    // One clock reading and one shared count per batch: the
-                    // load generator must cost less than the servers it loads.
-                    let now = started.elapsed().as_nanos() as u64;
-                    let batch = args.pipeline - in_flight;
-                    for _ in 0..batch {
-                        ws.send(payload(id, sequence, now, args.size)).await?;
-                        sequence += 1;
-                    }
-                    in_flight += batch;
-                    totals.sent.fetch_add(batch as u64, Ordering::Relaxed);
-                }
-                tokio::select! {
-                    received = ws.recv() => match received? {
-                        Some(message) => {
-                            totals.bytes_received.fetch_add(message.len() as u64, Ordering::Relaxed);
-                            match parse(&message) {
-                                Some((from, sent_at)) if from == id => {
-                                    let now = started.elapsed().as_nanos() as u64;
-                                    let _ = local.record((now.saturating_sub(sent_at) / 1000).max(1));
-                                    totals.received.fetch_add(1, Ordering::Relaxed);
-                                    in_flight = in_flight.saturating_sub(1);
-                                }
-                                _ => {
-                                    totals.foreign.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                        }
-                        None => return Err(tether::Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset))),
-                    },
-                    _ = tick(&mut ticker) => {
-                        ws.send(payload(id, sequence, started.elapsed().as_nanos() as u64, args.size)).await?;
-                        sequence += 1;
-                        totals.sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ = check.tick() => merge(&mut local),
-                }
-            }
-        }
-        .await;
-        merge(&mut local);
-        match ending {
-            Ok(()) if stop.load(Ordering::Relaxed) => {
-                let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(CloseCode::NORMAL, "")).await;
-                return;
-            }
-            Ok(()) => drop(ws), // a storm: drop without closing, as a crash would
-            Err(error) => totals.error(error_kind(&error)),
-        }
-    }
-}
-
-async fn tick(ticker: &mut Option<tokio::time::Interval>) {
-    match ticker {
-        Some(ticker) => {
-            ticker.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// A message: magic, client id, sequence, send time (ns since start), padding.
-fn payload(client: u32, sequence: u64, sent_at: u64, size: usize) -> Message {
-    let mut bytes = vec![b'.'; size];
-    bytes[..4].copy_from_slice(&MAGIC);
-    bytes[4..8].copy_from_slice(&client.to_be_bytes());
-    bytes[8..16].copy_from_slice(&sequence.to_be_bytes());
-    bytes[16..24].copy_from_slice(&sent_at.to_be_bytes());
-    Message::from(bytes)
-}
-
-fn parse(message: &Message) -> Option<(u32, u64)> {
-    let bytes = message.as_bytes();
-    if bytes.len() < HEADER || bytes[..4] != MAGIC {
-        return None;
-    }
-    let client = u32::from_be_bytes(bytes[4..8].try_into().ok()?);
-    let sent_at = u64::from_be_bytes(bytes[16..24].try_into().ok()?);
-    Some((client, sent_at))
 }
 
 fn report(args: &BenchArgs, totals: &Totals, elapsed: Duration) -> anyhow::Result<()> {
