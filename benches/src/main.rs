@@ -11,6 +11,7 @@ mod client;
 mod fanout;
 mod handshakes;
 mod idle;
+mod loadgen;
 mod servers;
 mod sys;
 mod wire;
@@ -123,6 +124,9 @@ enum Cmd {
     /// Many idle connections held by `tether serve` through its keepalive
     /// pings: memory per connection, CPU per heartbeat round, ping lateness.
     Idle(idle::IdleArgs),
+    /// `tether bench` against the minimal client, loading the same server
+    /// in turn (the load generator must keep up with the fastest client).
+    Loadgen(loadgen::LoadgenArgs),
     /// Run one fan-out server (used by `fanout` itself): prints `PORT <n>`
     /// once listening, then serves until killed.
     #[command(hide = true)]
@@ -280,6 +284,7 @@ fn main() {
         Some(Cmd::Fanout(args)) => Some(fanout::bench(args)),
         Some(Cmd::Handshakes(args)) => Some(handshakes::bench(args)),
         Some(Cmd::Idle(args)) => Some(idle::bench(args)),
+        Some(Cmd::Loadgen(args)) => Some(loadgen::bench(args)),
         _ => None,
     };
     if let Some(outcome) = outcome {
