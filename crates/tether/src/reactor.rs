@@ -46,6 +46,13 @@ const SEND_BACKLOG_LIMIT: usize = 64 << 10;
 /// cannot starve the others; the rest is read on the next turn.
 const READS_PER_TURN: usize = 16;
 
+/// Connections with mail driven per turn of the loop. A broadcast to many
+/// connections is written out over several turns, and each turn first
+/// polls the sockets: a publication read meanwhile reaches the connections
+/// not yet visited in this round at once, instead of waiting for the round
+/// to end (with 10,000 subscribers a round of sends takes tens of ms).
+const MAIL_PER_TURN: usize = 1024;
+
 /// What a reactor server does with its connections. Every callback runs
 /// on the loop's thread: keep them short, and hand long work elsewhere
 /// (what a callback sends is written when it returns).
@@ -270,12 +277,13 @@ impl Reactor {
             openings: VecDeque::new(),
             buffer: vec![0; READ_BUFFER],
             again: Vec::new(),
+            mail: VecDeque::new(),
         };
         let mut events = Events::with_capacity(1024);
         let mut stop_deadline = None;
         loop {
             let now = Instant::now();
-            let timeout = if event_loop.again.is_empty() {
+            let timeout = if event_loop.again.is_empty() && event_loop.mail.is_empty() {
                 event_loop.next_deadline().map(|at| at.saturating_duration_since(now))
             } else {
                 Some(Duration::ZERO)
@@ -297,8 +305,9 @@ impl Reactor {
             for token in std::mem::take(&mut event_loop.again) {
                 event_loop.drive(poll.registry(), token, now, Cause::Socket);
             }
-            let mail = std::mem::take(&mut *event_loop.control.mail.lock().unwrap_or_else(PoisonError::into_inner));
-            for token in mail {
+            event_loop.mail.extend(event_loop.control.mail.lock().unwrap_or_else(PoisonError::into_inner).drain(..));
+            for _ in 0..MAIL_PER_TURN {
+                let Some(token) = event_loop.mail.pop_front() else { break };
                 event_loop.drive(poll.registry(), token, now, Cause::Mail);
             }
             event_loop.fire_deadlines(poll.registry(), now);
@@ -333,6 +342,8 @@ struct Loop<S> {
     buffer: Vec<u8>,
     /// Connections to drive again next turn (they had more to read).
     again: Vec<usize>,
+    /// Connections whose mailbox woke them, in order, not yet driven.
+    mail: VecDeque<usize>,
 }
 
 /// One connection.
