@@ -45,21 +45,8 @@ pub struct HandshakeArgs {
     /// Source addresses to rotate over (127.0.0.2 and up).
     #[arg(long, default_value_t = 16)]
     sources: usize,
-    /// Counted seconds per run.
-    #[arg(long, default_value_t = 3.0)]
-    duration_secs: f64,
-    /// Seconds of load before counting starts.
-    #[arg(long, default_value_t = 0.5)]
-    warmup_secs: f64,
-    /// Repetitions of each server; the median is reported.
-    #[arg(long, default_value_t = 3)]
-    reps: usize,
-    /// CPU the load client is pinned to.
-    #[arg(long, default_value_t = 0)]
-    client_cpu: usize,
-    /// CPU the servers are pinned to.
-    #[arg(long, default_value_t = 1)]
-    server_cpu: usize,
+    #[command(flatten)]
+    run: crate::Rounds,
 }
 
 /// Counters shared by the clients of one run.
@@ -153,11 +140,11 @@ async fn run(addr: SocketAddr, server_pid: u32, args: &HandshakeArgs) -> io::Res
     for index in 0..clients {
         tasks.spawn_local(client(addr, index, args.sources, shared.clone()));
     }
-    tokio::time::sleep(Duration::from_secs_f64(args.warmup_secs)).await;
+    tokio::time::sleep(Duration::from_secs_f64(args.run.warmup_secs)).await;
     let (done0, failed0, t0) = (shared.done.get(), shared.failed.get(), Instant::now());
     let (client0, server0) = (crate::sys::cpu_seconds(std::process::id())?, crate::sys::cpu_seconds(server_pid)?);
     let machine0 = crate::sys::machine_busy_seconds()?;
-    tokio::time::sleep(Duration::from_secs_f64(args.duration_secs)).await;
+    tokio::time::sleep(Duration::from_secs_f64(args.run.duration_secs)).await;
     let (done1, failed1, t1) = (shared.done.get(), shared.failed.get(), Instant::now());
     let (client1, server1) = (crate::sys::cpu_seconds(std::process::id())?, crate::sys::cpu_seconds(server_pid)?);
     let machine1 = crate::sys::machine_busy_seconds()?;
@@ -186,8 +173,8 @@ async fn run(addr: SocketAddr, server_pid: u32, args: &HandshakeArgs) -> io::Res
 /// # Errors
 /// Setting up the client failed.
 pub fn bench(args: &HandshakeArgs) -> io::Result<()> {
-    if let Err(error) = crate::sys::pin_to_cpu(args.client_cpu) {
-        eprintln!("warning: cannot pin the client to CPU {}: {error}", args.client_cpu);
+    if let Err(error) = crate::sys::pin_to_cpu(args.run.client_cpu) {
+        eprintln!("warning: cannot pin the client to CPU {}: {error}", args.run.client_cpu);
     }
     crate::sys::raise_nofile_to(65_536)?;
     let mut servers: Vec<ServerKind> = Vec::new();
@@ -201,9 +188,9 @@ pub fn bench(args: &HandshakeArgs) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let began = Instant::now();
     let mut results: Vec<(ServerKind, Measured)> = Vec::new();
-    for rep in 1..=args.reps {
+    for rep in 1..=args.run.reps {
         for &kind in &servers {
-            let server = crate::ServerGuard::spawn(kind, args.server_cpu, 64)?;
+            let server = crate::ServerGuard::spawn(kind, args.run.server_cpu, 64)?;
             let local = tokio::task::LocalSet::new();
             let outcome = runtime.block_on(local.run_until(run(server.addr, server.pid(), args)));
             drop(local);
@@ -242,7 +229,7 @@ fn report(args: &HandshakeArgs, servers: &[ServerKind], results: &[(ServerKind, 
     let _ = writeln!(
         out,
         "\nHandshakes: {} concurrent clients, each connect → upgrade → close handshake → server FIN, in a loop; medians of {} runs of {:.1} s after {:.1} s warm-up; server on CPU {}, client on CPU {}.\n",
-        args.clients, args.reps, args.duration_secs, args.warmup_secs, args.server_cpu, args.client_cpu
+        args.clients, args.run.reps, args.run.duration_secs, args.run.warmup_secs, args.run.server_cpu, args.run.client_cpu
     );
     let _ = writeln!(
         out,

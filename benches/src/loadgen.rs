@@ -40,21 +40,8 @@ pub struct LoadgenArgs {
     /// Messages in flight per connection.
     #[arg(long, default_value_t = 16)]
     in_flight: usize,
-    /// Counted seconds per run.
-    #[arg(long, default_value_t = 3.0)]
-    duration_secs: f64,
-    /// Seconds of load before counting starts.
-    #[arg(long, default_value_t = 0.5)]
-    warmup_secs: f64,
-    /// Repetitions; the median is reported.
-    #[arg(long, default_value_t = 3)]
-    reps: usize,
-    /// CPU both load generators are pinned to.
-    #[arg(long, default_value_t = 0)]
-    client_cpu: usize,
-    /// CPU the server is pinned to.
-    #[arg(long, default_value_t = 1)]
-    server_cpu: usize,
+    #[command(flatten)]
+    run: crate::Rounds,
 }
 
 /// One run: messages/s, and the CPU fractions of client and server.
@@ -79,30 +66,21 @@ pub fn bench(args: &LoadgenArgs) -> io::Result<()> {
     let mut results: Vec<(ServerKind, Vec<Run>, Vec<Run>)> =
         args.servers.iter().map(|&kind| (kind, Vec::new(), Vec::new())).collect();
     let started = Instant::now();
-    for rep in 1..=args.reps {
+    for rep in 1..=args.run.reps {
         for (kind, minimal, ours) in &mut results {
-            let run = minimal_client(args, *kind)?;
-            eprintln!(
-                "[{:5.1}s] rep {rep} {:<16} minimal client {}",
-                started.elapsed().as_secs_f64(),
-                kind.name(),
-                show(run)
-            );
-            minimal.push(run);
-            let run = tether_bench(args, *kind)?;
-            eprintln!(
-                "[{:5.1}s] rep {rep} {:<16} tether bench   {}",
-                started.elapsed().as_secs_f64(),
-                kind.name(),
-                show(run)
-            );
-            ours.push(run);
+            let progress = |who: &str, run: Run| {
+                let at = started.elapsed().as_secs_f64();
+                eprintln!("[{at:5.1}s] rep {rep} {:<16} {who:<14} {}", kind.name(), show(run));
+                run
+            };
+            minimal.push(progress("minimal client", minimal_client(args, *kind)?));
+            ours.push(progress("tether bench", tether_bench(args, *kind)?));
         }
     }
     println!(
         "\n`tether bench` against the minimal client, {} connections × {} B, {} in flight; medians of {} runs; \
          load generator on CPU {}, server on CPU {}.\n",
-        args.conns, args.size, args.in_flight, args.reps, args.client_cpu, args.server_cpu
+        args.conns, args.size, args.in_flight, args.run.reps, args.run.client_cpu, args.run.server_cpu
     );
     println!(
         "| server | minimal client msg/s (client / server CPU) | tether bench msg/s (client / server CPU) | ratio |"
@@ -137,18 +115,18 @@ fn median(runs: &[Run]) -> Run {
 }
 
 fn minimal_client(args: &LoadgenArgs, kind: ServerKind) -> io::Result<Run> {
-    let server = ServerGuard::spawn(kind, args.server_cpu, crate::servers::DEFAULT_RAW_CHUNK >> 10)?;
+    let server = ServerGuard::spawn(kind, args.run.server_cpu, crate::servers::DEFAULT_RAW_CHUNK >> 10)?;
     let load = Load {
         conns: args.conns,
         size: args.size,
         in_flight: args.in_flight,
         websocket: true,
-        warmup: Duration::from_secs_f64(args.warmup_secs),
-        duration: Duration::from_secs_f64(args.duration_secs),
+        warmup: Duration::from_secs_f64(args.run.warmup_secs),
+        duration: Duration::from_secs_f64(args.run.duration_secs),
         read_buf: client::DEFAULT_READ_BUF,
     };
     // Pinned in a thread of its own, so this thread's affinity is left alone.
-    let (addr, pid, cpu) = (server.addr, server.pid(), args.client_cpu);
+    let (addr, pid, cpu) = (server.addr, server.pid(), args.run.client_cpu);
     let measured = std::thread::spawn(move || -> io::Result<client::Measured> {
         if let Err(error) = sys::pin_to_cpu(cpu) {
             eprintln!("warning: cannot pin the client to CPU {cpu}: {error}");
@@ -163,11 +141,11 @@ fn minimal_client(args: &LoadgenArgs, kind: ServerKind) -> io::Result<Run> {
 }
 
 fn tether_bench(args: &LoadgenArgs, kind: ServerKind) -> io::Result<Run> {
-    let server = ServerGuard::spawn(kind, args.server_cpu, crate::servers::DEFAULT_RAW_CHUNK >> 10)?;
+    let server = ServerGuard::spawn(kind, args.run.server_cpu, crate::servers::DEFAULT_RAW_CHUNK >> 10)?;
     let url = format!("ws://{}/", server.addr);
-    let total = args.warmup_secs + args.duration_secs;
+    let total = args.run.warmup_secs + args.run.duration_secs;
     let child = Command::new("taskset")
-        .args(["-c", &args.client_cpu.to_string()])
+        .args(["-c", &args.run.client_cpu.to_string()])
         .arg(&args.tether)
         .args(["bench", &url, "--json", "--quiet", "--threads", "1"])
         .args(["--clients", &args.conns.to_string(), "--pipeline", &args.in_flight.to_string()])
@@ -177,9 +155,9 @@ fn tether_bench(args: &LoadgenArgs, kind: ServerKind) -> io::Result<Run> {
         .stderr(Stdio::inherit())
         .spawn()?;
     let pid = child.id();
-    std::thread::sleep(Duration::from_secs_f64(args.warmup_secs));
+    std::thread::sleep(Duration::from_secs_f64(args.run.warmup_secs));
     let (client0, server0, t0) = (sys::cpu_seconds(pid)?, sys::cpu_seconds(server.pid())?, Instant::now());
-    std::thread::sleep(Duration::from_secs_f64(args.duration_secs * 0.95));
+    std::thread::sleep(Duration::from_secs_f64(args.run.duration_secs * 0.95));
     let (client1, server1, t1) = (sys::cpu_seconds(pid)?, sys::cpu_seconds(server.pid())?, Instant::now());
     let output = child.wait_with_output()?;
     if !output.status.success() {

@@ -190,6 +190,28 @@ impl Scenario {
     }
 }
 
+/// How the scale subcommands repeat and place a run: counted time after a
+/// warm-up, repetitions (the median is reported), and the CPUs of the load
+/// client and the server.
+#[derive(clap::Args, Debug)]
+pub struct Rounds {
+    /// Counted seconds per run.
+    #[arg(long, default_value_t = 3.0)]
+    duration_secs: f64,
+    /// Seconds of load before counting starts.
+    #[arg(long, default_value_t = 0.5)]
+    warmup_secs: f64,
+    /// Repetitions of each server; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// CPU the load client (or generator) is pinned to.
+    #[arg(long, default_value_t = 0)]
+    client_cpu: usize,
+    /// CPU the servers are pinned to.
+    #[arg(long, default_value_t = 1)]
+    server_cpu: usize,
+}
+
 /// A running server child; killed and reaped when dropped (also on panic).
 struct ServerGuard {
     child: Child,

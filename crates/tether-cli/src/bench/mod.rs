@@ -155,7 +155,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         protocol,
         limits: ClientConfig::default().limits,
         size: args.size,
-        rate: args.rate,
+        send_every: args.rate.map(|rate| Duration::from_secs_f64(1.0 / rate)),
         pipeline: args.pipeline,
         open_timeout: Duration::from_secs_f64(args.open_timeout),
         started,

@@ -35,7 +35,7 @@ impl Transport {
     /// `tls` names a configuration and a server name.
     pub fn new(
         tcp: TcpStream,
-        tls: Option<(&Arc<rustls::ClientConfig>, &rustls_pki_types::ServerName<'static>)>,
+        tls: Option<&(Arc<rustls::ClientConfig>, rustls_pki_types::ServerName<'static>)>,
     ) -> Result<Transport, Failure> {
         Ok(match tls {
             None => Transport::Plain(tcp),

@@ -40,8 +40,9 @@ pub struct Plan {
     pub protocol: Config,
     pub limits: HandshakeLimits,
     pub size: usize,
-    /// Messages per second per client; `None`: keep `pipeline` in flight.
-    pub rate: Option<f64>,
+    /// Time between two messages of a client (`--rate`); `None`: keep
+    /// `pipeline` in flight.
+    pub send_every: Option<Duration>,
     pub pipeline: usize,
     pub open_timeout: Duration,
     /// Time zero of the send stamps.
@@ -318,7 +319,7 @@ impl<'a> Worker<'a> {
                             client.sequence += 1;
                             self.local.counts.sent += 1;
                         }
-                        let period = Duration::from_secs_f64(1.0 / self.plan.rate.unwrap_or(1.0));
+                        let period = self.plan.send_every.unwrap_or(Duration::from_secs(1));
                         // On schedule, unless far behind: then from now.
                         let next =
                             if now > timer.at + Duration::from_secs(1) { now + period } else { timer.at + period };
@@ -342,7 +343,7 @@ impl<'a> Worker<'a> {
         let plan = self.plan;
         let opened = TcpStream::connect(plan.addr).map_err(Failure::Io).and_then(|mut tcp| {
             self.poll.registry().register(&mut tcp, Token(index), Interest::READABLE | Interest::WRITABLE)?;
-            Transport::new(tcp, plan.tls.as_ref().map(|(config, name)| (config, name)))
+            Transport::new(tcp, plan.tls.as_ref())
         });
         let transport = match opened {
             Ok(transport) => transport,
@@ -470,7 +471,7 @@ impl<'a> Worker<'a> {
         } else {
             counts.established += 1;
         }
-        if plan.rate.is_some() {
+        if plan.send_every.is_some() {
             let generation = client.generation;
             self.timers.push(Reverse(Timer { at: Instant::now(), client: index, generation, kind: TimerKind::Send }));
         }
@@ -521,7 +522,7 @@ impl<'a> Worker<'a> {
             // The core's timers learn when what they noted in those reads happened.
             connection.handle_timeout(at);
         }
-        if plan.rate.is_none() && !stopping && link.in_flight < plan.pipeline {
+        if plan.send_every.is_none() && !stopping && link.in_flight < plan.pipeline {
             // One clock reading for the whole batch: the last read's.
             let sent_at = elapsed_ns(plan.started, now.unwrap_or_else(Instant::now));
             while link.in_flight < plan.pipeline {
