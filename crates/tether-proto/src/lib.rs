@@ -29,6 +29,7 @@
 //! - [`time`]: which deadline passed ([`Timeout`]), and the opening handshake's [`Deadline`].
 //! - [`message`]: messages as the application sees them.
 //! - [`error`]: protocol violations and misuse.
+//! - `trace` (feature `trace`): handshakes and frames as log lines, for the I/O layers.
 //!
 //! # Example
 //! ```
@@ -54,6 +55,8 @@ pub mod message;
 pub mod prepared;
 pub mod proxy;
 pub mod time;
+#[cfg(feature = "trace")]
+pub mod trace;
 
 mod assemble;
 mod backlog;

@@ -295,3 +295,22 @@ fn frames_in_the_same_read_as_the_101_are_kept_at_every_split_point() {
         assert_eq!(connection.poll_event(), Some(Event::Message(Message::from("first frame"))), "split {split}");
     }
 }
+
+#[test]
+fn input_that_is_not_http_is_refused_at_its_first_byte_not_at_a_timeout() {
+    // A TLS ClientHello: record type 0x16, version 3.1, then the handshake.
+    let client_hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+    let mut reader = HeadReader::new(HandshakeLimits::default());
+    let error = reader.feed(&client_hello).unwrap_err();
+    assert_eq!(error, HeadError::NotHttp { byte: 0x16, offset: 0 });
+    assert_eq!(error.status(), 400);
+    assert!(error.to_string().contains("TLS handshake"), "{error}");
+    // Binary junk after a plausible start is refused where it turns binary.
+    let mut reader = HeadReader::new(HandshakeLimits::default());
+    let error = reader.feed(b"GET /\x00\x01 HTTP/1.1\r\n").unwrap_err();
+    assert_eq!(error, HeadError::NotHttp { byte: 0, offset: 5 });
+    // A tab in the request line is tolerated; bytes past 0x7f in a header
+    // value (obs-text) are still HTTP.
+    let mut reader = HeadReader::new(HandshakeLimits::default());
+    assert!(reader.feed(b"GET /\tHTTP/1.1\r\nX-Name: caf\xc3\xa9\r\n\r\n").unwrap().is_some());
+}

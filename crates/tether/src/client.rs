@@ -14,7 +14,7 @@ use crate::handshake::{read_head, HeadReadError};
 use crate::proxy::{open_tcp, ProxyChoice};
 use crate::stream::MaybeTlsStream;
 use crate::tls::{client_config, TrustRoots};
-use crate::websocket::{ConnectionInfo, Handshake, WebSocket};
+use crate::websocket::{ConnectionInfo, Core, Handshake, WebSocket};
 
 /// A source of mask keys for the frames a client sends (the seeds'
 /// `get_mask_key`); the default is the CSPRNG.
@@ -228,13 +228,9 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
         peer_addr,
         handshake: Handshake::Response(accepted.response),
         protocol: accepted.protocol.map(Into::into),
-        responder: None,
         socket,
-        state: None,
-        registration: None,
-        metrics: None,
     };
-    Ok(WebSocket::new(stream, connection, info, &leftover))
+    Ok(WebSocket::new(stream, Core::Client(connection), info, &leftover))
 }
 
 impl From<HeadReadError> for Error {

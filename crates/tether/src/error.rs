@@ -8,9 +8,14 @@ use tether_proto::{CloseCode, CloseFrame, ConfigError, ProtocolError, Timeout, U
 /// Everything that can go wrong with a WebSocket connection.
 ///
 /// Opaque on purpose: ask it questions ([`is_io`](Error::is_io),
-/// [`is_timeout`](Error::is_timeout), [`close_code`](Error::close_code), …)
-/// and walk [`source`](std::error::Error::source) for the cause. A clean
-/// close is not an error: `recv` returns `Ok(None)` then.
+/// [`is_timeout`](Error::is_timeout), [`close_code`](Error::close_code), …).
+/// A clean close is not an error: `recv` returns `Ok(None)` then.
+///
+/// Its `Display` is one whole sentence, the cause's words included ("I/O
+/// error: Connection refused"), since that is what most programs print.
+/// [`source`](std::error::Error::source) therefore goes on from *below*
+/// those words, so a printed chain of causes (anyhow's `{:#}`, `Caused
+/// by:`) never says one twice.
 pub struct Error {
     pub(crate) kind: Kind,
 }
@@ -156,7 +161,13 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Io(error) => write!(f, "I/O error: {error}"),
-            Kind::Tls(error) => write!(f, "TLS error: {error}"),
+            Kind::Tls(error) => {
+                write!(f, "TLS error: {error}")?;
+                if is_plaintext_answer(error) {
+                    f.write_str(" (the server answered in plain text: is it serving ws:// rather than wss://?)")?;
+                }
+                Ok(())
+            }
             Kind::Protocol(error) => write!(f, "protocol error: {error} (closed with {})", error.close_code()),
             Kind::Usage(error) => write!(f, "{error}"),
             Kind::Handshake(error) => write!(f, "opening handshake failed: {error}"),
@@ -176,20 +187,29 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {
+    /// The cause below what `Display` already says (see [`Error`]).
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
-            Kind::Io(error) | Kind::Tls(error) => Some(error),
-            Kind::Protocol(error) => Some(error),
-            Kind::Usage(error) => Some(error),
-            Kind::Handshake(error) => Some(error),
-            Kind::Rejected(error) => Some(error),
-            Kind::Uri(error) => Some(error),
-            Kind::Timeout(which) => Some(which),
-            Kind::Config(error) => Some(error),
-            Kind::Proxy(error) => Some(error),
+            Kind::Io(error) | Kind::Tls(error) => error.source(),
+            Kind::Protocol(error) => error.source(),
+            Kind::Usage(error) => error.source(),
+            Kind::Handshake(error) => error.source(),
+            Kind::Rejected(error) => error.source(),
+            Kind::Uri(error) => error.source(),
+            Kind::Timeout(which) => which.source(),
+            Kind::Config(error) => error.source(),
+            Kind::Proxy(error) => error.source(),
             _ => None,
         }
     }
+}
+
+/// Whether a TLS failure is the server answering our ClientHello with
+/// something that is not TLS at all, almost always an HTTP answer from a
+/// plain `ws://` server.
+fn is_plaintext_answer(error: &io::Error) -> bool {
+    let rustls = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    matches!(rustls, Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)))
 }
 
 impl From<io::Error> for Error {

@@ -11,7 +11,6 @@
 //! side is a [`Responder`] in [`ServerConfig`](crate::ServerConfig): it
 //! answers such pings by itself, before the handler sees them.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tether_proto::Message;
@@ -152,15 +151,15 @@ impl HeartbeatProtocol for JsonHeartbeat {
     }
 }
 
-/// A server's automatic answer to heartbeat pings: given a message, the
-/// reply to send instead of delivering it, or `None` to deliver it.
-pub type Responder = Arc<dyn Fn(&Message) -> Option<Message> + Send + Sync>;
+#[cfg(feature = "server")]
+pub use tether_server::Responder;
 
 /// Answers [`JsonHeartbeat`] pings (`{"type":"ping","timestamp":T}`) with
 /// `{"type":"pong","timestamp":T}`, as seed 003's server does.
+#[cfg(feature = "server")]
 #[must_use]
 pub fn json_responder() -> Responder {
-    Arc::new(|message: &Message| {
+    std::sync::Arc::new(|message: &Message| {
         let (kind, timestamp) = json_field(message)?;
         (kind == "ping").then(|| {
             let timestamp = timestamp.unwrap_or(serde_json::Value::Null);

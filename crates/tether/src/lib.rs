@@ -22,46 +22,63 @@
 //! - [`blocking`]: the same client without an async runtime (`create_connection`).
 //! - [`app`]: [`App`], callbacks, `run_forever`, reconnection ([`reconnect`] decides what is retried).
 //! - [`heartbeat`]: an application-level heartbeat (JSON ping/pong messages).
-//! - [`metrics`]: Prometheus metrics at `/metrics`.
-//! - [`redis`]: fan-out across processes through Redis pub/sub.
-//! - [`hub`]: the server's registry, broadcast and topics with bounded mailboxes.
 //! - [`proxy`]: HTTP and SOCKS5 proxies.
-//! - [`server`]: `serve`, [`Server`], [`ServerConfig`], [`Routes`], `accept`.
-//! - [`admission`]: who gets in: the handshake hook, origins, auth, the connection cap, plain HTTP.
+//! - [`server`]: `serve`, [`Server`], [`ServerConfig`], [`Routes`], `accept`: a
+//!   tokio task and an `async` handler per connection.
+//! - [`reactor`]: the same server as one event loop with callbacks, no task per
+//!   connection (what `tether serve` runs).
+//! - From `tether-server` (feature `server`, on by default), shared by both
+//!   servers: [`session`] (one connection from request to last byte),
+//!   [`admission`] (who gets in: the hook, origins, auth, plain HTTP),
+//!   [`hub`] (registry, broadcast, topics), [`metrics`] (Prometheus), and
+//!   `redis` (fan-out across processes; feature `redis`).
 //! - [`WebSocket`]: an open connection; `split` into [`WebSocketReader`]/[`WebSocketWriter`].
 //! - [`tls`]: rustls configuration for both sides.
 //! - [`trace`]: print handshakes and frames (`TETHER_TRACE=1`).
+//!
+//! # Features
+//! - `server` (default): the servers and everything in `tether-server`, with
+//!   `mio`. A client-only build (`default-features = false`) has none of it.
+//! - `redis` (default): fan-out through Redis.
 //! - [`Error`]: the one error type.
 
-pub mod admission;
+pub use tether_proto::trace;
+#[cfg(feature = "redis")]
+pub use tether_server::redis;
+/// The server session every server drives (see [`tether_server::session`]).
+#[cfg(feature = "server")]
+pub use tether_server::session;
+#[cfg(feature = "server")]
+pub use tether_server::{admission, hub, metrics};
+
 pub mod app;
 pub mod blocking;
 pub mod client;
 mod error;
 mod handshake;
 pub mod heartbeat;
-pub mod hub;
 mod kernel;
-pub mod metrics;
 pub mod proxy;
+#[cfg(feature = "server")]
 pub mod reactor;
 pub mod reconnect;
-pub mod redis;
+#[cfg(feature = "server")]
 pub mod server;
 mod split;
 mod stream;
 pub mod tls;
-pub mod trace;
 mod websocket;
 
 pub use app::{App, AppHandle, Handler, Reconnect, Stopped};
 pub use client::{connect, connect_with, ClientConfig};
 pub use error::{Error, Result};
-pub use hub::Hub;
+#[cfg(feature = "server")]
 pub use server::{accept, serve, Routes, Server, ServerConfig};
 pub use split::{WebSocketReader, WebSocketWriter};
 pub use stream::MaybeTlsStream;
 pub use tether_proto as proto;
 pub use tether_proto::{Bytes, CloseCode, CloseFrame, Config, DeflateConfig, Event, Message, RoundTrip, Text, Timeout};
+#[cfg(feature = "server")]
+pub use tether_server::Hub;
 pub use tls::TrustRoots;
 pub use websocket::WebSocket;

@@ -11,10 +11,12 @@
 //! no buffer while idle. Servers of many mostly idle clients (the seeds'
 //! chat and push servers) are what it is for; `tether serve` runs on it.
 //!
-//! The same sans-I/O pieces as the tokio server do the work: the head
-//! reader, [`admission`](crate::admission) (hook, origins, plain HTTP,
-//! metrics), the protocol core with its keepalive, and the [`Hub`]'s
-//! mailboxes. Plain TCP only: for `wss://`, use [`Server`](crate::Server).
+//! Everything a connection means to the server is its
+//! [`Session`](tether_server::Session), the same as on the tokio server:
+//! admission (hook, origins, plain HTTP, metrics), the `101`, the protocol
+//! core with its keepalive, trace, the [`Hub`]'s mailboxes, metrics, the
+//! heartbeat responder, the hook's state. This loop only moves bytes and
+//! time. Plain TCP only: for `wss://`, use [`Server`](crate::Server).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -27,21 +29,18 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
-use tether_proto::handshake::{HeadReader, Rejection, Request};
-use tether_proto::{CloseCode, Connection, Event, Message, Role, State, UsageError};
+use tether_proto::handshake::HeadReader;
+use tether_proto::{CloseCode, Event, Message, State, UsageError};
+use tether_server::descriptors::{busy_answer, is_out_of_descriptors, Reserve, ACCEPT_RETRY};
+use tether_server::{Refused, ServerConfig, Session, Shared};
 
-use crate::hub::{ClientId, Hub, Registration};
-use crate::metrics::Tracked;
-use crate::server::{admit, Answer, ServerConfig, Shared};
+use crate::hub::{ClientId, Hub};
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 /// One read buffer for all connections of the loop.
 const READ_BUFFER: usize = 256 << 10;
 const WRITE_SLICES: usize = 16;
-/// Output a connection may hold before it stops reading (its peer must
-/// take our answers before it sends more) and stops taking hub mail.
-const SEND_BACKLOG_LIMIT: usize = 64 << 10;
 /// Reads from one connection per turn of the loop, so one fast sender
 /// cannot starve the others; the rest is read on the next turn.
 const READS_PER_TURN: usize = 16;
@@ -105,7 +104,20 @@ impl Conn<'_> {
     /// The path of its opening request.
     #[must_use]
     pub fn path(&self) -> &str {
-        &self.open.path
+        self.open.session.path()
+    }
+
+    /// The negotiated subprotocol.
+    #[must_use]
+    pub fn protocol(&self) -> Option<&str> {
+        self.open.session.protocol()
+    }
+
+    /// What the handshake hook attached to this connection, if it is a `T`
+    /// ([`Acceptance::state`](crate::admission::Acceptance::state)).
+    #[must_use]
+    pub fn state<T: std::any::Any>(&self) -> Option<&T> {
+        self.open.session.state()
     }
 
     /// Queues a message (compressed if negotiated); it is written when the
@@ -114,11 +126,7 @@ impl Conn<'_> {
     /// # Errors
     /// The connection is closing.
     pub fn send(&mut self, message: &Message) -> Result<(), UsageError> {
-        self.open.connection.send(message)?;
-        if let Some(tracked) = &self.open.metrics {
-            tracked.metrics.message_out(message.len());
-        }
-        Ok(())
+        self.open.session.send(message, true)
     }
 
     /// Starts the closing handshake.
@@ -126,37 +134,40 @@ impl Conn<'_> {
     /// # Errors
     /// An invalid code or reason.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), UsageError> {
-        self.open.connection.close(code, reason)
+        self.open.session.close(code, reason)
     }
 
     /// Bytes queued for the client and not yet written.
     #[must_use]
     pub fn buffered(&self) -> usize {
-        self.open.connection.unsent_len()
+        self.open.session.connection().unsent_len()
     }
 
     /// The server's hub, if it has one.
     #[must_use]
     pub fn hub(&self) -> Option<&Hub> {
-        self.open.registration.as_ref().map(|registration| &registration.hub)
+        self.open.session.hub()
     }
 
     /// Its number in the hub.
     #[must_use]
     pub fn client_id(&self) -> Option<ClientId> {
-        self.open.registration.as_ref().map(|registration| registration.id)
+        self.open.session.client_id()
     }
 
     /// Subscribes it to `topic` in the hub; `false` without a hub.
     pub fn subscribe(&self, topic: &str) -> bool {
-        self.open.registration.as_ref().is_some_and(|registration| registration.hub.subscribe(registration.id, topic))
+        self.open.session.subscribe(topic)
     }
 
     /// Unsubscribes it from `topic`.
     pub fn unsubscribe(&self, topic: &str) {
-        if let Some(registration) = &self.open.registration {
-            registration.hub.unsubscribe(registration.id, topic);
-        }
+        self.open.session.unsubscribe(topic);
+    }
+
+    /// Gives it its own overflow policy in the hub; `false` without a hub.
+    pub fn set_overflow(&self, overflow: crate::hub::Overflow) -> bool {
+        self.open.session.set_overflow(overflow)
     }
 }
 
@@ -217,7 +228,7 @@ impl Wake for MailWaker {
 pub struct Reactor {
     listener: TcpListener,
     poll: Poll,
-    shared: Shared,
+    shared: Arc<Shared>,
     control: Arc<Control>,
 }
 
@@ -232,18 +243,21 @@ impl Reactor {
     /// field applies as for [`Server`](crate::Server)).
     ///
     /// # Errors
-    /// The address cannot be bound, or `config.tls` is set (use
+    /// The configuration cannot work ([`Config::validate`](tether_proto::Config::validate),
+    /// reported as [`io::ErrorKind::InvalidInput`] with the reason), the
+    /// address cannot be bound, or `config.tls` is set (use
     /// [`Server`](crate::Server) for `wss://`).
     pub fn bind(addr: SocketAddr, config: ServerConfig) -> io::Result<Reactor> {
         if config.tls.is_some() {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "the reactor serves plain TCP; use Server for TLS"));
         }
+        let shared = Shared::new(config).map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
         let mut listener = TcpListener::bind(addr)?;
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let control = Arc::new(Control { stop: AtomicBool::new(false), waker, mail: Mutex::default() });
-        Ok(Reactor { listener, poll, shared: Shared::new(config), control })
+        Ok(Reactor { listener, poll, shared: Arc::new(shared), control })
     }
 
     /// The address it listens on.
@@ -278,6 +292,8 @@ impl Reactor {
             buffer: vec![0; READ_BUFFER],
             again: Vec::new(),
             mail: VecDeque::new(),
+            reserve: Reserve::new(),
+            accept_retry: None,
         };
         let mut events = Events::with_capacity(1024);
         let mut stop_deadline = None;
@@ -312,7 +328,7 @@ impl Reactor {
             }
             event_loop.fire_deadlines(poll.registry(), now);
             if stop_deadline.is_none() && event_loop.control.stop.load(Ordering::Acquire) {
-                let close_timeout = event_loop.shared.config.protocol.close_timeout;
+                let close_timeout = event_loop.shared.config().protocol.close_timeout;
                 stop_deadline = Some(now + close_timeout + Duration::from_millis(500));
                 event_loop.begin_shutdown(poll.registry(), now);
             }
@@ -328,7 +344,7 @@ impl Reactor {
 /// The loop's state: every connection, and one heap of their deadlines.
 struct Loop<S> {
     listener: Option<TcpListener>,
-    shared: Shared,
+    shared: Arc<Shared>,
     control: Arc<Control>,
     service: S,
     slots: Slots,
@@ -344,6 +360,11 @@ struct Loop<S> {
     again: Vec<usize>,
     /// Connections whose mailbox woke them, in order, not yet driven.
     mail: VecDeque<usize>,
+    /// A descriptor held back to answer clients when none is left.
+    reserve: Reserve,
+    /// When to try accepting again after a failure that left clients in
+    /// the backlog (no readiness event would announce them again).
+    accept_retry: Option<Instant>,
 }
 
 /// One connection.
@@ -385,15 +406,11 @@ struct Opening {
     deadline: Instant,
 }
 
-/// An open connection's state.
+/// An open connection's state: its session, and how its mailbox wakes the loop.
 pub struct Open {
-    connection: Connection,
-    path: Arc<str>,
-    registration: Option<Registration>,
+    session: Session,
     /// Given to the hub's mailbox: wakes the loop for this connection.
     waker: Option<Waker>,
-    /// Boxed: most servers keep no metrics.
-    metrics: Option<Box<Tracked>>,
 }
 
 /// What a connection's turn ended in.
@@ -411,25 +428,36 @@ impl<S: Service> Loop<S> {
                 Ok(accepted) => accepted,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if is_out_of_descriptors(&error) && self.reserve.release() => {
+                    // Tell the clients waiting in the backlog at once rather
+                    // than let them hang (see `tether_server::descriptors`);
+                    // draining it to `WouldBlock` re-arms the edge trigger.
+                    if let Ok((mut socket, peer)) = listener.accept() {
+                        tracing::warn!(%peer, "out of file descriptors: refused a connection with 503");
+                        refuse_busy(&mut socket);
+                    }
+                    self.reserve.restore();
+                    continue;
+                }
                 Err(error) => {
-                    // Out of descriptors, say: connections still queued are
-                    // taken at the next arrival.
-                    tracing::warn!(%error, "accept failed");
+                    // Clients may still wait in the backlog, and the edge
+                    // trigger will not say so again: try again soon.
+                    tracing::warn!(%error, "accept failed; retrying");
+                    self.accept_retry = Some(now + ACCEPT_RETRY);
                     return;
                 }
             };
-            if self.shared.config.max_connections.is_some_and(|max| self.slots.len() >= max) {
-                let answer = Rejection::new(503, "too many connections; try again").with_header("Retry-After", "1");
-                let _ = socket.write(&answer.to_bytes());
-                let _ = socket.shutdown(std::net::Shutdown::Write);
+            let config = self.shared.config();
+            if config.max_connections.is_some_and(|max| self.slots.len() >= max) {
+                refuse_busy(&mut socket);
                 continue;
             }
             let _ = socket.set_nodelay(true);
-            if let Some(size) = self.shared.config.send_buffer {
+            if let Some(size) = config.send_buffer {
                 let _ = socket2::SockRef::from(&socket).set_send_buffer_size(size);
             }
-            let deadline = now + self.shared.config.open_timeout;
-            let reader = HeadReader::new(self.shared.config.limits.clone());
+            let deadline = now + config.open_timeout;
+            let reader = HeadReader::new(config.limits.clone());
             let opening = Box::new(Opening { reader, peer, deadline });
             let slot =
                 Slot { socket, phase: Phase::Opening(opening), scheduled: None, writable: false, held_back: false };
@@ -457,7 +485,7 @@ impl<S: Service> Loop<S> {
             Phase::Open(_) => Next::Continue,
         };
         if next == Next::Continue && matches!(slot.phase, Phase::Open(_)) {
-            let turn = Turn { token, registry, shared: &self.shared, again: &mut self.again, now, cause };
+            let turn = Turn { token, registry, again: &mut self.again, now, cause };
             next = serve(slot, turn, &mut self.buffer, &mut self.service);
         }
         if next == Next::End {
@@ -465,7 +493,7 @@ impl<S: Service> Loop<S> {
             return;
         }
         let Phase::Open(open) = &slot.phase else { return };
-        if let Some(at) = open.connection.poll_timeout() {
+        if let Some(at) = open.session.connection().poll_timeout() {
             if slot.scheduled != Some(at) {
                 slot.scheduled = Some(at);
                 self.deadlines.push(Reverse((at, token)));
@@ -476,10 +504,14 @@ impl<S: Service> Loop<S> {
     fn next_deadline(&self) -> Option<Instant> {
         let open = self.deadlines.peek().map(|Reverse((at, _))| *at);
         let opening = self.openings.front().map(|(at, _)| *at);
-        open.into_iter().chain(opening).min()
+        open.into_iter().chain(opening).chain(self.accept_retry).min()
     }
 
     fn fire_deadlines(&mut self, registry: &Registry, now: Instant) {
+        if self.accept_retry.is_some_and(|at| at <= now) {
+            self.accept_retry = None;
+            self.accept(registry, now);
+        }
         while let Some(&(at, token)) = self.openings.front() {
             if at > now {
                 break;
@@ -522,7 +554,7 @@ impl<S: Service> Loop<S> {
                     continue;
                 }
                 Phase::Open(open) => {
-                    let _ = open.connection.close(CloseCode::GOING_AWAY, "server shutting down");
+                    let _ = open.session.close(CloseCode::GOING_AWAY, "server shutting down");
                 }
             }
             self.drive(registry, token, now, Cause::Timer);
@@ -534,21 +566,17 @@ impl<S: Service> Loop<S> {
     fn end(&mut self, token: usize) {
         let Some(slot) = self.slots.remove(token) else { return };
         let Phase::Open(mut open) = slot.phase else { return };
-        let code = open.connection.close_received().flatten().or(open.connection.close_sent()).map(|frame| frame.code);
-        if let Some(tracked) = &mut open.metrics {
-            tracked.ended(code.map_or(1006, |code| code.0));
-        }
-        drop(open.registration.take());
+        let code = open.session.finish();
         self.service.on_close(self.slots.id(token), code);
     }
 }
 
-/// The opening handshake: read the request, admit it, answer `101`, and
-/// turn the slot into an open connection.
+/// The opening handshake: read the request, let the session admit it,
+/// answer `101`, and turn the slot into an open connection.
 fn open(
     slot: &mut Slot,
     token: usize,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     control: &Arc<Control>,
     buffer: &mut [u8],
     service: &mut impl Service,
@@ -568,49 +596,22 @@ fn open(
         match opening.reader.feed(&buffer[..read]) {
             Ok(None) => {}
             Ok(Some(consumed)) => break (consumed, read),
-            Err(error) => return refuse(&mut slot.socket, &Rejection::new(error.status(), error.to_string())),
+            Err(error) => return refuse(&mut slot.socket, &Refused::head(&error)),
         }
     };
-    let request = match Request::parse(&opening.reader) {
-        Ok(request) => request,
-        Err(error) => return refuse(&mut slot.socket, &Rejection::new(error.status(), error.to_string())),
+    let mut opened = match tether_server::open(shared, &opening.reader, opening.peer, now) {
+        Ok(opened) => opened,
+        Err(refused) => return refuse(&mut slot.socket, &refused),
     };
-    let config = &shared.config;
-    let peer = opening.peer;
-    let (mut accepted, acceptance) = match admit(&request, peer, shared) {
-        Ok(admitted) => admitted,
-        Err(Answer::Refuse(rejection)) => return refuse(&mut slot.socket, &rejection),
-        Err(Answer::Http(response)) => {
-            let _ = write_all_now(&mut slot.socket, &response.to_bytes());
-            let _ = slot.socket.shutdown(std::net::Shutdown::Write);
-            return Next::End;
-        }
-    };
-    let mut headers = config.headers.clone();
-    headers.extend(acceptance.headers);
-    if acceptance.protocol.is_some() {
-        accepted.protocol = acceptance.protocol;
-    }
     // A fresh socket's send buffer takes a few hundred bytes at once.
-    if write_all_now(&mut slot.socket, &accepted.response(&headers)).is_err() {
+    if write_all_now(&mut slot.socket, &opened.response).is_err() {
         return Next::End;
     }
-    let mut connection = Connection::new(Role::Server, config.protocol.clone(), accepted.deflate);
     // Frames the client sent right behind its request.
-    let _ = connection.handle_read(&buffer[consumed..read]);
-    let path: Arc<str> = request.path().into();
-    let registration = config.hub.as_ref().map(|hub| {
-        let (id, mailbox) = hub.join(Some(peer), path.clone());
-        Registration { hub: hub.clone(), id, mailbox }
-    });
-    let waker = registration.as_ref().map(|_| Waker::from(Arc::new(MailWaker { token, control: control.clone() })));
-    let mut open = Open {
-        connection,
-        path,
-        registration,
-        waker,
-        metrics: config.metrics.clone().map(|metrics| Box::new(Tracked::new(metrics))),
-    };
+    let _ = opened.session.handle_read(&buffer[consumed..read]);
+    let waker =
+        opened.session.client_id().map(|_| Waker::from(Arc::new(MailWaker { token, control: control.clone() })));
+    let mut open = Open { session: opened.session, waker };
     service.on_open(&mut Conn { id: token as u64, socket: &slot.socket, open: &mut open });
     slot.phase = Phase::Open(open);
     Next::Continue
@@ -620,7 +621,6 @@ fn open(
 struct Turn<'a> {
     token: usize,
     registry: &'a Registry,
-    shared: &'a Shared,
     /// Connections to drive again next turn.
     again: &'a mut Vec<usize>,
     now: Instant,
@@ -629,7 +629,7 @@ struct Turn<'a> {
 
 /// An open connection's turn.
 fn serve(slot: &mut Slot, turn: Turn<'_>, buffer: &mut [u8], service: &mut impl Service) -> Next {
-    let Turn { token, registry, shared, again, now, cause } = turn;
+    let Turn { token, registry, again, now, cause } = turn;
     let Phase::Open(open) = &mut slot.phase else { return Next::Continue };
     let id = token as u64;
     let mut ended = false;
@@ -638,8 +638,8 @@ fn serve(slot: &mut Slot, turn: Turn<'_>, buffer: &mut [u8], service: &mut impl 
     // our answers pile up unread: then the peer must read before it may
     // send more, and the kernel's buffers hold the rest.
     let mut reading = cause == Cause::Socket || slot.held_back;
-    while reading && open.connection.state() != State::Closed {
-        if open.connection.unsent_len() >= SEND_BACKLOG_LIMIT {
+    while reading && open.session.connection().state() != State::Closed {
+        if open.session.is_backlogged() {
             slot.held_back = true;
             break;
         }
@@ -656,8 +656,8 @@ fn serve(slot: &mut Slot, turn: Turn<'_>, buffer: &mut [u8], service: &mut impl 
                 reads += 1;
                 // A protocol error queues the close frame and fails the
                 // connection: it ends below once that is written.
-                let _ = open.connection.handle_read(&buffer[..read]);
-                deliver(open, id, &slot.socket, shared, service);
+                let _ = open.session.handle_read(&buffer[..read]);
+                deliver(open, id, &slot.socket, service);
             }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                 slot.held_back = false;
@@ -667,60 +667,49 @@ fn serve(slot: &mut Slot, turn: Turn<'_>, buffer: &mut [u8], service: &mut impl 
             Err(_) => return Next::End,
         }
     }
-    open.connection.handle_timeout(now);
-    deliver(open, id, &slot.socket, shared, service);
+    if cause == Cause::Timer {
+        let queued = crate::kernel::raw_socket(&slot.socket).and_then(crate::kernel::unsent_bytes);
+        let _ = open.session.handle_timer(now, queued);
+    } else {
+        let _ = open.session.handle_timeout(now);
+    }
+    deliver(open, id, &slot.socket, service);
     loop {
         let took = take_mail(open);
         if flush(&mut slot.socket, &mut slot.writable, open, token, registry).is_err() {
             return Next::End;
         }
-        if !took || open.connection.wants_transmit() {
+        if !took || open.session.connection().wants_transmit() {
             break;
         }
     }
     if ended {
-        open.connection.handle_eof();
+        open.session.handle_eof();
         return Next::End;
     }
-    if slot.held_back && open.connection.unsent_len() < SEND_BACKLOG_LIMIT {
+    if slot.held_back && !open.session.is_backlogged() {
         // Reading stopped for our backlog, which has drained since: what
         // waits in the kernel will not be announced again (edge-triggered).
         again.push(token);
     }
-    if open.connection.is_finished() {
+    if open.session.connection().is_finished() {
         return Next::End;
     }
-    if !open.connection.wants_transmit() {
-        open.connection.release_memory();
+    if !open.session.connection().wants_transmit() {
+        open.session.connection_mut().release_memory();
     }
     Next::Continue
 }
 
-/// Hands every message that arrived to the service.
-fn deliver(open: &mut Open, id: ConnId, socket: &TcpStream, shared: &Shared, service: &mut impl Service) {
-    while let Some(event) = open.connection.poll_event() {
-        match event {
-            Event::Message(message) => {
-                if let Some(tracked) = &open.metrics {
-                    tracked.metrics.message_in(message.len());
-                }
-                if let Some(reply) =
-                    shared.config.heartbeat_responder.as_ref().and_then(|responder| responder(&message))
-                {
-                    let _ = open.connection.send(&reply);
-                    continue;
-                }
-                service.on_message(&mut Conn { id, socket, open }, message);
-                // What the callback published to this connection too goes
-                // out before anything later, a close echo included.
-                take_mail(open);
-            }
-            Event::Pong(_) => {
-                if let Some(tracked) = &mut open.metrics {
-                    tracked.round_trip(open.connection.round_trip().map(|rtt| rtt.last));
-                }
-            }
-            _ => {}
+/// Hands every message that arrived to the service (the session has
+/// answered heartbeats and counted them).
+fn deliver(open: &mut Open, id: ConnId, socket: &TcpStream, service: &mut impl Service) {
+    while let Some(event) = open.session.poll_event() {
+        if let Event::Message(message) = event {
+            service.on_message(&mut Conn { id, socket, open }, message);
+            // What the callback published to this connection too goes
+            // out before anything later, a close echo included.
+            take_mail(open);
         }
     }
 }
@@ -728,26 +717,8 @@ fn deliver(open: &mut Open, id: ConnId, socket: &TcpStream, shared: &Shared, ser
 /// Moves what the hub queued into the output, as room allows; whether it
 /// took anything.
 fn take_mail(open: &mut Open) -> bool {
-    let (Some(registration), Some(waker)) = (&open.registration, &open.waker) else { return false };
-    let room = SEND_BACKLOG_LIMIT.saturating_sub(open.connection.unsent_len());
-    if room == 0 {
-        return false; // writability brings the connection back
-    }
-    let (connection, metrics) = (&mut open.connection, &open.metrics);
-    let mut took = false;
-    let close = registration.mailbox.take(room, waker, |frame| {
-        took = true;
-        // Fails only once closing: the frames are moot then.
-        if connection.send_prepared(frame).is_ok() {
-            if let Some(tracked) = metrics {
-                tracked.metrics.message_out(frame.len());
-            }
-        }
-    });
-    if let Some(frame) = close {
-        let _ = connection.close(frame.code, &frame.reason);
-    }
-    took
+    let Some(waker) = &open.waker else { return false };
+    open.session.take_mail(waker)
 }
 
 /// Writes what the connection has queued, as far as the socket takes it;
@@ -760,7 +731,8 @@ fn flush(
     registry: &Registry,
 ) -> io::Result<()> {
     loop {
-        if !open.connection.wants_transmit() {
+        let connection = open.session.connection_mut();
+        if !connection.wants_transmit() {
             if *writable {
                 *writable = false;
                 registry.reregister(socket, Token(token), Interest::READABLE)?;
@@ -768,13 +740,13 @@ fn flush(
             return Ok(());
         }
         let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
-        let count = open.connection.pending_transmit_vectored(&mut slices);
+        let count = connection.pending_transmit_vectored(&mut slices);
         // One slice (small frames, the common case) goes by `send`, which
         // skips `writev`'s file-position lock and iovec copy in the kernel.
         let written = if count == 1 { socket.write(&slices[0]) } else { socket.write_vectored(&slices[..count]) };
         match written {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => open.connection.advance_transmit(written),
+            Ok(written) => connection.advance_transmit(written),
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                 if !*writable {
                     *writable = true;
@@ -789,10 +761,17 @@ fn flush(
 }
 
 /// Answers a refused handshake and ends the connection.
-fn refuse(socket: &mut TcpStream, rejection: &Rejection) -> Next {
-    let _ = write_all_now(socket, &rejection.to_bytes());
+fn refuse(socket: &mut TcpStream, refused: &Refused) -> Next {
+    let _ = write_all_now(socket, &refused.answer);
     let _ = socket.shutdown(std::net::Shutdown::Write);
     Next::End
+}
+
+/// Answers a client past a limit (connections, descriptors) with 503
+/// without reading its request; the socket closes when dropped.
+fn refuse_busy(socket: &mut TcpStream) {
+    let _ = socket.write(&busy_answer());
+    let _ = socket.shutdown(std::net::Shutdown::Write);
 }
 
 /// Writes all of `bytes` if the socket takes them now (a handshake answer

@@ -11,136 +11,26 @@ use std::time::Duration;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tether_proto::handshake::{accept_request, Accepted, HeadReader, Rejection, Request, ServerHandshakeConfig};
+use tether_proto::handshake::HeadReader;
 use tether_proto::time::{Deadline, Timeout};
-use tether_proto::{CloseCode, Config, Connection, HandshakeLimits, Role};
+use tether_proto::CloseCode;
+use tether_server::descriptors::{busy_answer, is_out_of_descriptors, Reserve, ACCEPT_RETRY};
+use tether_server::Refused;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
-use crate::admission::{self, check_origin, is_upgrade, Acceptance, Admission, Hook, HttpHandler, HttpResponse};
 use crate::error::{Error, Result};
 use crate::handshake::{read_head, HeadReadError};
-use crate::heartbeat::Responder;
-use crate::hub::{Hub, Registration};
 use crate::stream::MaybeTlsStream;
-use crate::websocket::{ConnectionInfo, Handshake, WebSocket};
+use crate::websocket::{ConnectionInfo, Core, Handshake, WebSocket};
 
-/// How a server accepts connections. Start from [`ServerConfig::default`].
-#[derive(Clone)]
-#[non_exhaustive]
-pub struct ServerConfig {
-    /// Limits, permessage-deflate, keepalive (`ping_interval`,
-    /// `ping_timeout`), `close_timeout` and `idle_timeout` for each open
-    /// connection; each documented with its default on [`Config`].
-    pub protocol: Config,
-    /// Subprotocols spoken; the client's first choice among them is taken.
-    pub protocols: Vec<String>,
-    /// Headers added to every `101` answer.
-    pub headers: Vec<(String, String)>,
-    /// Limits on the request head (over them: 431).
-    pub limits: HandshakeLimits,
-    /// Deadline for TLS and the opening handshake together, from accept.
-    /// Default 10 s: a client that trickles its request (slowloris) is
-    /// dropped then, however steadily it sends.
-    pub open_timeout: Duration,
-    /// TLS (`wss://`), if set.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Answers application heartbeat pings before the handler sees them
-    /// (e.g. [`json_responder`](crate::heartbeat::json_responder)). Default: none.
-    pub heartbeat_responder: Option<Responder>,
-    /// Decides, for every valid upgrade request, whether to accept it (and
-    /// how) or refuse it (with what). Default: accept all. See
-    /// [`crate::admission`], also for [`basic_auth`](crate::admission::basic_auth)
-    /// and [`bearer_auth`](crate::admission::bearer_auth).
-    pub hook: Option<Hook>,
-    /// Browser origins allowed (`Origin` header, compared without case);
-    /// others get 403. Requests without `Origin` pass. Default: all.
-    pub allowed_origins: Option<Vec<String>>,
-    /// Most connections open at once (handshakes included); past it, new
-    /// ones get `503 Service Unavailable` with `Retry-After: 1` at once.
-    /// Default: none (the open-file limit is the bound).
-    pub max_connections: Option<usize>,
-    /// Answers plain HTTP requests (no `Upgrade`) on the same port, e.g.
-    /// [`health_check`](crate::admission::health_check); unanswered ones
-    /// get 426 as usual. Default: none.
-    pub http: Option<HttpHandler>,
-    /// The kernel's send buffer for each accepted socket (`SO_SNDBUF`).
-    /// Default: the system's, which on Linux grows to 4 MiB per socket:
-    /// lower it to bound what a slow client can hold in the kernel, so
-    /// the hub's overflow policy takes over sooner. Linux doubles the value.
-    pub send_buffer: Option<usize>,
-    /// Keep [`Metrics`](crate::metrics::Metrics) and serve them at
-    /// `/metrics` (Prometheus text) on the same port. Default: none.
-    pub metrics: Option<crate::metrics::Metrics>,
-    /// The registry every connection joins: broadcast, topics, closing
-    /// everyone at shutdown ([`Hub`]). Default: none.
-    pub hub: Option<Hub>,
-}
+pub use tether_server::ServerConfig;
 
-impl std::fmt::Debug for ServerConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerConfig")
-            .field("protocol", &self.protocol)
-            .field("protocols", &self.protocols)
-            .field("headers", &self.headers)
-            .field("limits", &self.limits)
-            .field("open_timeout", &self.open_timeout)
-            .field("tls", &self.tls.is_some())
-            .field("heartbeat_responder", &self.heartbeat_responder.is_some())
-            .field("hook", &self.hook.is_some())
-            .field("allowed_origins", &self.allowed_origins)
-            .field("max_connections", &self.max_connections)
-            .field("http", &self.http.is_some())
-            .field("hub", &self.hub)
-            .field("send_buffer", &self.send_buffer)
-            .field("metrics", &self.metrics.is_some())
-            .finish()
-    }
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            protocol: Config::default(),
-            protocols: Vec::new(),
-            headers: vec![("Server".into(), concat!("tether/", env!("CARGO_PKG_VERSION")).into())],
-            limits: HandshakeLimits::default(),
-            open_timeout: Duration::from_secs(10),
-            tls: None,
-            heartbeat_responder: None,
-            hook: None,
-            allowed_origins: None,
-            max_connections: None,
-            http: None,
-            hub: None,
-            send_buffer: None,
-            metrics: None,
-        }
-    }
-}
-
-impl ServerConfig {
-    fn handshake_config(&self) -> ServerHandshakeConfig {
-        let mut config = ServerHandshakeConfig::default();
-        config.protocols = self.protocols.clone();
-        config.deflate = self.protocol.deflate.clone();
-        config
-    }
-}
-
-pub(crate) struct Shared {
-    pub(crate) config: ServerConfig,
-    handshake: ServerHandshakeConfig,
-    /// The paths served, when serving [`Routes`]; `None` serves every path.
-    paths: Option<Vec<String>>,
+/// What the accept loop shares with every connection's task.
+struct Shared {
+    session: Arc<tether_server::Shared>,
     /// Connections open now, handshakes included.
     active: Arc<AtomicUsize>,
-}
-
-impl Shared {
-    pub(crate) fn new(config: ServerConfig) -> Shared {
-        Shared { handshake: config.handshake_config(), config, paths: None, active: Arc::default() }
-    }
 }
 
 /// Counts one open connection until dropped.
@@ -191,10 +81,15 @@ impl Routes {
     }
 }
 
-/// A bound listening socket that serves WebSocket connections.
+/// A bound listening socket that serves WebSocket connections, each in a
+/// tokio task of its own with an `async` handler. Everything a connection
+/// means to the server (admission, the hub, metrics, heartbeat answers)
+/// is its [`Session`](tether_server::Session), the same as on the
+/// [`reactor`](crate::reactor).
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
+    paths: Option<Vec<String>>,
 }
 
 impl Server {
@@ -205,9 +100,11 @@ impl Server {
     /// [`io::ErrorKind::InvalidInput`] with the reason), or the address
     /// cannot be bound.
     pub async fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Server> {
-        config.protocol.validate().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        let session =
+            tether_server::Shared::new(config).map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
         let listener = TcpListener::bind(addr).await?;
-        Ok(Server { listener, shared: Arc::new(Shared::new(config)) })
+        let shared = Arc::new(Shared { session: Arc::new(session), active: Arc::default() });
+        Ok(Server { listener, shared, paths: None })
     }
 
     /// The bound address (useful after binding port 0).
@@ -254,8 +151,8 @@ impl Server {
         F: Future<Output = ()> + Send + 'static,
         S: Future<Output = ()>,
     {
-        let hub = self.shared.config.hub.clone();
-        let close_timeout = self.shared.config.protocol.close_timeout;
+        let hub = self.shared.session.config().hub.clone();
+        let close_timeout = self.shared.session.config().protocol.close_timeout;
         tokio::select! {
             result = self.serve(handler) => result.map(|()| true),
             () = shutdown => {
@@ -273,11 +170,7 @@ impl Server {
     /// # Errors
     /// As [`serve`](Self::serve).
     pub async fn serve_routes(mut self, routes: Routes) -> io::Result<()> {
-        let paths = routes.routes.iter().map(|(path, _)| path.clone()).collect();
-        match Arc::get_mut(&mut self.shared) {
-            Some(shared) => shared.paths = Some(paths),
-            None => unreachable!("the server is not serving yet"),
-        }
+        self.paths = Some(routes.routes.iter().map(|(path, _)| path.clone()).collect());
         self.accept_loop(move |socket: WebSocket| {
             let path = socket.request().map(|request| request.path().to_owned()).unwrap_or_default();
             routes.handler(&path).map(|handler| handler(socket))
@@ -287,24 +180,41 @@ impl Server {
 
     /// The accept loop; `start` gives the handler's future for a socket
     /// (`None`: drop it).
-    async fn accept_loop<S, F>(self, start: S) -> io::Result<()>
+    async fn accept_loop<S, F>(mut self, start: S) -> io::Result<()>
     where
         S: Fn(WebSocket) -> Option<F> + Send + Sync + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
+        if let Some(paths) = self.paths.take() {
+            let config = self.shared.session.config().clone();
+            let session = tether_server::Shared::new(config)
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?
+                .with_paths(paths);
+            self.shared = Arc::new(Shared { session: Arc::new(session), active: self.shared.active.clone() });
+        }
         let handler = Arc::new(start);
+        let mut reserve = Reserve::new();
         loop {
             let (tcp, peer) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
+                Err(error) if is_out_of_descriptors(&error) => {
+                    // Tell the clients waiting in the backlog at once rather
+                    // than let them hang (see `tether_server::descriptors`).
+                    if !refuse_one_without_descriptors(&self.listener, &mut reserve).await {
+                        tracing::warn!(%error, "accept failed: out of file descriptors; retrying");
+                        tokio::time::sleep(ACCEPT_RETRY).await;
+                    }
+                    continue;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "accept failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_RETRY).await;
                     continue;
                 }
             };
             let active = self.shared.active.fetch_add(1, Ordering::Relaxed) + 1;
             let guard = ActiveGuard(self.shared.active.clone());
-            if self.shared.config.max_connections.is_some_and(|max| active > max) {
+            if self.shared.session.config().max_connections.is_some_and(|max| active > max) {
                 tokio::spawn(refuse_busy(tcp, guard));
                 continue;
             }
@@ -315,7 +225,7 @@ impl Server {
             // handshake's state (TLS, the head reader) does not size every
             // connection's task for its whole life.
             tokio::spawn(async move {
-                match accept_with(tcp, peer, &shared).await {
+                match accept_with(tcp, peer, &shared.session).await {
                     Ok(socket) => {
                         if let Some(future) = handler(socket) {
                             drop(tokio::spawn(async move {
@@ -329,6 +239,31 @@ impl Server {
             });
         }
     }
+}
+
+/// Out of descriptors: frees the reserve, accepts one waiting client and
+/// answers it 503, takes the reserve back. Whether a client was answered.
+async fn refuse_one_without_descriptors(listener: &TcpListener, reserve: &mut Reserve) -> bool {
+    if !reserve.release() {
+        return false;
+    }
+    let accepted = tokio::time::timeout(Duration::from_millis(10), listener.accept()).await;
+    let refused = match accepted {
+        Ok(Ok((tcp, peer))) => {
+            tracing::warn!(%peer, "out of file descriptors: refused a connection with 503");
+            let std = tcp.into_std().ok();
+            if let Some(mut std) = std {
+                use std::io::Write as _;
+                let _ = std.set_nonblocking(true);
+                let _ = std.write(&busy_answer());
+                let _ = std.shutdown(std::net::Shutdown::Write);
+            }
+            true
+        }
+        _ => false,
+    };
+    reserve.restore();
+    refused
 }
 
 /// Serves `handler` on `addr` with the default configuration, forever.
@@ -360,17 +295,16 @@ where
 /// (for servers that run their own accept loop).
 ///
 /// # Errors
-/// TLS failure, a refused request (answered before returning), the open
-/// timeout.
+/// An invalid configuration, TLS failure, a refused request (answered
+/// before returning), the open timeout.
 pub async fn accept(tcp: TcpStream, config: &ServerConfig) -> Result<WebSocket> {
-    config.protocol.validate()?;
+    let shared = Arc::new(tether_server::Shared::new(config.clone())?);
     let peer = tcp.peer_addr()?;
-    let shared = Shared::new(config.clone());
     accept_with(tcp, peer, &shared).await
 }
 
-async fn accept_with(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<WebSocket> {
-    let config = &shared.config;
+async fn accept_with(tcp: TcpStream, peer: SocketAddr, shared: &Arc<tether_server::Shared>) -> Result<WebSocket> {
+    let config = shared.config();
     let deadline = Deadline::after(tokio::time::Instant::now().into_std(), Some(config.open_timeout));
     let at = deadline.at().map_or_else(far_future, tokio::time::Instant::from_std);
     tokio::time::timeout_at(at, async {
@@ -395,128 +329,37 @@ fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
+/// Reads the request and hands it to the session, which decides the rest;
+/// this only moves the bytes.
 async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     peer: SocketAddr,
     socket: Option<crate::kernel::RawSocket>,
-    shared: &Shared,
+    shared: &Arc<tether_server::Shared>,
 ) -> Result<WebSocket<S>> {
-    let config = &shared.config;
-    let mut reader = HeadReader::new(config.limits.clone());
+    let mut reader = HeadReader::new(shared.config().limits.clone());
     let leftover = match read_head(&mut stream, &mut reader).await {
         Ok(leftover) => leftover,
         Err(HeadReadError::Io(error)) => return Err(error.into()),
-        Err(HeadReadError::Head(error)) => {
-            return Err(refuse(&mut stream, Rejection::new(error.status(), error.to_string())).await)
-        }
+        Err(HeadReadError::Head(error)) => return Err(refuse(&mut stream, Refused::head(&error)).await),
     };
-    let request = match Request::parse(&reader) {
-        Ok(request) => request,
-        Err(error) => return Err(refuse(&mut stream, Rejection::new(error.status(), error.to_string())).await),
+    let now = tokio::time::Instant::now().into_std();
+    let opened = match tether_server::open(shared, &reader, peer, now) {
+        Ok(opened) => opened,
+        Err(refused) => return Err(refuse(&mut stream, refused).await),
     };
-    let traced = crate::trace::is_enabled();
-    if traced {
-        crate::trace::handshake(&peer.to_string(), "request", reader.head());
-    }
     drop(reader);
-    let (mut accepted, acceptance) = match admit(&request, peer, shared) {
-        Ok(admitted) => admitted,
-        Err(Answer::Refuse(rejection)) => return Err(refuse(&mut stream, rejection).await),
-        Err(Answer::Http(response)) => {
-            let _ = stream.write_all(&response.to_bytes()).await;
-            let _ = stream.shutdown().await;
-            return Err(Rejection::new(response.status, "answered a plain HTTP request").into());
-        }
-    };
-    let mut headers = config.headers.clone();
-    headers.extend(acceptance.headers);
-    if acceptance.protocol.is_some() {
-        accepted.protocol = acceptance.protocol;
-    }
-    let response = accepted.response(&headers);
-    if traced {
-        crate::trace::handshake(&peer.to_string(), "response", &response);
-    }
-    stream.write_all(&response).await?;
+    stream.write_all(&opened.response).await?;
     stream.flush().await?;
-    let mut connection = Connection::new(Role::Server, config.protocol.clone(), accepted.deflate);
-    if traced {
-        connection.set_frame_observer(crate::trace::frame_observer(peer.to_string()));
-    }
-    let request_path = &request.path().to_owned();
-    let info = ConnectionInfo {
-        peer_addr: Some(peer),
-        handshake: Handshake::Request(request),
-        protocol: accepted.protocol.map(Into::into),
-        responder: config.heartbeat_responder.clone(),
-        socket,
-        state: acceptance.state,
-        metrics: config.metrics.clone().map(crate::metrics::Tracked::new),
-        registration: config.hub.as_ref().map(|hub| {
-            let (id, mailbox) = hub.join(Some(peer), request_path.as_str().into());
-            Registration { hub: hub.clone(), id, mailbox }
-        }),
-    };
-    Ok(WebSocket::new(stream, connection, info, &leftover))
-}
-
-/// Every decision between a parsed request and the `101`, in order (see
-/// [`admission`](crate::admission)); `Err` is the answer to send instead.
-pub(crate) fn admit(
-    request: &Request,
-    peer: SocketAddr,
-    shared: &Shared,
-) -> std::result::Result<(Accepted, Acceptance), Answer> {
-    let config = &shared.config;
-    if !is_upgrade(request) {
-        if let (Some(metrics), "/metrics") = (&config.metrics, request.path()) {
-            return Err(Answer::Http(HttpResponse::new(200, "text/plain; version=0.0.4", metrics.render())));
-        }
-        if let Some(answer) = config.http.as_ref().and_then(|http| http(request)) {
-            return Err(Answer::Http(answer));
-        }
-    }
-    if let Some(paths) = &shared.paths {
-        if !paths.iter().any(|path| path == request.path()) {
-            return Err(Rejection::new(404, format!("no WebSocket endpoint at {}", request.path())).into());
-        }
-    }
-    check_origin(config.allowed_origins.as_deref(), request).map_err(|refusal| Answer::Refuse(refusal.0))?;
-    let accepted = accept_request(request, &shared.handshake).map_err(Answer::Refuse)?;
-    let acceptance = match config.hook.as_ref().map(|hook| hook(&admission::Handshake { request, peer })) {
-        None => Acceptance::default(),
-        Some(Admission::Accept(acceptance)) => acceptance,
-        Some(Admission::Reject(refusal)) => return Err(Answer::Refuse(refusal.0)),
-    };
-    if let Some(protocol) = &acceptance.protocol {
-        let offered = admission::Handshake { request, peer }.offered_protocols().contains(&protocol.as_str());
-        if !offered {
-            // A hook bug, not the client's: answer 500 rather than a 101 the
-            // client must reject.
-            let why = format!("the server chose subprotocol {protocol:?}, which was not offered");
-            return Err(Rejection::new(500, why).into());
-        }
-    }
-    Ok((accepted, acceptance))
-}
-
-/// What to answer instead of a `101`.
-pub(crate) enum Answer {
-    Refuse(Rejection),
-    Http(HttpResponse),
-}
-
-impl From<Rejection> for Answer {
-    fn from(rejection: Rejection) -> Answer {
-        Answer::Refuse(rejection)
-    }
+    let info =
+        ConnectionInfo { peer_addr: Some(peer), handshake: Handshake::Request(opened.request), protocol: None, socket };
+    Ok(WebSocket::new(stream, Core::Server(Box::new(opened.session)), info, &leftover))
 }
 
 /// Refuses a connection past `max_connections` with 503, without reading
 /// its request; briefly drains what it sends so the close is clean (no reset).
 async fn refuse_busy(mut tcp: TcpStream, guard: ActiveGuard) {
-    let answer = Rejection::new(503, "too many connections; try again").with_header("Retry-After", "1");
-    let _ = tcp.write_all(&answer.to_bytes()).await;
+    let _ = tcp.write_all(&busy_answer()).await;
     let _ = tcp.shutdown().await;
     let mut sink = [0u8; 1024];
     let _ = tokio::time::timeout(Duration::from_millis(200), async {
@@ -527,10 +370,10 @@ async fn refuse_busy(mut tcp: TcpStream, guard: ActiveGuard) {
 }
 
 /// Answers a refused handshake and closes; returns the error describing it.
-async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, rejection: Rejection) -> Error {
-    let _ = stream.write_all(&rejection.to_bytes()).await;
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, refused: Refused) -> Error {
+    let _ = stream.write_all(&refused.answer).await;
     let _ = stream.shutdown().await;
-    rejection.into()
+    refused.rejection.into()
 }
 
 #[cfg(test)]

@@ -31,7 +31,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{Error, Kind, Result};
-use crate::heartbeat::Responder;
 
 /// How much one read asks the transport for. The buffer is per thread, not
 /// per connection, so it can be large (fewer reads per big message) while
@@ -56,17 +55,95 @@ thread_local! {
 pub(crate) struct ConnectionInfo {
     pub(crate) peer_addr: Option<SocketAddr>,
     pub(crate) handshake: Handshake,
+    /// A client's negotiated subprotocol (a server's is in its session).
     pub(crate) protocol: Option<Box<str>>,
-    /// Answers application heartbeat pings in place of delivering them.
-    pub(crate) responder: Option<Responder>,
     /// The TCP socket underneath, to ask the kernel what it still holds.
     pub(crate) socket: Option<crate::kernel::RawSocket>,
-    /// What the server's handshake hook attached.
-    pub(crate) state: Option<crate::admission::State>,
-    /// Membership in the server's hub: its mailbox of broadcasts.
-    pub(crate) registration: Option<crate::hub::Registration>,
-    /// The server's metrics, if it keeps them.
-    pub(crate) metrics: Option<crate::metrics::Tracked>,
+}
+
+/// What a [`WebSocket`] drives: the bare protocol core on a client; on a
+/// server, the [`Session`](tether_server::Session) every server drives,
+/// which owns the core and decides what the connection means to the
+/// server (heartbeat answers, hub mail, metrics, the accounting at the
+/// end). This layer only moves bytes and time.
+pub(crate) enum Core {
+    Client(Connection),
+    #[cfg(feature = "server")]
+    Server(Box<tether_server::Session>),
+}
+
+impl Core {
+    fn connection(&self) -> &Connection {
+        match self {
+            Core::Client(connection) => connection,
+            #[cfg(feature = "server")]
+            Core::Server(session) => session.connection(),
+        }
+    }
+
+    fn connection_mut(&mut self) -> &mut Connection {
+        match self {
+            Core::Client(connection) => connection,
+            #[cfg(feature = "server")]
+            Core::Server(session) => session.connection_mut(),
+        }
+    }
+
+    #[cfg(feature = "server")]
+    fn session(&self) -> Option<&tether_server::Session> {
+        match self {
+            Core::Server(session) => Some(session),
+            Core::Client(_) => None,
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        match self {
+            Core::Client(connection) => connection.poll_event(),
+            #[cfg(feature = "server")]
+            Core::Server(session) => session.poll_event(),
+        }
+    }
+
+    fn send(&mut self, message: &Message, compress: bool) -> Result<(), UsageError> {
+        match self {
+            Core::Client(connection) => connection.send_with(message, compress),
+            #[cfg(feature = "server")]
+            Core::Server(session) => session.send(message, compress),
+        }
+    }
+
+    /// Hub mail into the output (servers only); whether any was taken.
+    fn take_mail(&mut self, waker: &std::task::Waker) -> bool {
+        match self {
+            Core::Client(_) => {
+                let _ = waker;
+                false
+            }
+            #[cfg(feature = "server")]
+            Core::Server(session) => session.take_mail(waker),
+        }
+    }
+
+    fn handle_timer(&mut self, now: std::time::Instant, unsent_in_kernel: Option<usize>) -> Option<Timeout> {
+        match self {
+            Core::Client(connection) => {
+                if let Some(queued) = unsent_in_kernel {
+                    connection.handle_transport_queue(queued);
+                }
+                connection.handle_timeout(now)
+            }
+            #[cfg(feature = "server")]
+            Core::Server(session) => session.handle_timer(now, unsent_in_kernel),
+        }
+    }
+
+    fn finish(&mut self) {
+        #[cfg(feature = "server")]
+        if let Core::Server(session) = self {
+            session.finish();
+        }
+    }
 }
 
 /// The other side's half of the opening handshake.
@@ -76,6 +153,7 @@ pub(crate) enum Handshake {
     #[default]
     Unknown,
     /// A server's view: the client's request.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     Request(Request),
     /// A client's view: the server's response.
     Response(Response),
@@ -104,7 +182,7 @@ enum Phase {
 /// ```
 pub struct WebSocket<S = crate::MaybeTlsStream> {
     stream: S,
-    connection: Connection,
+    core: Core,
     info: Box<ConnectionInfo>,
     /// Armed at the core's next deadline; created on first need.
     timer: Option<Pin<Box<Sleep>>>,
@@ -126,7 +204,7 @@ struct Ending {
 impl<S> std::fmt::Debug for WebSocket<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocket")
-            .field("connection", &self.connection)
+            .field("connection", self.core.connection())
             .field("phase", &self.phase)
             .finish_non_exhaustive()
     }
@@ -135,28 +213,21 @@ impl<S> std::fmt::Debug for WebSocket<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport on which the opening handshake is done. `leftover`
     /// are bytes read past the handshake: the first frames.
-    pub(crate) fn new(stream: S, mut connection: Connection, info: ConnectionInfo, leftover: &[u8]) -> WebSocket<S> {
+    pub(crate) fn new(stream: S, mut core: Core, info: ConnectionInfo, leftover: &[u8]) -> WebSocket<S> {
+        let connection = core.connection_mut();
         let ending = connection
             .handle_read(leftover)
             .err()
             .map(|error| Box::new(Ending { failure: Some(error.into()), peer_close: None }));
         // Starts the connection's clock: the first ping is due one interval from now.
         connection.handle_timeout(now());
-        WebSocket {
-            stream,
-            connection,
-            info: Box::new(info),
-            timer: None,
-            phase: Phase::Open,
-            needs_flush: false,
-            ending,
-        }
+        WebSocket { stream, core, info: Box::new(info), timer: None, phase: Phase::Open, needs_flush: false, ending }
     }
 
     /// Wraps a transport on which a WebSocket handshake was already done by
     /// other means (e.g. an HTTP framework), with the negotiated core state.
     pub fn from_raw(stream: S, connection: Connection) -> WebSocket<S> {
-        WebSocket::new(stream, connection, ConnectionInfo::default(), &[])
+        WebSocket::new(stream, Core::Client(connection), ConnectionInfo::default(), &[])
     }
 
     // ---- getters ---------------------------------------------------------------
@@ -187,63 +258,70 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// What the server's handshake hook attached to this connection, if it
     /// is a `T` ([`Acceptance::state`](crate::admission::Acceptance::state)).
+    #[cfg(feature = "server")]
     #[must_use]
     pub fn state<T: std::any::Any>(&self) -> Option<&T> {
-        self.info.state.as_deref()?.downcast_ref()
+        self.core.session()?.state()
     }
 
     /// This connection's number in the server's [`Hub`](crate::hub::Hub), if it has one.
+    #[cfg(feature = "server")]
     #[must_use]
     pub fn client_id(&self) -> Option<crate::hub::ClientId> {
-        self.info.registration.as_ref().map(|registration| registration.id)
+        self.core.session()?.client_id()
     }
 
     /// The server's hub, if it has one.
+    #[cfg(feature = "server")]
     #[must_use]
     pub fn hub(&self) -> Option<&crate::hub::Hub> {
-        self.info.registration.as_ref().map(|registration| &registration.hub)
+        self.core.session()?.hub()
     }
 
     /// Subscribes this connection to `topic` in the server's hub; `false`
     /// without a hub.
+    #[cfg(feature = "server")]
     pub fn subscribe(&self, topic: &str) -> bool {
-        self.info.registration.as_ref().is_some_and(|registration| registration.hub.subscribe(registration.id, topic))
+        self.core.session().is_some_and(|session| session.subscribe(topic))
     }
 
     /// Unsubscribes this connection from `topic`.
+    #[cfg(feature = "server")]
     pub fn unsubscribe(&self, topic: &str) {
-        if let Some(registration) = &self.info.registration {
-            registration.hub.unsubscribe(registration.id, topic);
+        if let Some(session) = self.core.session() {
+            session.unsubscribe(topic);
         }
     }
 
     /// Gives this connection its own overflow policy in the server's hub
     /// (see [`Hub::set_overflow`](crate::Hub::set_overflow)); `false`
     /// without a hub.
+    #[cfg(feature = "server")]
     pub fn set_overflow(&self, overflow: crate::hub::Overflow) -> bool {
-        self.info
-            .registration
-            .as_ref()
-            .is_some_and(|registration| registration.hub.set_overflow(registration.id, overflow))
+        self.core.session().is_some_and(|session| session.set_overflow(overflow))
     }
 
     /// The negotiated subprotocol.
     #[must_use]
     pub fn protocol(&self) -> Option<&str> {
+        #[cfg(feature = "server")]
+        if let Some(session) = self.core.session() {
+            return session.protocol();
+        }
         self.info.protocol.as_deref()
     }
 
     /// The protocol state machine, for its state and negotiated parameters.
     #[must_use]
     pub fn connection(&self) -> &Connection {
-        &self.connection
+        self.core.connection()
     }
 
     /// The round-trip time measured by keepalive pings (last and smoothed),
     /// once a pong has answered one.
     #[must_use]
     pub fn round_trip(&self) -> Option<RoundTrip> {
-        self.connection.round_trip()
+        self.core.connection().round_trip()
     }
 
     /// The close frame the peer sent, once it has.
@@ -310,44 +388,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
                 Phase::Open => {}
             }
-            if let Some(event) = self.connection.poll_event() {
-                // Note what each event means for this layer, then decide in
-                // one place whether the caller sees it: every event but a
-                // message is only shown to `recv_event`.
-                match &event {
-                    Event::Close(frame) => self.ending().peer_close.clone_from(frame),
-                    Event::Message(message) => {
-                        if let Some(reply) = self.info.responder.as_ref().and_then(|responder| responder(message)) {
-                            // Best effort: once closing, the ping needs no answer.
-                            let _ = self.connection.send(&reply);
-                            continue;
-                        }
-                        if let Some(tracked) = &self.info.metrics {
-                            tracked.metrics.message_in(message.len());
-                        }
-                    }
-                    Event::Pong(_) => {
-                        if let Some(tracked) = &mut self.info.metrics {
-                            tracked.round_trip(self.connection.round_trip().map(|rtt| rtt.last));
-                        }
-                    }
-                    Event::Ping(_) | Event::Fragment { .. } => {}
+            if let Some(event) = self.core.poll_event() {
+                // Every event but a message is only shown to `recv_event`.
+                if let Event::Close(frame) = &event {
+                    self.ending().peer_close.clone_from(frame);
                 }
                 if all || matches!(event, Event::Message(_)) {
                     return Poll::Ready(Ok(Some(event)));
                 }
                 continue;
             }
-            self.take_mail(cx);
+            self.core.take_mail(cx.waker());
             if let Poll::Ready(Err(error)) = self.poll_write_out(cx) {
                 self.finish();
                 return Poll::Ready(Err(error));
             }
-            if self.connection.is_finished() {
+            if self.core.connection().is_finished() {
                 self.phase = Phase::ShuttingDown;
                 continue;
             }
-            if self.connection.state() == State::Closed {
+            if self.core.connection().state() == State::Closed {
                 // Our last frames are still being written; poll_write_out
                 // registered for writability, and the close deadline bounds it.
                 ready!(self.poll_timer(cx));
@@ -364,7 +424,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Ok(true) => self.tick(),
                 Ok(false) => {
                     self.finish();
-                    return Poll::Ready(if self.connection.handle_eof() {
+                    return Poll::Ready(if self.core.connection_mut().handle_eof() {
                         // Clean, but after a deadline we started (idle): say so.
                         self.take_failure().map_or(Ok(None), Err)
                     } else {
@@ -372,7 +432,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     });
                 }
                 Err(error) => {
-                    self.connection.handle_eof();
+                    self.core.connection_mut().handle_eof();
                     self.finish();
                     return Poll::Ready(Err(error.into()));
                 }
@@ -382,7 +442,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Reads once into the per-thread buffer and feeds the core. `Ok(false)` at EOF.
     fn poll_read_once(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        let Self { stream, connection, ending, .. } = self;
+        let Self { stream, core, ending, .. } = self;
+        let connection = core.connection_mut();
         let result = READ_BUF.with_borrow_mut(|buf| {
             let mut read_buf = ReadBuf::new(buf);
             ready!(Pin::new(&mut *stream).poll_read(cx, &mut read_buf))?;
@@ -395,8 +456,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             Poll::Ready(Ok(true))
         });
-        if result.is_pending() && !self.connection.is_receiving_message() {
-            self.connection.release_memory();
+        let connection = self.core.connection_mut();
+        if result.is_pending() && !connection.is_receiving_message() {
+            connection.release_memory();
         }
         result
     }
@@ -405,37 +467,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// handler does with the `WebSocket` afterwards.
     fn finish(&mut self) {
         self.phase = Phase::Done;
-        self.info.registration = None;
-        if self.info.metrics.is_some() {
-            // The peer's code if it sent one, else ours, else 1006.
-            let code = self.close_frame().or(self.connection.close_sent()).map_or(1006, |frame| frame.code.0);
-            if let Some(tracked) = &mut self.info.metrics {
-                tracked.ended(code);
-            }
-        }
-    }
-
-    /// Moves what the hub queued for this connection into the core's
-    /// output, as much as the output has room for (the rest waits in the
-    /// bounded mailbox, where the hub's overflow policy applies).
-    fn take_mail(&mut self, cx: &mut Context<'_>) {
-        let Some(registration) = &self.info.registration else { return };
-        let room = SEND_BACKLOG_LIMIT.saturating_sub(self.connection.unsent_len());
-        if room == 0 {
-            return; // poll_write_out will wake us when the socket drains
-        }
-        let (connection, metrics) = (&mut self.connection, &self.info.metrics);
-        let close = registration.mailbox.take(room, cx.waker(), |frame| {
-            // Fails only once closing: the frames are moot then.
-            if connection.send_prepared(frame).is_ok() {
-                if let Some(tracked) = metrics {
-                    tracked.metrics.message_out(frame.len());
-                }
-            }
-        });
-        if let Some(frame) = close {
-            let _ = self.connection.close(frame.code, &frame.reason);
-        }
+        self.core.finish();
     }
 
     // ---- time --------------------------------------------------------------------
@@ -448,12 +480,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// `from_timer`: a deadline is due, so also tell the core what the
     /// kernel still holds for the peer (a syscall, so not after every read).
     fn tick_with(&mut self, from_timer: bool) {
-        if from_timer {
-            if let Some(queued) = self.info.socket.and_then(crate::kernel::unsent_bytes) {
-                self.connection.handle_transport_queue(queued);
-            }
-        }
-        if let Some(timeout) = self.connection.handle_timeout(now()) {
+        let timeout = if from_timer {
+            let queued = self.info.socket.and_then(crate::kernel::unsent_bytes);
+            self.core.handle_timer(now(), queued)
+        } else {
+            self.core.connection_mut().handle_timeout(now())
+        };
+        if let Some(timeout) = timeout {
             self.ending().failure.get_or_insert(Error::timed_out(timeout));
         }
     }
@@ -461,7 +494,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Waits for the core's next deadline, then ticks. Pending (with the
     /// timer registered) until then; pending forever if nothing is scheduled.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(deadline) = self.connection.poll_timeout() else { return Poll::Pending };
+        let Some(deadline) = self.core.connection().poll_timeout() else { return Poll::Pending };
         let deadline = Instant::from_std(deadline);
         let timer = match &mut self.timer {
             Some(timer) => {
@@ -508,11 +541,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     pub(crate) fn queue(&mut self, message: &Message, compress: bool) -> Result<()> {
-        self.connection.send_with(message, compress).map_err(|error| self.usage_error(error))?;
-        if let Some(tracked) = &self.info.metrics {
-            tracked.metrics.message_out(message.len());
-        }
-        Ok(())
+        self.core.send(message, compress).map_err(|error| self.usage_error(error))
     }
 
     fn usage_error(&self, error: UsageError) -> Error {
@@ -523,7 +552,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     async fn flush_unless_batching(&mut self) -> Result<()> {
-        if self.connection.has_events() && self.connection.unsent_len() < SEND_BACKLOG_LIMIT {
+        if self.core.connection().has_events() && self.core.connection().unsent_len() < SEND_BACKLOG_LIMIT {
             return Ok(());
         }
         self.flush().await
@@ -534,7 +563,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Errors
     /// A payload too long, the connection closing, or the transport failing.
     pub async fn ping(&mut self, payload: impl AsRef<[u8]>) -> Result<()> {
-        self.connection.send_ping(payload.as_ref()).map_err(|error| self.usage_error(error))?;
+        self.core.connection_mut().send_ping(payload.as_ref()).map_err(|error| self.usage_error(error))?;
         self.flush().await
     }
 
@@ -543,7 +572,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// # Errors
     /// As [`ping`](Self::ping).
     pub async fn pong(&mut self, payload: impl AsRef<[u8]>) -> Result<()> {
-        self.connection.send_pong(payload.as_ref()).map_err(|error| self.usage_error(error))?;
+        self.core.connection_mut().send_pong(payload.as_ref()).map_err(|error| self.usage_error(error))?;
         self.flush().await
     }
 
@@ -564,7 +593,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Poll::Ready(result);
             }
             ready!(self.poll_timer(cx));
-            if let Some(timeout @ (Timeout::Ping | Timeout::Close)) = self.connection.timeout() {
+            if let Some(timeout @ (Timeout::Ping | Timeout::Close)) = self.core.connection().timeout() {
                 return Poll::Ready(Err(Error::timed_out(timeout)));
             }
         }
@@ -572,7 +601,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     pub(crate) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         loop {
-            if !self.connection.wants_transmit() {
+            if !self.core.connection().wants_transmit() {
                 if self.needs_flush {
                     ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
                     self.needs_flush = false;
@@ -583,16 +612,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             // sends them with the frames around them, without a copy.
             let written = if self.stream.is_write_vectored() {
                 let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
-                let count = self.connection.pending_transmit_vectored(&mut slices);
+                let count = self.core.connection_mut().pending_transmit_vectored(&mut slices);
                 ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..count]))?
             } else {
-                let pending = self.connection.pending_transmit();
+                let pending = self.core.connection_mut().pending_transmit();
                 ready!(Pin::new(&mut self.stream).poll_write(cx, pending))?
             };
             if written == 0 {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
             }
-            self.connection.advance_transmit(written);
+            self.core.connection_mut().advance_transmit(written);
             self.needs_flush = true;
         }
     }
@@ -611,7 +640,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if self.phase == Phase::Done {
             return Ok(());
         }
-        self.connection.close(code, reason)?;
+        self.core.connection_mut().close(code, reason)?;
         loop {
             match self.recv().await {
                 Ok(Some(_)) => {}
@@ -639,7 +668,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     pub(crate) fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
-        self.connection.close(code, reason).map_err(|error| self.usage_error(error))
+        self.core.connection_mut().close(code, reason).map_err(|error| self.usage_error(error))
     }
 }
 
@@ -656,7 +685,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
-        if this.connection.unsent_len() >= SEND_BACKLOG_LIMIT {
+        if this.core.connection().unsent_len() >= SEND_BACKLOG_LIMIT {
             ready!(this.poll_send_out(cx))?;
         }
         Poll::Ready(Ok(()))
@@ -674,7 +703,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
     /// by the `Stream` side (or not at all).
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
-        if this.connection.state() == State::Open {
+        if this.core.connection().state() == State::Open {
             this.start_close(CloseCode::NORMAL, "")?;
         }
         this.poll_send_out(cx)

@@ -207,72 +207,8 @@ async fn an_idle_server_connection_is_closed_with_1001_and_the_client_told_why()
     assert_eq!(ending.unwrap_err().timeout(), Some(Timeout::Idle));
 }
 
-/// A relay that forwards client → server freely and server → client at
-/// `rate` bytes per second: a slow but live link. Its receive buffer is
-/// small, as a real slow link holds little in flight; loopback's
-/// megabytes of buffering would otherwise hide the data from the sender.
-async fn throttled_relay(target: std::net::SocketAddr, rate: usize) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let (client, _) = listener.accept().await.unwrap();
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(64 << 10).unwrap();
-        let server = socket.connect(target).await.unwrap();
-        let (mut client_read, mut client_write) = client.into_split();
-        let (mut server_read, mut server_write) = server.into_split();
-        tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-        });
-        let chunk = rate / 20;
-        let mut buf = vec![0u8; chunk];
-        loop {
-            let n = match server_read.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if client_write.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
-        }
-    });
-    port
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_message_over_a_slow_link_does_not_starve_keepalive() {
-    // RELIABILITY 21, scaled to a few seconds: 4 MiB at 1 MiB/s, while
-    // both ends ping every 0.3 s and allow 0.5 s for the pong. Outgoing
-    // data is fragmented so pings and pongs get through between
-    // fragments, and a peer busy reading or sending is alive.
-    let quick = Config::default().with_keepalive(Some(Duration::from_millis(300)), Some(Duration::from_millis(500)));
-    let mut config = ServerConfig::default();
-    config.protocol = quick.clone().with_deflate(None);
-    let server = Server::bind("127.0.0.1:0", config).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let big = Message::from(vec![0x42u8; 4 << 20]);
-    let to_send = big.clone();
-    tokio::spawn(server.serve(move |mut ws: WebSocket| {
-        let to_send = to_send.clone();
-        async move {
-            let _ = ws.recv().await; // "go"
-            let _ = ws.send(to_send).await;
-            while let Ok(Some(_)) = ws.recv().await {}
-        }
-    }));
-    let port = throttled_relay(addr, 1 << 20).await;
-    let client = ClientConfig::default().protocol_config(quick);
-    let mut ws = tether::connect_with(&format!("ws://127.0.0.1:{port}/"), &client).await.unwrap();
-    ws.send("go").await.unwrap();
-    let started = Instant::now();
-    let received = ws.recv().await.expect("no false keepalive timeout on either side");
-    println!("4 MiB over 1 MiB/s in {:?} with 0.3 s pings", started.elapsed());
-    assert_eq!(received, Some(big));
-    assert!(started.elapsed() >= Duration::from_secs(2), "the link really was slow");
-    ws.close(CloseCode::NORMAL, "").await.unwrap();
-}
+// RELIABILITY 21 (a large message over a slow link) runs against both
+// servers in `servers.rs`.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_at_50_ms_closes_a_dead_peer_within_150_ms_and_reconnection_starts() {

@@ -33,6 +33,16 @@ pub enum HeadError {
     },
     /// Not HTTP/1.1 syntax.
     Malformed(String),
+    /// Not HTTP at all: a byte that cannot be part of a request or status
+    /// line, seen in the first line. Refused at that byte, not after the
+    /// open timeout: a TLS handshake sent to a plain port, or any binary
+    /// protocol, is answered at once.
+    NotHttp {
+        /// The first byte that cannot be HTTP.
+        byte: u8,
+        /// Where it was, from the start of the head.
+        offset: usize,
+    },
 }
 
 impl HeadError {
@@ -42,7 +52,7 @@ impl HeadError {
     pub fn status(&self) -> u16 {
         match self {
             HeadError::TooLarge { .. } | HeadError::TooManyHeaders { .. } | HeadError::LineTooLong { .. } => 431,
-            HeadError::Malformed(_) => 400,
+            HeadError::Malformed(_) | HeadError::NotHttp { .. } => 400,
         }
     }
 }
@@ -54,6 +64,12 @@ impl fmt::Display for HeadError {
             HeadError::TooManyHeaders { limit } => write!(f, "more than {limit} header fields"),
             HeadError::LineTooLong { limit } => write!(f, "HTTP head line exceeds {limit} bytes"),
             HeadError::Malformed(why) => write!(f, "malformed HTTP head: {why}"),
+            HeadError::NotHttp { byte: 0x16, offset: 0 } => f.write_str(
+                "not HTTP: this is a TLS handshake (a wss:// peer on a plain ws:// port?)",
+            ),
+            HeadError::NotHttp { byte, offset } => {
+                write!(f, "not HTTP: byte 0x{byte:02x} at offset {offset} cannot be part of an HTTP/1.1 head")
+            }
         }
     }
 }
@@ -107,6 +123,12 @@ impl HeadReader {
                     self.line_len = 0;
                 }
                 b'\r' => {}
+                // RFC 9112 §3 and §4: the request and status lines are
+                // visible ASCII, spaces and (tolerated) tabs. Anything else
+                // there means the peer is not speaking HTTP.
+                _ if self.lines == 0 && !(byte.is_ascii_graphic() || byte == b' ' || byte == b'\t') => {
+                    return Err(HeadError::NotHttp { byte, offset: self.buf.len() - 1 });
+                }
                 _ => {
                     self.line_len += 1;
                     if self.line_len > self.limits.max_line_len {

@@ -1,5 +1,5 @@
 //! Server metrics in the Prometheus text format, served at `/metrics` on
-//! the WebSocket port when [`ServerConfig::metrics`](crate::ServerConfig::metrics)
+//! the WebSocket port when [`ServerConfig::metrics`](crate::config::ServerConfig::metrics)
 //! is set: connections open, opened, and closed by close code; messages and
 //! bytes in and out; bytes waiting in the hub's mailboxes; messages dropped
 //! by the overflow policy; keepalive round-trip times as a histogram.
@@ -172,6 +172,7 @@ impl Metrics {
                 "Connections closed for being too slow (the close policy).",
                 vec![(String::new(), drops.closed_connections)],
             );
+            #[cfg(feature = "redis")]
             if let Some(redis) = hub.redis() {
                 let one = |value: u64| vec![(String::new(), value)];
                 metric(

@@ -65,7 +65,7 @@ pub enum Admission {
 }
 
 /// Per-connection state the hook attaches (read it with
-/// [`WebSocket::state`](crate::WebSocket::state)).
+/// [`Session::state`](crate::session::Session::state)).
 pub type State = Arc<dyn Any + Send + Sync>;
 
 /// How to accept.
@@ -246,7 +246,7 @@ fn content_type(path: &str) -> &'static str {
 }
 
 /// Whether a request asks for a WebSocket (`Upgrade: websocket`).
-pub(crate) fn is_upgrade(request: &Request) -> bool {
+pub fn is_upgrade(request: &Request) -> bool {
     request.headers.has_token("Upgrade", "websocket")
 }
 
@@ -254,7 +254,7 @@ pub(crate) fn is_upgrade(request: &Request) -> bool {
 /// `Origin` not on it is refused with 403. Requests without `Origin` (not
 /// from a browser) pass: the header protects browsers' users from other
 /// sites, it proves nothing about other clients.
-pub(crate) fn check_origin(allowed: Option<&[String]>, request: &Request) -> Result<(), Refusal> {
+pub fn check_origin(allowed: Option<&[String]>, request: &Request) -> Result<(), Refusal> {
     let (Some(allowed), Some(origin)) = (allowed, request.headers.get_str("Origin")) else { return Ok(()) };
     if allowed.iter().any(|entry| entry.eq_ignore_ascii_case(origin)) {
         Ok(())

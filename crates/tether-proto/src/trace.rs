@@ -4,16 +4,19 @@
 //! events at target `tether::trace`, level INFO.
 //!
 //! One switch turns it on for every connection opened afterwards: call
-//! [`enable`], or set `TETHER_TRACE=1` in the environment. Either way, if
-//! the program has installed no `tracing` subscriber, one that prints to
-//! stderr is installed, so a trace is seen without any setup; a program
-//! with its own subscriber gets the events there instead.
+//! [`enable`], or set `TETHER_TRACE=1` in the environment. A program with
+//! a `tracing` subscriber gets the events there; one without gets them on
+//! stderr, so a trace is seen without any setup. Nothing global is
+//! installed either way.
+//!
+//! The protocol core never traces by itself: the I/O layers attach
+//! [`frame_observer`] and call [`handshake`] (behind the `trace` feature).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use tether_proto::frame::{FrameHeader, OpCode};
-use tether_proto::{Direction, FrameObserver};
+use crate::frame::{FrameHeader, OpCode};
+use crate::{Direction, FrameObserver};
 
 const UNKNOWN: u8 = 0;
 const OFF: u8 = 1;
@@ -28,9 +31,6 @@ const SHOWN_BYTES: usize = 32;
 /// Turns trace on (or off) for connections opened from now on.
 pub fn enable(on: bool) {
     STATE.store(if on { ON } else { OFF }, Ordering::Relaxed);
-    if on {
-        install_stderr_subscriber();
-    }
 }
 
 /// Whether trace is on: [`enable`] was called, or `TETHER_TRACE` is set
@@ -50,29 +50,33 @@ pub fn is_enabled() -> bool {
     }
 }
 
-fn install_stderr_subscriber() {
-    // Fails harmlessly when the program already has a subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("tether::trace=info"))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .log_internal_errors(false)
-        .try_init();
+/// Emits one trace line: to the program's `tracing` subscriber if it has
+/// one, else straight to stderr. A library must not install a global
+/// subscriber (that is the program's choice), yet a trace asked for and
+/// printed nowhere would be useless.
+fn emit(line: std::fmt::Arguments<'_>) {
+    let silent = tracing::dispatcher::get_default(|dispatch| dispatch.is::<tracing::subscriber::NoSubscriber>());
+    if silent {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "{line}");
+    } else {
+        tracing::info!(target: "tether::trace", "{line}");
+    }
 }
 
-/// Traces one side of the opening handshake. The first trace installs the
-/// stderr subscriber if the program has none by then.
-pub(crate) fn handshake(peer: &str, what: &str, head: &[u8]) {
-    static OUTPUT: std::sync::Once = std::sync::Once::new();
-    OUTPUT.call_once(install_stderr_subscriber);
+/// Traces one side of an opening handshake: `what` is "request" or
+/// "response", `head` the HTTP head's bytes.
+pub fn handshake(peer: &str, what: &str, head: &[u8]) {
     let head = String::from_utf8_lossy(head);
-    tracing::info!(target: "tether::trace", "{peer} {what}:\n{}", head.trim_end());
+    emit(format_args!("{peer} {what}:\n{}", head.trim_end()));
 }
 
-/// An observer that traces every frame of one connection.
-pub(crate) fn frame_observer(peer: String) -> Box<dyn FrameObserver> {
+/// An observer that traces every frame of one connection (set it with
+/// [`Connection::set_frame_observer`](crate::Connection::set_frame_observer)).
+#[must_use]
+pub fn frame_observer(peer: String) -> Box<dyn FrameObserver> {
     Box::new(move |direction: Direction, header: &FrameHeader, payload: &[u8]| {
-        tracing::info!(target: "tether::trace", "{peer} {}", describe_frame(direction, header, payload));
+        emit(format_args!("{peer} {}", describe_frame(direction, header, payload)));
     })
 }
 

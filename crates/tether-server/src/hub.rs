@@ -1,7 +1,7 @@
 //! [`Hub`]: the server's exact registry of connected clients, broadcast,
 //! topics, and closing everyone at shutdown.
 //!
-//! Give a hub to [`ServerConfig::hub`](crate::ServerConfig::hub): every
+//! Give a hub to [`ServerConfig::hub`](crate::config::ServerConfig::hub): every
 //! accepted connection joins it before its handler runs and leaves it the
 //! moment it ends, by whatever path (close, error, keepalive timeout,
 //! shutdown, the handler dropping it).
@@ -190,7 +190,7 @@ impl Mailbox {
     }
 
     /// Hands `send` what the connection should send now, up to `room`
-    /// bytes of frames (at least one), in order, and returns a close
+    /// bytes of frames (at least one, unless `room` is 0), in order, and returns a close
     /// request if there is one; registers `waker` for what comes next.
     /// Frames go to `send` under the mailbox's lock: no list is built per
     /// wake-up, and framing one is a copy of a few bytes.
@@ -202,7 +202,9 @@ impl Mailbox {
     ) -> Option<CloseFrame> {
         let mut state = self.lock();
         let mut size = 0;
-        while let Some(front) = state.queue.front() {
+        // No room: nothing is taken, but a close request still is (a
+        // connection whose output is full is the one the policy closes).
+        while let Some(front) = state.queue.front().filter(|_| room > 0) {
             if size > 0 && size + front.len() > room {
                 break;
             }
@@ -344,6 +346,7 @@ impl Entry {
 struct Inner {
     config: HubConfig,
     /// Fan-out through Redis, if configured.
+    #[cfg(feature = "redis")]
     redis: std::sync::OnceLock<crate::redis::Bridge>,
     clients: RwLock<IdMap<Member>>,
     /// Each topic's subscribers, with their mailboxes: a publication goes
@@ -381,6 +384,7 @@ impl Hub {
         Hub {
             inner: Arc::new(Inner {
                 config,
+                #[cfg(feature = "redis")]
                 redis: std::sync::OnceLock::new(),
                 clients: RwLock::default(),
                 topics: RwLock::default(),
@@ -398,6 +402,7 @@ impl Hub {
     /// # Errors
     /// `url` is not a `redis://host[:port]` URL. Redis being away is not an
     /// error: the hub serves local clients and keeps trying.
+    #[cfg(feature = "redis")]
     pub fn with_redis(config: HubConfig, url: &str) -> std::io::Result<Hub> {
         let hub = Hub::new(config);
         let weak = Arc::downgrade(&hub.inner);
@@ -415,6 +420,7 @@ impl Hub {
     }
 
     /// The Redis bridge's state, if the hub has one.
+    #[cfg(feature = "redis")]
     #[must_use]
     pub fn redis(&self) -> Option<&crate::redis::RedisStatus> {
         self.inner.redis.get().map(|bridge| &*bridge.status)
@@ -562,6 +568,7 @@ impl Hub {
     /// happens when the message comes back from Redis, and the returned
     /// `Delivery` is empty.
     pub fn broadcast(&self, message: &Message) -> Delivery {
+        #[cfg(feature = "redis")]
         if let Some(bridge) = self.inner.redis.get() {
             if bridge.publish(crate::redis::Target::All, message) {
                 return Delivery::default();
@@ -579,6 +586,7 @@ impl Hub {
     /// Sends `message` to every subscriber of `topic`, framed once (with
     /// Redis, on every process, as [`broadcast`](Self::broadcast)).
     pub fn publish(&self, topic: &str, message: &Message) -> Delivery {
+        #[cfg(feature = "redis")]
         if let Some(bridge) = self.inner.redis.get() {
             if bridge.publish(crate::redis::Target::Topic(topic.to_owned()), message) {
                 return Delivery::default();
