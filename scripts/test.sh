@@ -42,6 +42,16 @@ no_tokio_in_core() {
   fi
 }
 
+client_builds_without_the_server() {
+  # A client user (`default-features = false`) builds no server, hub,
+  # metrics or Redis: none of tether-server.
+  if cargo tree -p tether --no-default-features -e normal --prefix none | grep -E '^tether-server ' ; then
+    echo "tether without default features must not depend on tether-server"
+    return 1
+  fi
+  cargo clippy --quiet -p tether --no-default-features --lib -- -D warnings
+}
+
 if ! bash scripts/install-deps.sh; then
   echo "test.sh: dependency installation failed"
   echo "test.sh: 0 passed, 1 failed"
@@ -52,6 +62,7 @@ step "rustfmt" cargo fmt --all --check
 step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "rustdoc" env RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --quiet
 step "core has no runtime" no_tokio_in_core
+step "client builds without the server" client_builds_without_the_server
 step "release build" cargo build --release --quiet -p tether-cli --bin tether -p tether --example autobahn_client
 
 autobahn_pid=""

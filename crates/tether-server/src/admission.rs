@@ -209,26 +209,56 @@ pub fn health_check(path: impl Into<String>) -> HttpHandler {
     Arc::new(move |request: &Request| (request.path() == path).then(|| HttpResponse::text(200, "ok\n")))
 }
 
+/// Most bytes [`static_files`] keeps in memory.
+pub const STATIC_FILES_LIMIT: u64 = 64 << 20;
+
 /// A plain-HTTP handler serving the files under `root` (`/` is
-/// `index.html`); paths with `..` are refused, missing files are 404.
-/// Files are read on each request: meant for a demo or a small site.
-#[must_use]
-pub fn static_files(root: impl Into<std::path::PathBuf>) -> HttpHandler {
+/// `index.html`); hidden files and paths with `..` are not served, missing
+/// files are 404.
+///
+/// The files are read once, now, and served from memory: a server's event
+/// loop must never wait for a disk. Restart to serve changed files. Meant
+/// for a demo or a small site, so at most [`STATIC_FILES_LIMIT`] bytes.
+///
+/// # Errors
+/// `root` cannot be read, or holds more than the limit.
+pub fn static_files(root: impl Into<std::path::PathBuf>) -> std::io::Result<HttpHandler> {
     let root = root.into();
-    Arc::new(move |request: &Request| {
+    let mut files = std::collections::HashMap::new();
+    let mut total = 0;
+    let mut folders = vec![(root.clone(), String::new())];
+    while let Some((folder, prefix)) = folders.pop() {
+        for entry in std::fs::read_dir(&folder)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = format!("{prefix}{name}");
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                folders.push((entry.path(), format!("{path}/")));
+            } else if kind.is_file() {
+                total += entry.metadata()?.len();
+                if total > STATIC_FILES_LIMIT {
+                    let why = format!("{} holds more than {STATIC_FILES_LIMIT} bytes of files", root.display());
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
+                }
+                files.insert(path, std::fs::read(entry.path())?);
+            }
+        }
+    }
+    Ok(Arc::new(move |request: &Request| {
         if request.method != "GET" {
             return None;
         }
         let path = request.path().trim_start_matches('/');
         let path = if path.is_empty() { "index.html" } else { path };
-        if path.split('/').any(|part| part == ".." || part.starts_with('.')) {
-            return Some(HttpResponse::text(404, "not found\n"));
-        }
-        match std::fs::read(root.join(path)) {
-            Ok(body) => Some(HttpResponse::new(200, content_type(path), body)),
-            Err(_) => Some(HttpResponse::text(404, "not found\n")),
-        }
-    })
+        Some(match files.get(path) {
+            Some(body) => HttpResponse::new(200, content_type(path), body.clone()),
+            None => HttpResponse::text(404, "not found\n"),
+        })
+    }))
 }
 
 fn content_type(path: &str) -> &'static str {

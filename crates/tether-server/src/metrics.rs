@@ -33,10 +33,12 @@ struct Counters {
 }
 
 /// A server's metrics. Cheap to clone: clones share the counters.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Metrics {
     counters: Arc<Counters>,
     hub: Option<Hub>,
+    /// Whether a server answers `/metrics` with them on its WebSocket port.
+    exposed: bool,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -45,11 +47,32 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics { counters: Arc::default(), hub: None, exposed: true }
+    }
+}
+
 impl Metrics {
     /// Empty metrics.
     #[must_use]
     pub fn new() -> Metrics {
         Metrics::default()
+    }
+
+    /// The same counters, kept by a server that does not answer `/metrics`
+    /// on its WebSocket port (they are served elsewhere, e.g. by
+    /// `tether::server::serve_metrics` on an address of their own).
+    #[must_use]
+    pub fn hidden(mut self) -> Metrics {
+        self.exposed = false;
+        self
+    }
+
+    /// Whether a server answers `/metrics` with them on its WebSocket port.
+    #[must_use]
+    pub fn is_exposed(&self) -> bool {
+        self.exposed
     }
 
     /// Also report this hub's mailboxes and drops.

@@ -87,7 +87,8 @@ impl Shared {
         let config = &self.config;
         let hook = |request| config.hook.as_ref().map(|hook| hook(&admission::Handshake { request, peer }));
         if !is_upgrade(request) {
-            if let (Some(metrics), "/metrics") = (&config.metrics, request.path()) {
+            let exposed = config.metrics.as_ref().filter(|metrics| metrics.is_exposed());
+            if let (Some(metrics), "/metrics") = (exposed, request.path()) {
                 // Behind the same gates as a connection: a public port must
                 // not show its metrics to whoever asks.
                 check_origin(config.allowed_origins.as_deref(), request).map_err(|refusal| refusal.0)?;
@@ -144,10 +145,18 @@ impl Refused {
         }
     }
 
-    /// The answer to a request head that broke a limit or is not HTTP.
+    /// The answer to a request head from `peer` that broke a limit or is
+    /// not HTTP (logged at debug level, as every refusal).
     #[must_use]
-    pub fn head(error: &HeadError) -> Refused {
-        Rejection::new(error.status(), error.to_string()).into()
+    pub fn head(error: &HeadError, peer: SocketAddr) -> Refused {
+        let refused = Refused::from(Rejection::new(error.status(), error.to_string()));
+        refused.log(peer);
+        refused
+    }
+
+    fn log(&self, peer: SocketAddr) {
+        let Rejection { status, reason, .. } = &self.rejection;
+        tracing::debug!(%peer, status, reason = reason.as_str(), "request refused");
     }
 }
 
@@ -177,13 +186,13 @@ pub struct Opened {
 /// The request is refused, or answered as plain HTTP: write
 /// [`Refused::answer`] and close.
 pub fn open(shared: &Arc<Shared>, reader: &HeadReader, peer: SocketAddr, now: Instant) -> Result<Opened, Refused> {
-    let request = Request::parse(reader).map_err(|error| Refused::head(&error))?;
+    let request = Request::parse(reader).map_err(|error| Refused::head(&error, peer))?;
     let traced = tether_proto::trace::is_enabled().then(|| peer.to_string());
     if let Some(peer) = &traced {
         tether_proto::trace::handshake(peer, "request", reader.head());
     }
     let config = &shared.config;
-    let (mut accepted, acceptance) = shared.admit(&request, peer)?;
+    let (mut accepted, acceptance) = shared.admit(&request, peer).inspect_err(|refused| refused.log(peer))?;
     let Acceptance { protocol, headers: extra_headers, state } = acceptance;
     if protocol.is_some() {
         accepted.protocol = protocol;

@@ -172,6 +172,7 @@ pub fn json_responder() -> Responder {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "server")]
     #[test]
     fn a_json_pong_with_the_pings_timestamp_answers_it() {
         let mut protocol = JsonHeartbeat;

@@ -12,7 +12,7 @@
 //! chat and push servers) are what it is for; `tether serve` runs on it.
 //!
 //! Everything a connection means to the server is its
-//! [`Session`](tether_server::Session), the same as on the tokio server:
+//! [`Session`], the same as on the tokio server:
 //! admission (hook, origins, plain HTTP, metrics), the `101`, the protocol
 //! core with its keepalive, trace, the [`Hub`]'s mailboxes, metrics, the
 //! heartbeat responder, the hook's state. This loop only moves bytes and
@@ -596,7 +596,7 @@ fn open(
         match opening.reader.feed(&buffer[..read]) {
             Ok(None) => {}
             Ok(Some(consumed)) => break (consumed, read),
-            Err(error) => return refuse(&mut slot.socket, &Refused::head(&error)),
+            Err(error) => return refuse(&mut slot.socket, &Refused::head(&error, opening.peer)),
         }
     };
     let mut opened = match tether_server::open(shared, &opening.reader, opening.peer, now) {

@@ -96,7 +96,7 @@ impl Server {
     /// Binds `addr` with `config`.
     ///
     /// # Errors
-    /// The configuration cannot work ([`Config::validate`], reported as
+    /// The configuration cannot work ([`Config::validate`](tether_proto::Config::validate), reported as
     /// [`io::ErrorKind::InvalidInput`] with the reason), or the address
     /// cannot be bound.
     pub async fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Server> {
@@ -234,6 +234,8 @@ impl Server {
                             }));
                         }
                     }
+                    // Refusals were logged by the session.
+                    Err(error) if error.http_status().is_some() => {}
                     Err(error) => tracing::debug!(%peer, %error, "handshake failed"),
                 }
             });
@@ -341,7 +343,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let leftover = match read_head(&mut stream, &mut reader).await {
         Ok(leftover) => leftover,
         Err(HeadReadError::Io(error)) => return Err(error.into()),
-        Err(HeadReadError::Head(error)) => return Err(refuse(&mut stream, Refused::head(&error)).await),
+        Err(HeadReadError::Head(error)) => return Err(refuse(&mut stream, Refused::head(&error, peer)).await),
     };
     let now = tokio::time::Instant::now().into_std();
     let opened = match tether_server::open(shared, &reader, peer, now) {
@@ -354,6 +356,45 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let info =
         ConnectionInfo { peer_addr: Some(peer), handshake: Handshake::Request(opened.request), protocol: None, socket };
     Ok(WebSocket::new(stream, Core::Server(Box::new(opened.session)), info, &leftover))
+}
+
+/// Serves `metrics` at `/metrics` (Prometheus text) to plain HTTP
+/// requests on `listener`: an address of their own, e.g. one only the
+/// monitoring network reaches, away from the public WebSocket port. Other
+/// paths get 404. Runs until the listener fails for good.
+///
+/// # Errors
+/// Never returns but for a listener that cannot accept at all.
+pub async fn serve_metrics(listener: TcpListener, metrics: tether_server::metrics::Metrics) -> io::Result<()> {
+    use tether_server::admission::HttpResponse;
+    loop {
+        let (mut tcp, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "metrics: accept failed; retrying");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut reader = HeadReader::new(tether_proto::HandshakeLimits::default());
+            let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut tcp, &mut reader)).await;
+            let answer = match head {
+                Ok(Ok(_)) => match tether_proto::handshake::Request::parse(&reader) {
+                    Ok(request) if request.path() == "/metrics" => {
+                        HttpResponse::new(200, "text/plain; version=0.0.4", metrics.render())
+                    }
+                    Ok(_) => HttpResponse::text(404, "not found: the metrics are at /metrics\n"),
+                    Err(error) => HttpResponse::text(error.status(), format!("{error}\n")),
+                },
+                Ok(Err(HeadReadError::Head(error))) => HttpResponse::text(error.status(), format!("{error}\n")),
+                Ok(Err(HeadReadError::Io(_))) | Err(_) => return,
+            };
+            let _ = tcp.write_all(&answer.to_bytes()).await;
+            let _ = tcp.shutdown().await;
+        });
+    }
 }
 
 /// Refuses a connection past `max_connections` with 503, without reading

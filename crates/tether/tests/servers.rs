@@ -307,7 +307,8 @@ async fn metrics_on_the_websocket_port_are_behind_the_hook_and_the_origin_check(
         let (anonymous, _) = answer_to(server.addr, get("").as_bytes());
         assert!(anonymous.starts_with("HTTP/1.1 401"), "{engine:?}: {anonymous}");
         assert!(!anonymous.contains("tether_connections_open"), "{engine:?}");
-        let (foreign, _) = answer_to(server.addr, get("Authorization: Bearer s3cret\r\nOrigin: https://evil.example\r\n").as_bytes());
+        let (foreign, _) =
+            answer_to(server.addr, get("Authorization: Bearer s3cret\r\nOrigin: https://evil.example\r\n").as_bytes());
         assert!(foreign.starts_with("HTTP/1.1 403"), "{engine:?}: {foreign}");
         let (allowed, _) = answer_to(server.addr, get("Authorization: Bearer s3cret\r\n").as_bytes());
         assert!(allowed.starts_with("HTTP/1.1 200"), "{engine:?}: {allowed}");

@@ -64,9 +64,9 @@ impl fmt::Display for HeadError {
             HeadError::TooManyHeaders { limit } => write!(f, "more than {limit} header fields"),
             HeadError::LineTooLong { limit } => write!(f, "HTTP head line exceeds {limit} bytes"),
             HeadError::Malformed(why) => write!(f, "malformed HTTP head: {why}"),
-            HeadError::NotHttp { byte: 0x16, offset: 0 } => f.write_str(
-                "not HTTP: this is a TLS handshake (a wss:// peer on a plain ws:// port?)",
-            ),
+            HeadError::NotHttp { byte: 0x16, offset: 0 } => {
+                f.write_str("not HTTP: this is a TLS handshake (a wss:// peer on a plain ws:// port?)")
+            }
             HeadError::NotHttp { byte, offset } => {
                 write!(f, "not HTTP: byte 0x{byte:02x} at offset {offset} cannot be part of an HTTP/1.1 head")
             }
