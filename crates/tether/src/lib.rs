@@ -73,7 +73,7 @@ pub use app::{App, AppHandle, Handler, Reconnect, Stopped};
 pub use client::{connect, connect_with, ClientConfig};
 pub use error::{Error, Result};
 #[cfg(feature = "server")]
-pub use server::{accept, serve, Routes, Server, ServerConfig};
+pub use server::{accept, serve, HandlerOutput, Routes, Server, ServerConfig};
 pub use split::{WebSocketReader, WebSocketWriter};
 pub use stream::MaybeTlsStream;
 pub use tether_proto as proto;

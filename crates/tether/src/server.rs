@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tether_proto::handshake::HeadReader;
 use tether_proto::time::{Deadline, Timeout};
-use tether_proto::CloseCode;
+use tether_proto::{CloseCode, CloseFrame};
 use tether_server::descriptors::{busy_answer, is_out_of_descriptors, Reserve, ACCEPT_RETRY};
 use tether_server::Refused;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use crate::error::{Error, Result};
 use crate::handshake::{read_head, HeadReadError};
 use crate::stream::MaybeTlsStream;
-use crate::websocket::{ConnectionInfo, Core, Handshake, WebSocket};
+use crate::websocket::{ConnectionInfo, Core, Handshake, Parts, WebSocket};
 
 pub use tether_server::ServerConfig;
 
@@ -42,7 +42,50 @@ impl Drop for ActiveGuard {
     }
 }
 
-type BoxedHandler = Arc<dyn Fn(WebSocket) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+type BoxedHandler = Arc<dyn Fn(WebSocket) -> Pin<Box<dyn Future<Output = CloseFrame> + Send>> + Send + Sync>;
+
+/// What a handler's end means for its connection, if the handler leaves it
+/// open: returning (`()` or `Ok`) closes it with 1000, failing (`Err`, or
+/// a panic) closes it with 1011 "internal error", after the error is
+/// logged. The close handshake then runs as usual, within the close
+/// timeout: clients see a clean close, never a cut connection (1006).
+///
+/// A handler that closed its connection itself, or that hands it to
+/// someone else (a registry, another task), is not affected: a connection
+/// is closed this way only when it is dropped while still open.
+pub trait HandlerOutput: Send + 'static {
+    /// The close frame to send.
+    fn into_close_frame(self) -> CloseFrame;
+}
+
+impl HandlerOutput for () {
+    fn into_close_frame(self) -> CloseFrame {
+        CloseFrame::new(CloseCode::NORMAL, "")
+    }
+}
+
+impl<E: std::fmt::Display + Send + 'static> HandlerOutput for std::result::Result<(), E> {
+    fn into_close_frame(self) -> CloseFrame {
+        match self {
+            Ok(()) => CloseFrame::new(CloseCode::NORMAL, ""),
+            Err(error) => {
+                tracing::warn!(%error, "connection handler failed");
+                internal_error()
+            }
+        }
+    }
+}
+
+/// Itself: what routes hand over once their handler's output is known.
+impl HandlerOutput for CloseFrame {
+    fn into_close_frame(self) -> CloseFrame {
+        self
+    }
+}
+
+fn internal_error() -> CloseFrame {
+    CloseFrame::new(CloseCode::INTERNAL_ERROR, "internal error")
+}
 
 /// Handlers by path, for [`Server::serve_routes`]: a request for a path
 /// with no route is refused with 404 before the handshake completes.
@@ -69,9 +112,13 @@ impl Routes {
     pub fn route<H, F>(mut self, path: impl Into<String>, handler: H) -> Routes
     where
         H: Fn(WebSocket) -> F + Send + Sync + 'static,
-        F: Future<Output = ()> + Send + 'static,
+        F: Future + Send + 'static,
+        F::Output: HandlerOutput,
     {
-        let handler: BoxedHandler = Arc::new(move |socket| Box::pin(handler(socket)));
+        let handler: BoxedHandler = Arc::new(move |socket| {
+            let future = handler(socket);
+            Box::pin(async move { future.await.into_close_frame() })
+        });
         self.routes.push((path.into(), handler));
         self
     }
@@ -120,8 +167,10 @@ impl Server {
     /// answered (400/426/431) and logged at debug level; they never reach
     /// the handler.
     ///
-    /// When the handler returns, the connection is dropped: call
-    /// [`WebSocket::close`] first for a clean close.
+    /// A handler returns `()` or `Result<(), E>`. When it ends with its
+    /// connection still open, the connection is closed for it: 1000 if it
+    /// returned (or `Ok`), 1011 if it failed (`Err`, logged) or panicked
+    /// (see [`HandlerOutput`]).
     ///
     /// # Errors
     /// Only if accepting fails in a way that will not pass (not for
@@ -130,7 +179,8 @@ impl Server {
     pub async fn serve<H, F>(self, handler: H) -> io::Result<()>
     where
         H: Fn(WebSocket) -> F + Send + Sync + 'static,
-        F: Future<Output = ()> + Send + 'static,
+        F: Future + Send + 'static,
+        F::Output: HandlerOutput,
     {
         self.accept_loop(move |socket| Some(handler(socket))).await
     }
@@ -148,7 +198,8 @@ impl Server {
     pub async fn serve_until<H, F, S>(self, handler: H, shutdown: S) -> io::Result<bool>
     where
         H: Fn(WebSocket) -> F + Send + Sync + 'static,
-        F: Future<Output = ()> + Send + 'static,
+        F: Future + Send + 'static,
+        F::Output: HandlerOutput,
         S: Future<Output = ()>,
     {
         let hub = self.shared.session.config().hub.clone();
@@ -183,7 +234,8 @@ impl Server {
     async fn accept_loop<S, F>(mut self, start: S) -> io::Result<()>
     where
         S: Fn(WebSocket) -> Option<F> + Send + Sync + 'static,
-        F: Future<Output = ()> + Send + 'static,
+        F: Future + Send + 'static,
+        F::Output: HandlerOutput,
     {
         if let Some(paths) = self.paths.take() {
             let config = self.shared.session.config().clone();
@@ -226,11 +278,15 @@ impl Server {
             // connection's task for its whole life.
             tokio::spawn(async move {
                 match accept_with(tcp, peer, &shared.session).await {
-                    Ok(socket) => {
+                    Ok(mut socket) => {
+                        let (handover, handed_over) = tokio::sync::oneshot::channel();
+                        socket.set_handover(Box::new(move |parts| {
+                            let _ = handover.send(parts);
+                        }));
                         if let Some(future) = handler(socket) {
                             drop(tokio::spawn(async move {
                                 let _guard = guard;
-                                future.await;
+                                run_handler(future, handed_over).await;
                             }));
                         }
                     }
@@ -239,6 +295,50 @@ impl Server {
                     Err(error) => tracing::debug!(%peer, %error, "handshake failed"),
                 }
             });
+        }
+    }
+}
+
+/// Runs a connection's handler, then closes the connection if the handler
+/// dropped it open: 1000 if it returned, 1011 if it failed or panicked.
+async fn run_handler<F>(handler: F, handed_over: tokio::sync::oneshot::Receiver<Parts<MaybeTlsStream>>)
+where
+    F: Future + Send + 'static,
+    F::Output: HandlerOutput,
+{
+    let frame = match (CatchUnwind { future: Box::pin(handler) }).await {
+        Ok(output) => output.into_close_frame(),
+        Err(panic) => {
+            let why = panic.downcast_ref::<&str>().copied().or(panic.downcast_ref::<String>().map(String::as_str));
+            tracing::error!(panic = why.unwrap_or("(not a string)"), "connection handler panicked");
+            internal_error()
+        }
+    };
+    // Resolves when the connection is dropped: at once if the handler held
+    // it; later if it gave it away; with an error if it was already over.
+    if let Ok(parts) = handed_over.await {
+        let mut socket = WebSocket::from_parts(parts);
+        if let Err(error) = socket.close(frame.code, &frame.reason).await {
+            tracing::debug!(peer = ?socket.peer_addr(), %error, "closing after the handler ended");
+        }
+    }
+}
+
+/// A future whose panic is caught and returned, as the task it runs in
+/// must go on to close the connection.
+struct CatchUnwind<F> {
+    future: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let future = self.future.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(output)) => std::task::Poll::Ready(Ok(output)),
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
         }
     }
 }
@@ -288,7 +388,8 @@ async fn refuse_one_without_descriptors(listener: &TcpListener, reserve: &mut Re
 pub async fn serve<H, F>(addr: impl ToSocketAddrs, handler: H) -> io::Result<()>
 where
     H: Fn(WebSocket) -> F + Send + Sync + 'static,
-    F: Future<Output = ()> + Send + 'static,
+    F: Future + Send + 'static,
+    F::Output: HandlerOutput,
 {
     Server::bind(addr, ServerConfig::default()).await?.serve(handler).await
 }

@@ -19,6 +19,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, IoSlice};
+use std::mem::ManuallyDrop;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -186,8 +187,10 @@ enum Phase {
 /// # }
 /// ```
 pub struct WebSocket<S = crate::MaybeTlsStream> {
-    stream: S,
-    core: Core,
+    /// `ManuallyDrop` so that `drop` can hand the transport and the core
+    /// over (see [`Handover`]); every other path uses them as plain fields.
+    stream: ManuallyDrop<S>,
+    core: ManuallyDrop<Core>,
     info: Box<ConnectionInfo>,
     /// Armed at the core's next deadline; created on first need.
     timer: Option<Pin<Box<Sleep>>>,
@@ -196,6 +199,37 @@ pub struct WebSocket<S = crate::MaybeTlsStream> {
     needs_flush: bool,
     /// Boxed: nothing of it exists while the connection is open and well.
     ending: Option<Box<Ending>>,
+    /// Who takes the connection if it is dropped while still open: the
+    /// server, which then closes it properly (1000 when the handler
+    /// returned, 1011 when it failed) instead of cutting the TCP
+    /// connection (1006).
+    handover: Option<Handover<S>>,
+}
+
+/// Receives a connection dropped while open (see [`WebSocket`]'s `handover`).
+pub(crate) type Handover<S> = Box<dyn FnOnce(Parts<S>) + Send>;
+
+/// A connection taken apart, to be put together again with
+/// [`WebSocket::from_parts`].
+pub(crate) struct Parts<S> {
+    stream: S,
+    core: Core,
+    info: Box<ConnectionInfo>,
+    ending: Option<Box<Ending>>,
+}
+
+impl<S> Drop for WebSocket<S> {
+    fn drop(&mut self) {
+        // SAFETY: `drop` runs once, and neither field is used after these
+        // reads: each is either handed over or dropped here.
+        let (stream, core) = unsafe { (ManuallyDrop::take(&mut self.stream), ManuallyDrop::take(&mut self.core)) };
+        if let Some(handover) = self.handover.take() {
+            if self.phase == Phase::Open && core.connection().state() != State::Closed {
+                let info = std::mem::take(&mut self.info);
+                handover(Parts { stream, core, info, ending: self.ending.take() });
+            }
+        }
+    }
 }
 
 /// How the connection ended, as far as the application is told.
@@ -226,7 +260,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             .map(|error| Box::new(Ending { failure: Some(error.into()), peer_close: None }));
         // Starts the connection's clock: the first ping is due one interval from now.
         connection.handle_timeout(now());
-        WebSocket { stream, core, info: Box::new(info), timer: None, phase: Phase::Open, needs_flush: false, ending }
+        WebSocket {
+            stream: ManuallyDrop::new(stream),
+            core: ManuallyDrop::new(core),
+            info: Box::new(info),
+            timer: None,
+            phase: Phase::Open,
+            needs_flush: false,
+            ending,
+            handover: None,
+        }
+    }
+
+    /// Puts a handed-over connection together again (without a handover).
+    pub(crate) fn from_parts(parts: Parts<S>) -> WebSocket<S> {
+        let Parts { stream, core, info, ending } = parts;
+        WebSocket {
+            stream: ManuallyDrop::new(stream),
+            core: ManuallyDrop::new(core),
+            info,
+            timer: None,
+            phase: Phase::Open,
+            needs_flush: true,
+            ending,
+            handover: None,
+        }
+    }
+
+    /// Who takes this connection if it is dropped while open.
+    pub(crate) fn set_handover(&mut self, handover: Handover<S>) {
+        self.handover = Some(handover);
     }
 
     /// Wraps a transport on which a WebSocket handshake was already done by
@@ -387,7 +450,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Phase::Done => return Poll::Ready(Ok(None)),
                 Phase::ShuttingDown => {
                     // Errors here change nothing: the connection is over.
-                    let _ = ready!(Pin::new(&mut self.stream).poll_shutdown(cx));
+                    let _ = ready!(Pin::new(&mut *self.stream).poll_shutdown(cx));
                     self.finish();
                     return Poll::Ready(self.take_failure().map_or(Ok(None), Err));
                 }
@@ -448,7 +511,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Reads once into the per-thread buffer and feeds the core. `Ok(false)` at EOF.
     fn poll_read_once(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         let Self { stream, core, ending, .. } = self;
-        let connection = core.connection_mut();
+        let (stream, connection) = (&mut **stream, core.connection_mut());
         let result = READ_BUF.with_borrow_mut(|buf| {
             let mut read_buf = ReadBuf::new(buf);
             ready!(Pin::new(&mut *stream).poll_read(cx, &mut read_buf))?;
@@ -608,7 +671,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         loop {
             if !self.core.connection().wants_transmit() {
                 if self.needs_flush {
-                    ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
+                    ready!(Pin::new(&mut *self.stream).poll_flush(cx))?;
                     self.needs_flush = false;
                 }
                 return Poll::Ready(Ok(()));
@@ -618,10 +681,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             let written = if self.stream.is_write_vectored() {
                 let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
                 let count = self.core.connection_mut().pending_transmit_vectored(&mut slices);
-                ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..count]))?
+                ready!(Pin::new(&mut *self.stream).poll_write_vectored(cx, &slices[..count]))?
             } else {
                 let pending = self.core.connection_mut().pending_transmit();
-                ready!(Pin::new(&mut self.stream).poll_write(cx, pending))?
+                ready!(Pin::new(&mut *self.stream).poll_write(cx, pending))?
             };
             if written == 0 {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));

@@ -334,3 +334,69 @@ async fn an_error_chain_never_repeats_a_cause() {
     }
     assert!(lines[0].contains("refused"), "{lines:?}");
 }
+
+// A handler's end (the tokio server's; the reactor's callbacks do not end).
+
+/// What a client sees when the handler answers one message and then ends
+/// as `end` says, without closing.
+async fn close_after_handler(end: &'static str) -> (Option<Message>, Option<tether::CloseFrame>, Duration) {
+    let server = Server::bind("127.0.0.1:0", ServerConfig::default()).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.serve(move |mut ws: WebSocket| async move {
+        let message = ws.recv().await?.unwrap_or_else(|| Message::from(""));
+        ws.send(message).await?;
+        match end {
+            "return" => Ok::<(), tether::Error>(()),
+            "fail" => Err(std::io::Error::other("the database is down").into()),
+            _ => panic!("handler bug"),
+        }
+    }));
+    let mut ws = tether::connect(&format!("ws://{addr}/")).await.unwrap();
+    ws.send("hi").await.unwrap();
+    let echo = ws.recv().await.unwrap();
+    let started = Instant::now();
+    let after = ws.recv().await;
+    assert!(matches!(after, Ok(None)), "{end}: a clean close, not {after:?}");
+    (echo, ws.close_frame().cloned(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_returns_closes_its_connection_with_1000() {
+    let (echo, frame, took) = close_after_handler("return").await;
+    assert_eq!(echo, Some(Message::from("hi")));
+    assert_eq!(frame.map(|frame| frame.code), Some(CloseCode::NORMAL));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_fails_or_panics_closes_its_connection_with_1011() {
+    for end in ["fail", "panic"] {
+        let (echo, frame, took) = close_after_handler(end).await;
+        assert_eq!(echo, Some(Message::from("hi")), "{end}");
+        let frame = frame.unwrap_or_else(|| panic!("{end}: no close frame"));
+        assert_eq!(frame.code, CloseCode::INTERNAL_ERROR, "{end}");
+        assert_eq!(frame.reason, "internal error", "{end}: the error itself stays in the server's log");
+        assert!(took < Duration::from_secs(1), "{end}: {took:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_given_away_by_its_handler_stays_open_until_dropped() {
+    let server = Server::bind("127.0.0.1:0", ServerConfig::default()).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (keep, mut kept) = tokio::sync::mpsc::unbounded_channel::<WebSocket>();
+    tokio::spawn(server.serve(move |ws: WebSocket| {
+        let keep = keep.clone();
+        async move {
+            let _ = keep.send(ws);
+        }
+    }));
+    let mut client = tether::connect(&format!("ws://{addr}/")).await.unwrap();
+    let mut held = kept.recv().await.unwrap();
+    // The handler has returned; the connection lives on with its new owner.
+    client.send("still here").await.unwrap();
+    assert_eq!(held.recv().await.unwrap(), Some(Message::from("still here")));
+    drop(held);
+    assert!(matches!(client.recv().await, Ok(None)));
+    assert_eq!(client.close_frame().map(|frame| frame.code), Some(CloseCode::NORMAL));
+}
