@@ -432,11 +432,25 @@ impl<S: Service> Loop<S> {
                     // Tell the clients waiting in the backlog at once rather
                     // than let them hang (see `tether_server::descriptors`);
                     // draining it to `WouldBlock` re-arms the edge trigger.
-                    if let Ok((mut socket, peer)) = listener.accept() {
-                        tracing::warn!(%peer, "out of file descriptors: refused a connection with 503");
-                        refuse_busy(&mut socket);
-                    }
+                    // Linux reports EMFILE before it looks at the backlog, so
+                    // only this accept tells whether anyone is waiting.
+                    let drained = match listener.accept() {
+                        Ok((mut socket, peer)) => {
+                            tracing::warn!(%peer, "out of file descriptors: refused a connection with 503");
+                            refuse_busy(&mut socket);
+                            false
+                        }
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => true,
+                        Err(error) => {
+                            tracing::warn!(%error, "accept failed; retrying");
+                            self.accept_retry = Some(now + ACCEPT_RETRY);
+                            true
+                        }
+                    };
                     self.reserve.restore();
+                    if drained {
+                        return;
+                    }
                     continue;
                 }
                 Err(error) => {
