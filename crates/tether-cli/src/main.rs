@@ -98,7 +98,13 @@ fn main() -> anyhow::Result<()> {
         // Its own threads, each an event loop: no async runtime.
         return bench::run(args);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(args) = &cli.command {
+        // The tokio engine's workers; the reactor's loops are threads of
+        // their own, and the runtime then only waits for signals.
+        runtime.worker_threads(args.threads());
+    }
+    let runtime = runtime.enable_all().build()?;
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::serve(args).await,

@@ -61,11 +61,14 @@ pub struct ServeArgs {
     /// every close).
     #[arg(long, default_value_t = 10.0)]
     close_timeout: f64,
-    /// Which server runs the connections: `reactor` (one event loop, callbacks; the default)
-    /// or `tokio` (a task per connection). wss:// runs on `tokio`.
+    /// Which server runs the connections: `reactor` (event loops with callbacks, one per
+    /// --threads; the default) or `tokio` (a task per connection). wss:// runs on `tokio`.
     #[arg(long, value_enum, default_value_t = Engine::Reactor)]
     engine: Engine,
-    /// Most connections open at once; past it, new ones get 503 at once.
+    /// Event loops (reactor) or worker threads (tokio). Default: one per core.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+    /// Most connections open at once (all threads together); past it, new ones get 503 at once.
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
     /// Browser origin allowed to connect (repeatable); others get 403. Default: all.
@@ -121,6 +124,13 @@ enum OverflowArg {
 /// A duration in seconds, or `off` (`None`).
 #[derive(Clone, Copy)]
 struct SecondsOrOff(Option<Duration>);
+
+impl ServeArgs {
+    /// Event loops or worker threads to run.
+    pub fn threads(&self) -> usize {
+        self.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, usize::from), usize::from)
+    }
+}
 
 fn seconds_or_off(text: &str) -> Result<SecondsOrOff, String> {
     if matches!(text, "off" | "none") {
@@ -238,11 +248,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     // The reactor: one event loop for every connection (no task per
     // connection: an idle client costs a few hundred bytes).
-    let reactor = Reactor::bind(listen, config).with_context(|| format!("cannot listen on {listen}"))?;
+    let threads = args.threads();
+    let reactor =
+        Reactor::bind_threads(listen, config, threads).with_context(|| format!("cannot listen on {listen}"))?;
     let addr = reactor.local_addr()?;
     announce(role, "ws", addr, metrics_at);
     let handle = reactor.handle();
-    let mut running = tokio::task::spawn_blocking(move || reactor.run(Serving { role }));
+    let mut running = tokio::task::spawn_blocking(move || reactor.run_with(|_| Serving { role }));
     tokio::select! {
         result = &mut running => result??,
         () = shutdown_signal() => {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 /// that it cannot raise it); its address.
 fn serve_with_file_limit(engine: &str, limit: u32) -> (Running, String) {
     let tether = env!("CARGO_BIN_EXE_tether");
-    let script = format!("ulimit -n {limit} && exec {tether} serve --listen 127.0.0.1:0 --engine {engine}");
+    let script = format!("ulimit -n {limit} && exec {tether} serve --listen 127.0.0.1:0 {engine}");
     let mut child = Command::new("sh").args(["-c", &script]).stderr(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stderr.take().unwrap()), &mut line).unwrap();
@@ -49,7 +49,7 @@ fn request(stream: &mut TcpStream, limit: Duration) -> Option<u16> {
 
 #[test]
 fn past_the_open_file_limit_clients_get_503_at_once_and_the_server_recovers_when_they_leave() {
-    for engine in ["reactor", "tokio"] {
+    for engine in ["--engine reactor --threads 1", "--engine reactor --threads 2", "--engine tokio"] {
         let (_server, addr) = serve_with_file_limit(engine, 64);
         let started = Instant::now();
         let mut open = Vec::new();

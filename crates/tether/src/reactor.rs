@@ -22,7 +22,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
@@ -174,7 +174,7 @@ impl Conn<'_> {
 /// What another thread uses to reach a running reactor.
 #[derive(Clone)]
 pub struct ReactorHandle {
-    control: Arc<Control>,
+    controls: Vec<Arc<Control>>,
 }
 
 impl ReactorHandle {
@@ -182,14 +182,17 @@ impl ReactorHandle {
     /// wait for the close handshakes (each bounded by the close timeout),
     /// then [`Reactor::run`] returns.
     pub fn shutdown(&self) {
-        self.control.stop.store(true, Ordering::Release);
-        let _ = self.control.waker.wake();
+        for control in &self.controls {
+            control.stop.store(true, Ordering::Release);
+            let _ = control.waker.wake();
+        }
     }
 }
 
 impl std::fmt::Debug for ReactorHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReactorHandle").field("stopping", &self.control.stop.load(Ordering::Relaxed)).finish()
+        let stopping = self.controls.iter().any(|control| control.stop.load(Ordering::Relaxed));
+        f.debug_struct("ReactorHandle").field("loops", &self.controls.len()).field("stopping", &stopping).finish()
     }
 }
 
@@ -224,23 +227,46 @@ impl Wake for MailWaker {
     }
 }
 
-/// A bound reactor server, ready to [`run`](Self::run).
+/// A bound reactor server, ready to [`run`](Self::run): one event loop,
+/// or one per thread ([`bind_threads`](Self::bind_threads)).
 pub struct Reactor {
+    loops: Vec<Bound>,
+    shared: Arc<Shared>,
+}
+
+/// One loop's listening socket, poll and control.
+struct Bound {
     listener: TcpListener,
     poll: Poll,
-    shared: Arc<Shared>,
     control: Arc<Control>,
+    /// Connections open now in all loops, handshakes included: the
+    /// connection cap is global.
+    active: Arc<AtomicUsize>,
+    reserve: Arc<Mutex<Reserve>>,
+}
+
+impl Bound {
+    fn new(mut listener: TcpListener, active: &Arc<AtomicUsize>, reserve: &Arc<Mutex<Reserve>>) -> io::Result<Bound> {
+        let poll = Poll::new()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        let control = Arc::new(Control { stop: AtomicBool::new(false), waker, mail: Mutex::default() });
+        Ok(Bound { listener, poll, control, active: active.clone(), reserve: reserve.clone() })
+    }
 }
 
 impl std::fmt::Debug for Reactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reactor").field("local_addr", &self.listener.local_addr().ok()).finish_non_exhaustive()
+        f.debug_struct("Reactor")
+            .field("local_addr", &self.local_addr().ok())
+            .field("threads", &self.loops.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl Reactor {
-    /// Binds `addr` with `config` (its `tls`, `send_buffer` aside, every
-    /// field applies as for [`Server`](crate::Server)).
+    /// Binds `addr` with `config` for one event loop (its `tls` aside,
+    /// every field applies as for [`Server`](crate::Server)).
     ///
     /// # Errors
     /// The configuration cannot work ([`Config::validate`](tether_proto::Config::validate),
@@ -248,16 +274,39 @@ impl Reactor {
     /// address cannot be bound, or `config.tls` is set (use
     /// [`Server`](crate::Server) for `wss://`).
     pub fn bind(addr: SocketAddr, config: ServerConfig) -> io::Result<Reactor> {
+        Reactor::bind_threads(addr, config, 1)
+    }
+
+    /// Binds `addr` for `threads` event loops, each with a listening socket
+    /// of its own on the same port (`SO_REUSEPORT`: the kernel spreads new
+    /// connections over them, with no lock and no thundering herd). They
+    /// share the configuration, the hub, the metrics and the connection
+    /// cap; a connection stays on the loop that accepted it.
+    ///
+    /// # Errors
+    /// As [`bind`](Self::bind); also `threads` is 0.
+    pub fn bind_threads(addr: SocketAddr, config: ServerConfig, threads: usize) -> io::Result<Reactor> {
         if config.tls.is_some() {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "the reactor serves plain TCP; use Server for TLS"));
         }
+        if threads == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a reactor needs at least one thread"));
+        }
         let shared = Shared::new(config).map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-        let mut listener = TcpListener::bind(addr)?;
-        let poll = Poll::new()?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = mio::Waker::new(poll.registry(), WAKER)?;
-        let control = Arc::new(Control { stop: AtomicBool::new(false), waker, mail: Mutex::default() });
-        Ok(Reactor { listener, poll, shared: Arc::new(shared), control })
+        let (active, reserve) = (Arc::default(), Arc::new(Mutex::new(Reserve::new())));
+        let mut loops = Vec::with_capacity(threads);
+        if threads == 1 {
+            loops.push(Bound::new(TcpListener::bind(addr)?, &active, &reserve)?);
+        } else {
+            // The first listener settles the port (when `addr` asks for any).
+            let first = reuse_port_listener(addr)?;
+            let addr = first.local_addr()?;
+            loops.push(Bound::new(first, &active, &reserve)?);
+            for _ in 1..threads {
+                loops.push(Bound::new(reuse_port_listener(addr)?, &active, &reserve)?);
+            }
+        }
+        Ok(Reactor { loops, shared: Arc::new(shared) })
     }
 
     /// The address it listens on.
@@ -265,77 +314,147 @@ impl Reactor {
     /// # Errors
     /// As the system's `getsockname`.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.loops[0].listener.local_addr()
+    }
+
+    /// How many event loops it runs.
+    #[must_use]
+    pub fn threads(&self) -> usize {
+        self.loops.len()
     }
 
     /// A handle to shut it down from another thread.
     #[must_use]
     pub fn handle(&self) -> ReactorHandle {
-        ReactorHandle { control: self.control.clone() }
+        ReactorHandle { controls: self.loops.iter().map(|bound| bound.control.clone()).collect() }
     }
 
     /// Runs the loop on this thread until [`ReactorHandle::shutdown`] and
     /// the connections' close handshakes are done.
     ///
     /// # Errors
-    /// The system's poll failed.
+    /// The system's poll failed, or the reactor was bound for several
+    /// threads (use [`run_with`](Self::run_with)).
     pub fn run(self, service: impl Service) -> io::Result<()> {
-        let Reactor { listener, mut poll, shared, control } = self;
-        let mut event_loop = Loop {
-            listener: Some(listener),
-            shared,
-            control,
-            service,
-            slots: Slots::default(),
-            deadlines: BinaryHeap::new(),
-            openings: VecDeque::new(),
-            buffer: vec![0; READ_BUFFER],
-            again: Vec::new(),
-            mail: VecDeque::new(),
-            reserve: Reserve::new(),
-            accept_retry: None,
+        if self.loops.len() > 1 {
+            let why = "a reactor bound for several threads needs a service per thread: use run_with";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        }
+        let Reactor { mut loops, shared } = self;
+        let bound = loops.pop().expect("one loop");
+        run_loop(bound, shared, service)
+    }
+
+    /// Runs every loop, each on a thread of its own (the first on this
+    /// one), with the service `make_service(index)` makes for it; returns
+    /// when all have stopped ([`ReactorHandle::shutdown`]).
+    ///
+    /// # Errors
+    /// A loop's poll failed (the first such error; the other loops are
+    /// stopped).
+    pub fn run_with<S, M>(self, make_service: M) -> io::Result<()>
+    where
+        S: Service,
+        M: Fn(usize) -> S,
+    {
+        let Reactor { loops, shared } = self;
+        let handle = ReactorHandle { controls: loops.iter().map(|bound| bound.control.clone()).collect() };
+        let mut loops = loops.into_iter();
+        let first = loops.next().expect("at least one loop");
+        let mut threads = Vec::new();
+        for (index, bound) in loops.enumerate() {
+            let (shared, service) = (shared.clone(), make_service(index + 1));
+            let handle = handle.clone();
+            let thread = std::thread::Builder::new().name(format!("tether-loop-{}", index + 1)).spawn(move || {
+                let result = run_loop(bound, shared, service);
+                if result.is_err() {
+                    handle.shutdown();
+                }
+                result
+            })?;
+            threads.push(thread);
+        }
+        let mut result = run_loop(first, shared, make_service(0));
+        if result.is_err() {
+            handle.shutdown();
+        }
+        for thread in threads {
+            let joined = thread.join().unwrap_or_else(|_| Err(io::Error::other("an event loop panicked")));
+            result = result.and(joined);
+        }
+        result
+    }
+}
+
+/// A listening socket that shares its port with the other loops'.
+fn reuse_port_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// One loop, on this thread, until it is stopped and its connections closed.
+fn run_loop(bound: Bound, shared: Arc<Shared>, service: impl Service) -> io::Result<()> {
+    let Bound { listener, mut poll, control, active, reserve } = bound;
+    let mut event_loop = Loop {
+        listener: Some(listener),
+        shared,
+        control,
+        active,
+        service,
+        slots: Slots::default(),
+        deadlines: BinaryHeap::new(),
+        openings: VecDeque::new(),
+        buffer: vec![0; READ_BUFFER],
+        again: Vec::new(),
+        mail: VecDeque::new(),
+        reserve,
+        accept_retry: None,
+    };
+    let mut events = Events::with_capacity(1024);
+    let mut stop_deadline = None;
+    loop {
+        let now = Instant::now();
+        let timeout = if event_loop.again.is_empty() && event_loop.mail.is_empty() {
+            event_loop.next_deadline().map(|at| at.saturating_duration_since(now))
+        } else {
+            Some(Duration::ZERO)
         };
-        let mut events = Events::with_capacity(1024);
-        let mut stop_deadline = None;
-        loop {
-            let now = Instant::now();
-            let timeout = if event_loop.again.is_empty() && event_loop.mail.is_empty() {
-                event_loop.next_deadline().map(|at| at.saturating_duration_since(now))
-            } else {
-                Some(Duration::ZERO)
-            };
-            if let Err(error) = poll.poll(&mut events, timeout) {
-                if error.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(error);
+        if let Err(error) = poll.poll(&mut events, timeout) {
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
             }
-            let now = Instant::now();
-            for event in &events {
-                match event.token() {
-                    LISTENER => event_loop.accept(poll.registry(), now),
-                    WAKER => {}
-                    Token(token) => event_loop.drive(poll.registry(), token, now, Cause::Socket),
-                }
+            return Err(error);
+        }
+        let now = Instant::now();
+        for event in &events {
+            match event.token() {
+                LISTENER => event_loop.accept(poll.registry(), now),
+                WAKER => {}
+                Token(token) => event_loop.drive(poll.registry(), token, now, Cause::Socket),
             }
-            for token in std::mem::take(&mut event_loop.again) {
-                event_loop.drive(poll.registry(), token, now, Cause::Socket);
-            }
-            event_loop.mail.extend(event_loop.control.mail.lock().unwrap_or_else(PoisonError::into_inner).drain(..));
-            for _ in 0..MAIL_PER_TURN {
-                let Some(token) = event_loop.mail.pop_front() else { break };
-                event_loop.drive(poll.registry(), token, now, Cause::Mail);
-            }
-            event_loop.fire_deadlines(poll.registry(), now);
-            if stop_deadline.is_none() && event_loop.control.stop.load(Ordering::Acquire) {
-                let close_timeout = event_loop.shared.config().protocol.close_timeout;
-                stop_deadline = Some(now + close_timeout + Duration::from_millis(500));
-                event_loop.begin_shutdown(poll.registry(), now);
-            }
-            if let Some(deadline) = stop_deadline {
-                if event_loop.slots.is_empty() || now >= deadline {
-                    return Ok(());
-                }
+        }
+        for token in std::mem::take(&mut event_loop.again) {
+            event_loop.drive(poll.registry(), token, now, Cause::Socket);
+        }
+        event_loop.mail.extend(event_loop.control.mail.lock().unwrap_or_else(PoisonError::into_inner).drain(..));
+        for _ in 0..MAIL_PER_TURN {
+            let Some(token) = event_loop.mail.pop_front() else { break };
+            event_loop.drive(poll.registry(), token, now, Cause::Mail);
+        }
+        event_loop.fire_deadlines(poll.registry(), now);
+        if stop_deadline.is_none() && event_loop.control.stop.load(Ordering::Acquire) {
+            let close_timeout = event_loop.shared.config().protocol.close_timeout;
+            stop_deadline = Some(now + close_timeout + Duration::from_millis(500));
+            event_loop.begin_shutdown(poll.registry(), now);
+        }
+        if let Some(deadline) = stop_deadline {
+            if event_loop.slots.is_empty() || now >= deadline {
+                return Ok(());
             }
         }
     }
@@ -346,6 +465,8 @@ struct Loop<S> {
     listener: Option<TcpListener>,
     shared: Arc<Shared>,
     control: Arc<Control>,
+    /// Connections open in every loop of the reactor.
+    active: Arc<AtomicUsize>,
     service: S,
     slots: Slots,
     /// Each open connection's next deadline; entries whose slot has since
@@ -360,11 +481,69 @@ struct Loop<S> {
     again: Vec<usize>,
     /// Connections whose mailbox woke them, in order, not yet driven.
     mail: VecDeque<usize>,
-    /// A descriptor held back to answer clients when none is left.
-    reserve: Reserve,
+    /// A descriptor held back to answer clients when none is left, shared
+    /// by the reactor's loops.
+    reserve: Arc<Mutex<Reserve>>,
     /// When to try accepting again after a failure that left clients in
     /// the backlog (no readiness event would announce them again).
     accept_retry: Option<Instant>,
+}
+
+/// What one accept gave.
+enum Accepted {
+    Client(TcpStream, SocketAddr),
+    /// A client was answered 503 for want of descriptors: accept again
+    /// (draining the backlog to `WouldBlock` re-arms the edge trigger).
+    Refused,
+    /// Nobody else is waiting.
+    Drained,
+    Failed(io::Error),
+}
+
+/// Accepts one client, or answers one 503 if the process is out of
+/// descriptors (see `tether_server::descriptors`), and says whether more
+/// may be waiting.
+///
+/// Every loop's accepts take the reserve's lock: the reserve's place,
+/// freed for a moment, must go to this accept and not to another loop's,
+/// or the reserve would be lost (and clients in this listener's backlog
+/// left waiting). The kernel serialises descriptor allocation anyway.
+fn accept_one(listener: &TcpListener, reserve: &Mutex<Reserve>) -> Accepted {
+    use std::os::fd::AsFd as _;
+    let mut reserve = reserve.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        match listener.accept() {
+            Ok((socket, peer)) => return Accepted::Client(socket, peer),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Accepted::Drained,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) if is_out_of_descriptors(&error) && reserve.release() => {
+                // Linux reports EMFILE before it looks at the backlog, so
+                // only this accept tells whether anyone is waiting.
+                return match listener.accept() {
+                    Ok((mut socket, peer)) => {
+                        tracing::warn!(%peer, "out of file descriptors: refused a connection with 503");
+                        refuse_busy(&mut socket);
+                        let socket = std::os::fd::OwnedFd::from(std::net::TcpStream::from(socket));
+                        reserve.restore_from(socket, listener.as_fd());
+                        Accepted::Refused
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                        reserve.restore();
+                        Accepted::Drained
+                    }
+                    Err(error) => {
+                        reserve.restore();
+                        Accepted::Failed(error)
+                    }
+                };
+            }
+            Err(error) => {
+                // A reserve lost earlier comes back once a place frees.
+                reserve.restore();
+                return Accepted::Failed(error);
+            }
+        }
+    }
 }
 
 /// One connection.
@@ -424,36 +603,11 @@ impl<S: Service> Loop<S> {
     fn accept(&mut self, registry: &Registry, now: Instant) {
         loop {
             let Some(listener) = &self.listener else { return };
-            let (mut socket, peer) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) if is_out_of_descriptors(&error) && self.reserve.release() => {
-                    // Tell the clients waiting in the backlog at once rather
-                    // than let them hang (see `tether_server::descriptors`);
-                    // draining it to `WouldBlock` re-arms the edge trigger.
-                    // Linux reports EMFILE before it looks at the backlog, so
-                    // only this accept tells whether anyone is waiting.
-                    let drained = match listener.accept() {
-                        Ok((mut socket, peer)) => {
-                            tracing::warn!(%peer, "out of file descriptors: refused a connection with 503");
-                            refuse_busy(&mut socket);
-                            false
-                        }
-                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => true,
-                        Err(error) => {
-                            tracing::warn!(%error, "accept failed; retrying");
-                            self.accept_retry = Some(now + ACCEPT_RETRY);
-                            true
-                        }
-                    };
-                    self.reserve.restore();
-                    if drained {
-                        return;
-                    }
-                    continue;
-                }
-                Err(error) => {
+            let (mut socket, peer) = match accept_one(listener, &self.reserve) {
+                Accepted::Client(socket, peer) => (socket, peer),
+                Accepted::Refused => continue,
+                Accepted::Drained => return,
+                Accepted::Failed(error) => {
                     // Clients may still wait in the backlog, and the edge
                     // trigger will not say so again: try again soon.
                     tracing::warn!(%error, "accept failed; retrying");
@@ -462,9 +616,15 @@ impl<S: Service> Loop<S> {
                 }
             };
             let config = self.shared.config();
-            if config.max_connections.is_some_and(|max| self.slots.len() >= max) {
+            // Counted first, checked after: two loops accepting at once
+            // cannot both take the last place.
+            if config.max_connections.is_some_and(|max| self.active.fetch_add(1, Ordering::AcqRel) >= max) {
+                self.active.fetch_sub(1, Ordering::AcqRel);
                 refuse_busy(&mut socket);
                 continue;
+            }
+            if config.max_connections.is_none() {
+                self.active.fetch_add(1, Ordering::AcqRel);
             }
             let _ = socket.set_nodelay(true);
             if let Some(size) = config.send_buffer {
@@ -479,6 +639,7 @@ impl<S: Service> Loop<S> {
             let slot = self.slots.get_mut(token).expect("just inserted");
             if registry.register(&mut slot.socket, Token(token), Interest::READABLE).is_err() {
                 self.slots.remove(token);
+                self.active.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
             self.openings.push_back((deadline, token));
@@ -579,6 +740,7 @@ impl<S: Service> Loop<S> {
     /// closed, the service hears of it, the socket closes.
     fn end(&mut self, token: usize) {
         let Some(slot) = self.slots.remove(token) else { return };
+        self.active.fetch_sub(1, Ordering::AcqRel);
         let Phase::Open(mut open) = slot.phase else { return };
         let code = open.session.finish();
         self.service.on_close(self.slots.id(token), code);
@@ -860,10 +1022,6 @@ impl Slots {
 
     fn id(&self, token: usize) -> ConnId {
         token as u64
-    }
-
-    fn len(&self) -> usize {
-        self.len
     }
 
     fn is_empty(&self) -> bool {

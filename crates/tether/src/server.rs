@@ -353,12 +353,13 @@ async fn refuse_one_without_descriptors(listener: &TcpListener, reserve: &mut Re
     let refused = match accepted {
         Ok(Ok((tcp, peer))) => {
             tracing::warn!(%peer, "out of file descriptors: refused a connection with 503");
-            let std = tcp.into_std().ok();
-            if let Some(mut std) = std {
+            if let Ok(mut std) = tcp.into_std() {
                 use std::io::Write as _;
                 let _ = std.set_nonblocking(true);
                 let _ = std.write(&busy_answer());
                 let _ = std.shutdown(std::net::Shutdown::Write);
+                use std::os::fd::AsFd as _;
+                reserve.restore_from(std::os::fd::OwnedFd::from(std), listener.as_fd());
             }
             true
         }

@@ -21,9 +21,11 @@ use tether::{ClientConfig, CloseCode, Config, Message, Server, ServerConfig, Web
 enum Engine {
     Tokio,
     Reactor,
+    /// Two event loops on one port (`SO_REUSEPORT`), one hub.
+    ReactorThreads,
 }
 
-const ENGINES: [Engine; 2] = [Engine::Tokio, Engine::Reactor];
+const ENGINES: [Engine; 3] = [Engine::Tokio, Engine::Reactor, Engine::ReactorThreads];
 
 /// What the application does with each message it receives: the replies.
 /// It sees the hook's state, if the hook attached a `String`.
@@ -83,11 +85,12 @@ async fn start(engine: Engine, config: ServerConfig, behaviour: Behaviour) -> Ru
             }));
             Running { addr, engine, stop: Some(Box::new(move || task.abort())) }
         }
-        Engine::Reactor => {
-            let reactor = Reactor::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+        Engine::Reactor | Engine::ReactorThreads => {
+            let threads = if engine == Engine::Reactor { 1 } else { 2 };
+            let reactor = Reactor::bind_threads("127.0.0.1:0".parse().unwrap(), config, threads).unwrap();
             let addr = reactor.local_addr().unwrap();
             let handle: ReactorHandle = reactor.handle();
-            let thread = std::thread::spawn(move || reactor.run(Behave(behaviour)));
+            let thread = std::thread::spawn(move || reactor.run_with(|_| Behave(behaviour.clone())));
             let stop = move || {
                 handle.shutdown();
                 let _ = thread.join();
@@ -399,4 +402,67 @@ async fn a_connection_given_away_by_its_handler_stays_open_until_dropped() {
     drop(held);
     assert!(matches!(client.recv().await, Ok(None)));
     assert_eq!(client.close_frame().map(|frame| frame.code), Some(CloseCode::NORMAL));
+}
+
+// Several event loops.
+
+/// Records which loop served each message.
+struct LoopRecorder {
+    index: usize,
+    served: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl Service for LoopRecorder {
+    fn on_message(&mut self, conn: &mut Conn<'_>, message: Message) {
+        self.served.lock().unwrap().push(self.index);
+        let _ = conn.send(&message);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loops_on_one_port_share_the_work_the_hub_and_the_connection_cap() {
+    let hub = Hub::default();
+    let mut config = ServerConfig::default();
+    config.hub = Some(hub.clone());
+    config.max_connections = Some(24);
+    let reactor = Reactor::bind_threads("127.0.0.1:0".parse().unwrap(), config, 2).unwrap();
+    assert_eq!(reactor.threads(), 2);
+    let url = format!("ws://{}/", reactor.local_addr().unwrap());
+    let handle = reactor.handle();
+    let served = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = served.clone();
+    let thread =
+        std::thread::spawn(move || reactor.run_with(move |index| LoopRecorder { index, served: recorder.clone() }));
+    let mut clients = Vec::new();
+    let mut refused = 0;
+    for _ in 0..32 {
+        match tether::connect(&url).await {
+            Ok(ws) => clients.push(ws),
+            Err(error) => {
+                assert_eq!(error.http_status(), Some(503), "{error}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((clients.len(), refused), (24, 8), "the cap counts every loop's connections");
+    assert_eq!(hub.count(), 24, "one hub for both loops");
+    for ws in &mut clients {
+        ws.send("which loop?").await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), Some(Message::from("which loop?")));
+    }
+    let served = served.lock().unwrap().clone();
+    let second = served.iter().filter(|&&index| index == 1).count();
+    println!("loop 0 served {}, loop 1 served {second}", served.len() - second);
+    assert!(second > 0 && second < served.len(), "the kernel spread the connections: {served:?}");
+    // A broadcast from the hub reaches the clients of both loops.
+    hub.broadcast(&Message::from("to all"));
+    for ws in &mut clients {
+        assert_eq!(ws.recv().await.unwrap(), Some(Message::from("to all")));
+    }
+    handle.shutdown();
+    for ws in &mut clients {
+        assert!(matches!(ws.recv().await, Ok(None)));
+        assert_eq!(ws.close_frame().map(|frame| frame.code), Some(CloseCode::GOING_AWAY));
+    }
+    thread.join().unwrap().unwrap();
 }
