@@ -62,7 +62,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10.0)]
     close_timeout: f64,
     /// Which server runs the connections: `reactor` (event loops with callbacks, one per
-    /// --threads; the default) or `tokio` (a task per connection). wss:// runs on `tokio`.
+    /// --threads; the default) or `tokio` (a task per connection). Both serve ws:// and wss://.
     #[arg(long, value_enum, default_value_t = Engine::Reactor)]
     engine: Engine,
     /// Event loops (reactor) or worker threads (tokio). Default: one per core.
@@ -243,16 +243,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (_, true) => Role::Topics,
         _ => Role::Echo,
     };
-    if config.tls.is_some() || args.engine == Engine::Tokio {
+    if args.engine == Engine::Tokio {
         return serve_tokio(listen, config, role, &hub, metrics_at).await;
     }
-    // The reactor: one event loop for every connection (no task per
-    // connection: an idle client costs a few hundred bytes).
+    // The reactor: event loops own the connections (no task per
+    // connection: an idle client costs a few hundred bytes), TLS included.
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     let threads = args.threads();
     let reactor =
         Reactor::bind_threads(listen, config, threads).with_context(|| format!("cannot listen on {listen}"))?;
     let addr = reactor.local_addr()?;
-    announce(role, "ws", addr, metrics_at);
+    announce(role, scheme, addr, metrics_at);
     let handle = reactor.handle();
     let mut running = tokio::task::spawn_blocking(move || reactor.run_with(|_| Serving { role }));
     tokio::select! {
@@ -295,7 +296,7 @@ impl tether::reactor::Service for Serving {
     }
 }
 
-/// The tokio server, a task per connection (and `wss://`).
+/// The tokio server, a task per connection.
 async fn serve_tokio(
     listen: SocketAddr,
     config: ServerConfig,

@@ -41,6 +41,11 @@ use crate::metrics::Tracked;
 /// policy applies).
 pub const SEND_BACKLOG_LIMIT: usize = 64 << 10;
 
+/// The answer to a client that speaks plain text (HTTP, `ws://`) to a
+/// `wss://` port: in plain text, since it speaks no TLS, and at once.
+pub const PLAIN_TEXT_ON_A_TLS_PORT: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+    Content-Length: 53\r\nConnection: close\r\n\r\nThis port speaks TLS: connect with wss://, not ws://\n";
+
 /// What every session of one server shares: the configuration, checked
 /// once, and what is derived from it.
 pub struct Shared {

@@ -419,6 +419,16 @@ async fn accept_with(tcp: TcpStream, peer: SocketAddr, shared: &Arc<tether_serve
         let socket = crate::kernel::raw_socket(&tcp);
         let stream = match &config.tls {
             Some(tls) => {
+                // Every TLS connection opens with a handshake record (0x16);
+                // anything else is plain text, answered in plain text.
+                let mut first = [0u8; 1];
+                if tcp.peek(&mut first).await? == 1 && first[0] != 0x16 {
+                    let mut tcp = tcp;
+                    let _ = tcp.write_all(tether_server::session::PLAIN_TEXT_ON_A_TLS_PORT).await;
+                    let _ = tcp.shutdown().await;
+                    let why = "plain text on a TLS port";
+                    return Err(Error::from(io::Error::new(io::ErrorKind::InvalidData, why)));
+                }
                 MaybeTlsStream::ServerTls(Box::new(tokio_rustls::TlsAcceptor::from(tls.clone()).accept(tcp).await?))
             }
             None => MaybeTlsStream::Plain(tcp),

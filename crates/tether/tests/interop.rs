@@ -12,6 +12,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use tether::reactor::{Conn, ConnId, Reactor, Service};
 use tether::{ClientConfig, CloseCode, Config, Message, Server, ServerConfig, TrustRoots, WebSocket};
 use tether_test_support::{self as support, Peer, TestCert};
 use tokio::sync::mpsc;
@@ -135,8 +136,48 @@ async fn echo(mut ws: WebSocket, reports: mpsc::UnboundedSender<ServerReport>) {
     let _ = reports.send(ServerReport { compressed, extensions_offered, messages, outcome, close });
 }
 
+/// The reactor's echo service, reporting each connection as `echo` does.
+struct ReactorEcho {
+    reports: mpsc::UnboundedSender<ServerReport>,
+    /// Each open connection: compressed, messages so far.
+    seen: std::collections::HashMap<ConnId, (bool, usize)>,
+}
+
+impl Service for ReactorEcho {
+    fn on_open(&mut self, conn: &mut Conn<'_>) {
+        self.seen.insert(conn.id(), (conn.connection().is_compressed(), 0));
+    }
+
+    fn on_message(&mut self, conn: &mut Conn<'_>, message: Message) {
+        if let Some((_, messages)) = self.seen.get_mut(&conn.id()) {
+            *messages += 1;
+        }
+        let _ = conn.send(&message);
+    }
+
+    fn on_close(&mut self, id: ConnId, code: Option<CloseCode>) {
+        let (compressed, messages) = self.seen.remove(&id).unwrap_or_default();
+        let outcome = if code == Some(CloseCode::NORMAL) { Ok(()) } else { Err(format!("ended with {code:?}")) };
+        let close = code.map(|code| tether::CloseFrame::new(code, ""));
+        let _ = self.reports.send(ServerReport { compressed, extensions_offered: None, messages, outcome, close });
+    }
+}
+
+/// Which tether server a peer client talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    Tokio,
+    Reactor,
+}
+
 async fn peer_client_echoes_through_tether_server(client: PeerClient, transport: Transport) {
-    let what = format!("{client:?} -> tether server over {}", transport.scheme());
+    for engine in [Engine::Tokio, Engine::Reactor] {
+        peer_client_echoes_through_engine(client, transport, engine).await;
+    }
+}
+
+async fn peer_client_echoes_through_engine(client: PeerClient, transport: Transport, engine: Engine) {
+    let what = format!("{client:?} -> tether server ({engine:?}) over {}", transport.scheme());
     within_limit(&what, async {
         let cert = TestCert::new();
         let mut config = ServerConfig::default();
@@ -145,11 +186,29 @@ async fn peer_client_echoes_through_tether_server(client: PeerClient, transport:
             config.tls =
                 Some(tether::tls::server_config_from_pem(cert.cert_path(), cert.key_path()).expect("TLS config"));
         }
-        let server = Server::bind("127.0.0.1:0", config).await.expect("bind");
-        let port = server.local_addr().expect("local_addr").port();
         let (report_tx, mut reports) = mpsc::unbounded_channel();
-        let serving = tokio::spawn(server.serve(move |ws| echo(ws, report_tx.clone())));
-
+        let (port, stop): (u16, Box<dyn FnOnce() + Send>) = match engine {
+            Engine::Tokio => {
+                let server = Server::bind("127.0.0.1:0", config).await.expect("bind");
+                let port = server.local_addr().expect("local_addr").port();
+                let serving = tokio::spawn(server.serve(move |ws| echo(ws, report_tx.clone())));
+                (port, Box::new(move || serving.abort()))
+            }
+            Engine::Reactor => {
+                let reactor = Reactor::bind("127.0.0.1:0".parse().unwrap(), config).expect("bind");
+                let port = reactor.local_addr().expect("local_addr").port();
+                let handle = reactor.handle();
+                let service = ReactorEcho { reports: report_tx, seen: Default::default() };
+                let running = std::thread::spawn(move || reactor.run(service));
+                (
+                    port,
+                    Box::new(move || {
+                        handle.shutdown();
+                        let _ = running.join();
+                    }),
+                )
+            }
+        };
         let mut command = client.command();
         command.arg(format!("{}://127.0.0.1:{port}/", transport.scheme()));
         command.args(["--timeout", &PEER_WATCHDOG_SECS.to_string()]);
@@ -166,7 +225,7 @@ async fn peer_client_echoes_through_tether_server(client: PeerClient, transport:
             .await
             .unwrap_or_else(|_| panic!("{what}: the server handler never finished"))
             .expect("report channel");
-        serving.abort();
+        stop();
         assert_eq!(report.outcome, Ok(()), "{what}: server side failed ({report:?})");
         assert_eq!(report.messages, 10, "{what}: server echoed {} messages", report.messages);
         let close_code = report.close.as_ref().map(|frame| frame.code);

@@ -46,6 +46,10 @@ impl Running {
     fn url(&self) -> String {
         format!("ws://{}/", self.addr)
     }
+
+    fn wss_url(&self) -> String {
+        format!("wss://localhost:{}/", self.addr.port())
+    }
 }
 
 impl Drop for Running {
@@ -465,4 +469,24 @@ async fn loops_on_one_port_share_the_work_the_hub_and_the_connection_cap() {
         assert_eq!(ws.close_frame().map(|frame| frame.code), Some(CloseCode::GOING_AWAY));
     }
     thread.join().unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_is_served_by_every_engine_and_plain_text_on_its_port_is_answered_in_plain_text() {
+    let cert = tether_test_support::TestCert::new();
+    let client = ClientConfig::default().trust(tether::TrustRoots::CaFile(cert.ca_path().to_owned()));
+    for engine in ENGINES {
+        let mut config = ServerConfig::default();
+        config.tls = Some(tether::tls::server_config_from_pem(cert.cert_path(), cert.key_path()).unwrap());
+        let server = start(engine, config, echo()).await;
+        let mut ws = tether::connect_with(&server.wss_url(), &client).await.unwrap();
+        for message in [Message::from("secret"), Message::from(vec![9u8; 3 << 20]), Message::from("x".repeat(70_000))] {
+            ws.send(message.clone()).await.unwrap();
+            assert_eq!(ws.recv().await.unwrap(), Some(message), "{engine:?}");
+        }
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        let (answer, took) = answer_to(server.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("wss://"), "{engine:?}: {answer:?}");
+        assert!(took < Duration::from_secs(1), "{engine:?}: {took:?}");
+    }
 }

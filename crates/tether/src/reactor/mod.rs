@@ -16,11 +16,13 @@
 //! admission (hook, origins, plain HTTP, metrics), the `101`, the protocol
 //! core with its keepalive, trace, the [`Hub`]'s mailboxes, metrics, the
 //! heartbeat responder, the hook's state. This loop only moves bytes and
-//! time. Plain TCP only: for `wss://`, use [`Server`](crate::Server).
+//! time. `wss://` runs on the loop too: rustls, driven by hand
+//! (`transport`). Several loops can share a port, one per thread
+//! ([`Reactor::bind_threads`]).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,6 +37,9 @@ use tether_server::descriptors::{busy_answer, is_out_of_descriptors, Reserve, AC
 use tether_server::{Refused, ServerConfig, Session, Shared};
 
 use crate::hub::{ClientId, Hub};
+
+mod transport;
+use transport::Transport;
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -111,6 +116,13 @@ impl Conn<'_> {
     #[must_use]
     pub fn protocol(&self) -> Option<&str> {
         self.open.session.protocol()
+    }
+
+    /// The protocol state machine, for its state and negotiated
+    /// parameters (permessage-deflate, round-trip times).
+    #[must_use]
+    pub fn connection(&self) -> &tether_proto::Connection {
+        self.open.session.connection()
     }
 
     /// What the handshake hook attached to this connection, if it is a `T`
@@ -268,11 +280,13 @@ impl Reactor {
     /// Binds `addr` with `config` for one event loop (its `tls` aside,
     /// every field applies as for [`Server`](crate::Server)).
     ///
+    /// With [`tls`](ServerConfig::tls) set it serves `wss://`: rustls runs
+    /// on the loop, driven by hand, within the same open timeout.
+    ///
     /// # Errors
     /// The configuration cannot work ([`Config::validate`](tether_proto::Config::validate),
-    /// reported as [`io::ErrorKind::InvalidInput`] with the reason), the
-    /// address cannot be bound, or `config.tls` is set (use
-    /// [`Server`](crate::Server) for `wss://`).
+    /// reported as [`io::ErrorKind::InvalidInput`] with the reason), or the
+    /// address cannot be bound.
     pub fn bind(addr: SocketAddr, config: ServerConfig) -> io::Result<Reactor> {
         Reactor::bind_threads(addr, config, 1)
     }
@@ -286,9 +300,6 @@ impl Reactor {
     /// # Errors
     /// As [`bind`](Self::bind); also `threads` is 0.
     pub fn bind_threads(addr: SocketAddr, config: ServerConfig, threads: usize) -> io::Result<Reactor> {
-        if config.tls.is_some() {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "the reactor serves plain TCP; use Server for TLS"));
-        }
         if threads == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "a reactor needs at least one thread"));
         }
@@ -508,7 +519,7 @@ enum Accepted {
 /// freed for a moment, must go to this accept and not to another loop's,
 /// or the reserve would be lost (and clients in this listener's backlog
 /// left waiting). The kernel serialises descriptor allocation anyway.
-fn accept_one(listener: &TcpListener, reserve: &Mutex<Reserve>) -> Accepted {
+fn accept_one(listener: &TcpListener, reserve: &Mutex<Reserve>, plain: bool) -> Accepted {
     use std::os::fd::AsFd as _;
     let mut reserve = reserve.lock().unwrap_or_else(PoisonError::into_inner);
     loop {
@@ -521,8 +532,10 @@ fn accept_one(listener: &TcpListener, reserve: &Mutex<Reserve>) -> Accepted {
                 // only this accept tells whether anyone is waiting.
                 return match listener.accept() {
                     Ok((mut socket, peer)) => {
-                        tracing::warn!(%peer, "out of file descriptors: refused a connection with 503");
-                        refuse_busy(&mut socket);
+                        tracing::warn!(%peer, "out of file descriptors: refused a connection");
+                        if plain {
+                            refuse_busy(&mut socket);
+                        }
                         let socket = std::os::fd::OwnedFd::from(std::net::TcpStream::from(socket));
                         reserve.restore_from(socket, listener.as_fd());
                         Accepted::Refused
@@ -549,6 +562,8 @@ fn accept_one(listener: &TcpListener, reserve: &Mutex<Reserve>) -> Accepted {
 /// One connection.
 struct Slot {
     socket: TcpStream,
+    /// Plain, or TLS driven by hand.
+    transport: Transport,
     phase: Phase,
     /// The deadline this slot has in the heap, if any.
     scheduled: Option<Instant>,
@@ -603,7 +618,8 @@ impl<S: Service> Loop<S> {
     fn accept(&mut self, registry: &Registry, now: Instant) {
         loop {
             let Some(listener) = &self.listener else { return };
-            let (mut socket, peer) = match accept_one(listener, &self.reserve) {
+            let plain = self.shared.config().tls.is_none();
+            let (mut socket, peer) = match accept_one(listener, &self.reserve, plain) {
                 Accepted::Client(socket, peer) => (socket, peer),
                 Accepted::Refused => continue,
                 Accepted::Drained => return,
@@ -620,7 +636,9 @@ impl<S: Service> Loop<S> {
             // cannot both take the last place.
             if config.max_connections.is_some_and(|max| self.active.fetch_add(1, Ordering::AcqRel) >= max) {
                 self.active.fetch_sub(1, Ordering::AcqRel);
-                refuse_busy(&mut socket);
+                if plain {
+                    refuse_busy(&mut socket);
+                }
                 continue;
             }
             if config.max_connections.is_none() {
@@ -630,11 +648,15 @@ impl<S: Service> Loop<S> {
             if let Some(size) = config.send_buffer {
                 let _ = socket2::SockRef::from(&socket).set_send_buffer_size(size);
             }
+            let Ok(transport) = Transport::new(config.tls.as_ref()) else {
+                self.active.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            };
             let deadline = now + config.open_timeout;
             let reader = HeadReader::new(config.limits.clone());
             let opening = Box::new(Opening { reader, peer, deadline });
-            let slot =
-                Slot { socket, phase: Phase::Opening(opening), scheduled: None, writable: false, held_back: false };
+            let phase = Phase::Opening(opening);
+            let slot = Slot { socket, transport, phase, scheduled: None, writable: false, held_back: false };
             let token = self.slots.insert(Box::new(slot));
             let slot = self.slots.get_mut(token).expect("just inserted");
             if registry.register(&mut slot.socket, Token(token), Interest::READABLE).is_err() {
@@ -655,7 +677,8 @@ impl<S: Service> Loop<S> {
         let Some(slot) = self.slots.get_mut(token) else { return };
         let mut next = match slot.phase {
             Phase::Opening(_) => {
-                open(slot, token, &self.shared, &self.control, &mut self.buffer, &mut self.service, now)
+                let turn = Turn { token, registry, again: &mut self.again, now, cause };
+                open(slot, turn, &self.shared, &self.control, &mut self.buffer, &mut self.service)
             }
             Phase::Open(_) => Next::Continue,
         };
@@ -739,8 +762,13 @@ impl<S: Service> Loop<S> {
     /// Removes a connection: it leaves the hub, the metrics count it
     /// closed, the service hears of it, the socket closes.
     fn end(&mut self, token: usize) {
-        let Some(slot) = self.slots.remove(token) else { return };
+        let Some(mut slot) = self.slots.remove(token) else { return };
         self.active.fetch_sub(1, Ordering::AcqRel);
+        if slot.transport.is_tls() {
+            // TLS's own goodbye (close_notify), best effort.
+            let Slot { socket, transport, .. } = &mut *slot;
+            transport.shutdown(socket);
+        }
         let Phase::Open(mut open) = slot.phase else { return };
         let code = open.session.finish();
         self.service.on_close(self.slots.id(token), code);
@@ -751,20 +779,30 @@ impl<S: Service> Loop<S> {
 /// answer `101`, and turn the slot into an open connection.
 fn open(
     slot: &mut Slot,
-    token: usize,
+    turn: Turn<'_>,
     shared: &Arc<Shared>,
     control: &Arc<Control>,
     buffer: &mut [u8],
     service: &mut impl Service,
-    now: Instant,
 ) -> Next {
+    let Turn { token, registry, now, .. } = turn;
     let Phase::Opening(opening) = &mut slot.phase else { return Next::Continue };
     let (consumed, read) = loop {
-        let read = match slot.socket.read(buffer) {
+        let read = match slot.transport.read(&mut slot.socket, buffer) {
             Ok(0) => return Next::End,
             Ok(read) => read,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                return if now >= opening.deadline { Next::End } else { Next::Continue };
+                if now >= opening.deadline {
+                    return Next::End;
+                }
+                // The TLS handshake may have something to say.
+                return match slot.transport.push(&mut slot.socket) {
+                    Ok(done) => match want_writable(slot, token, registry, !done) {
+                        Ok(()) => Next::Continue,
+                        Err(_) => Next::End,
+                    },
+                    Err(_) => Next::End,
+                };
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return Next::End,
@@ -772,15 +810,18 @@ fn open(
         match opening.reader.feed(&buffer[..read]) {
             Ok(None) => {}
             Ok(Some(consumed)) => break (consumed, read),
-            Err(error) => return refuse(&mut slot.socket, &Refused::head(&error, opening.peer)),
+            Err(error) => {
+                let refused = Refused::head(&error, opening.peer);
+                return refuse(slot, &refused);
+            }
         }
     };
     let mut opened = match tether_server::open(shared, &opening.reader, opening.peer, now) {
         Ok(opened) => opened,
-        Err(refused) => return refuse(&mut slot.socket, &refused),
+        Err(refused) => return refuse(slot, &refused),
     };
     // A fresh socket's send buffer takes a few hundred bytes at once.
-    if write_all_now(&mut slot.socket, &opened.response).is_err() {
+    if slot.transport.write_all_now(&mut slot.socket, &opened.response).is_err() {
         return Next::End;
     }
     // Frames the client sent right behind its request.
@@ -823,7 +864,7 @@ fn serve(slot: &mut Slot, turn: Turn<'_>, buffer: &mut [u8], service: &mut impl 
             again.push(token);
             break;
         }
-        match slot.socket.read(buffer) {
+        match slot.transport.read(&mut slot.socket, buffer) {
             Ok(0) => {
                 ended = true;
                 break;
@@ -852,7 +893,7 @@ fn serve(slot: &mut Slot, turn: Turn<'_>, buffer: &mut [u8], service: &mut impl 
     deliver(open, id, &slot.socket, service);
     loop {
         let took = take_mail(open);
-        if flush(&mut slot.socket, &mut slot.writable, open, token, registry).is_err() {
+        if flush(&mut slot.socket, &mut slot.transport, &mut slot.writable, open, (token, registry)).is_err() {
             return Next::End;
         }
         if !took || open.session.connection().wants_transmit() {
@@ -901,34 +942,30 @@ fn take_mail(open: &mut Open) -> bool {
 /// asks for writability while something waits, and stops asking after.
 fn flush(
     socket: &mut TcpStream,
+    transport: &mut Transport,
     writable: &mut bool,
     open: &mut Open,
-    token: usize,
-    registry: &Registry,
+    (token, registry): (usize, &Registry),
 ) -> io::Result<()> {
     loop {
+        // What TLS already holds goes first.
+        if !transport.push(socket)? {
+            return set_writable(socket, writable, token, registry, true);
+        }
         let connection = open.session.connection_mut();
         if !connection.wants_transmit() {
-            if *writable {
-                *writable = false;
-                registry.reregister(socket, Token(token), Interest::READABLE)?;
-            }
-            return Ok(());
+            return set_writable(socket, writable, token, registry, false);
         }
         let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
         let count = connection.pending_transmit_vectored(&mut slices);
-        // One slice (small frames, the common case) goes by `send`, which
-        // skips `writev`'s file-position lock and iovec copy in the kernel.
-        let written = if count == 1 { socket.write(&slices[0]) } else { socket.write_vectored(&slices[..count]) };
-        match written {
+        match transport.write(socket, &slices[..count]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(written) => connection.advance_transmit(written),
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                if !*writable {
-                    *writable = true;
-                    registry.reregister(socket, Token(token), Interest::READABLE | Interest::WRITABLE)?;
+                if transport.is_tls() {
+                    continue; // TLS's buffer is full: push it out first
                 }
-                return Ok(());
+                return set_writable(socket, writable, token, registry, true);
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => return Err(error),
@@ -936,32 +973,40 @@ fn flush(
     }
 }
 
+/// Registers for writability while output waits, and stops after.
+fn set_writable(
+    socket: &mut TcpStream,
+    writable: &mut bool,
+    token: usize,
+    registry: &Registry,
+    want: bool,
+) -> io::Result<()> {
+    if *writable != want {
+        *writable = want;
+        let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        registry.reregister(socket, Token(token), interest)?;
+    }
+    Ok(())
+}
+
+/// [`set_writable`] for a whole slot.
+fn want_writable(slot: &mut Slot, token: usize, registry: &Registry, want: bool) -> io::Result<()> {
+    set_writable(&mut slot.socket, &mut slot.writable, token, registry, want)
+}
+
 /// Answers a refused handshake and ends the connection.
-fn refuse(socket: &mut TcpStream, refused: &Refused) -> Next {
-    let _ = write_all_now(socket, &refused.answer);
-    let _ = socket.shutdown(std::net::Shutdown::Write);
+fn refuse(slot: &mut Slot, refused: &Refused) -> Next {
+    let _ = slot.transport.write_all_now(&mut slot.socket, &refused.answer);
+    slot.transport.shutdown(&mut slot.socket);
     Next::End
 }
 
-/// Answers a client past a limit (connections, descriptors) with 503
-/// without reading its request; the socket closes when dropped.
+/// Answers a plain-TCP client past a limit (connections, descriptors) with
+/// 503 without reading its request; the socket closes when dropped. (A TLS
+/// client is closed without a word: it cannot read plain HTTP.)
 fn refuse_busy(socket: &mut TcpStream) {
     let _ = socket.write(&busy_answer());
     let _ = socket.shutdown(std::net::Shutdown::Write);
-}
-
-/// Writes all of `bytes` if the socket takes them now (a handshake answer
-/// on a fresh socket always fits); an error if it does not.
-fn write_all_now(socket: &mut TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match socket.write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => bytes = &bytes[written..],
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
 }
 
 /// The connections, by token: an index into `entries` and the entry's
