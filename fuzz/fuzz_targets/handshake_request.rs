@@ -10,7 +10,8 @@
 //! - otherwise `bytes` is a request head (and whatever follows it); bits
 //!   0–1 choose our deflate preferences, bit 2 drops subprotocols.
 //!
-//! Accepted outcomes: a `HeadError` (400/431), or an `Accepted` consistent
+//! Accepted outcomes: a `HeadError` (431 at a limit, 400 at a byte that is
+//! not HTTP), or an `Accepted` consistent
 //! with the request and our config, or a `Rejection` (400/426) whose HTTP
 //! answer parses back.
 #![no_main]
@@ -21,7 +22,7 @@ use tether_proto::handshake::{
     accept_key, accept_request, is_valid_key, HeadError, HeadReader, Request, Response, ServerHandshakeConfig,
 };
 use tether_proto::{DeflateConfig, DeflateParams, HandshakeLimits};
-use tether_proto_fuzz::{check_negotiated, Chunks};
+use tether_proto_fuzz::{check_head_refusal, check_negotiated, Chunks};
 
 fuzz_target!(|data: &[u8]| run(data));
 
@@ -64,14 +65,7 @@ fn run(data: &[u8]) {
                 break;
             }
             Err(error) => {
-                assert!(reader.buffered() <= limits.max_head_bytes);
-                match error {
-                    HeadError::TooLarge { limit } => assert_eq!(limit, limits.max_head_bytes),
-                    HeadError::TooManyHeaders { limit } => assert_eq!(limit, limits.max_headers),
-                    HeadError::LineTooLong { limit } => assert_eq!(limit, limits.max_line_len),
-                    _ => panic!("feed only refuses on limits: {error:?}"),
-                }
-                assert_eq!(error.status(), 431);
+                check_head_refusal(&error, &reader, &limits);
                 return;
             }
         }

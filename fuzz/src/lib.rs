@@ -9,7 +9,8 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 
 use tether_proto::frame::{FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
-use tether_proto::{CloseCode, Config, Connection, DeflateConfig, DeflateParams, Event, Message, Role};
+use tether_proto::handshake::{HeadError, HeadReader};
+use tether_proto::{CloseCode, Config, Connection, DeflateConfig, DeflateParams, Event, HandshakeLimits, Message, Role};
 
 /// Splits `data` into the non-empty pieces of a sequence of reads, chosen
 /// by `seed`: 0 is one read of everything, 1 is one byte per read, anything
@@ -255,4 +256,27 @@ fn deliver(from: &mut Connection, to: &mut Connection, message: &Message, params
     from.advance_transmit(wire.len());
     to.handle_read(&wire).unwrap_or_else(|e| panic!("{params:?}: {e}"));
     assert_eq!(to.poll_event(), Some(Event::Message(message.clone())));
+}
+
+/// What a refused head must look like: a limit (431, at most the limit
+/// buffered), or bytes that are not HTTP (400), refused at the first byte
+/// of the first line that no request or status line may hold.
+pub fn check_head_refusal(error: &HeadError, reader: &HeadReader, limits: &HandshakeLimits) {
+    assert!(reader.buffered() <= limits.max_head_bytes);
+    match *error {
+        HeadError::TooLarge { limit } => assert_eq!(limit, limits.max_head_bytes),
+        HeadError::TooManyHeaders { limit } => assert_eq!(limit, limits.max_headers),
+        HeadError::LineTooLong { limit } => assert_eq!(limit, limits.max_line_len),
+        HeadError::NotHttp { byte, offset } => {
+            assert_eq!(error.status(), 400);
+            let seen = reader.head();
+            assert_eq!(offset + 1, seen.len(), "refused at the byte that was not HTTP");
+            assert_eq!(seen[offset], byte);
+            assert!(!seen[..offset].contains(&b'\n'), "only the first line is checked");
+            assert!(!(byte.is_ascii_graphic() || matches!(byte, b' ' | b'\t' | b'\r' | b'\n')), "{byte:#04x}");
+            return;
+        }
+        _ => panic!("feed refuses only on limits and non-HTTP bytes: {error:?}"),
+    }
+    assert_eq!(error.status(), 431);
 }

@@ -164,6 +164,14 @@ pub struct Delivery {
     pub closed: usize,
 }
 
+/// The hub asks a connection to close.
+#[derive(Debug)]
+pub(crate) struct CloseRequest {
+    pub(crate) frame: CloseFrame,
+    /// By the overflow policy: leave the registry at once.
+    pub(crate) evicted: bool,
+}
+
 /// The frames waiting for one connection, and what its task must do.
 #[derive(Debug, Default)]
 pub(crate) struct Mailbox {
@@ -178,6 +186,10 @@ struct MailboxState {
     /// Boxed: rare, and a mailbox exists per connection.
     close: Option<Box<CloseFrame>>,
     closing: bool,
+    /// The close is the overflow policy's: the connection leaves the
+    /// registry as soon as it takes the request, not after its close
+    /// handshake (a shutdown's close keeps it counted until it is gone).
+    evicted: bool,
     /// This connection's own policy, if it has one.
     overflow: Option<Overflow>,
     /// Messages dropped on the way to this connection.
@@ -199,7 +211,7 @@ impl Mailbox {
         room: usize,
         waker: &Waker,
         mut send: impl FnMut(&PreparedMessage),
-    ) -> Option<CloseFrame> {
+    ) -> Option<CloseRequest> {
         let mut state = self.lock();
         let mut size = 0;
         // No room: nothing is taken, but a close request still is (a
@@ -217,7 +229,7 @@ impl Mailbox {
         if !state.waker.as_ref().is_some_and(|current| current.will_wake(waker)) {
             state.waker = Some(waker.clone());
         }
-        state.close.take().map(|frame| *frame)
+        state.close.take().map(|frame| CloseRequest { frame: *frame, evicted: state.evicted })
     }
 
     /// Bytes waiting.
@@ -254,6 +266,7 @@ impl Mailbox {
                     state.bytes = 0;
                     state.closing = true;
                     state.close = Some(Box::new(CloseFrame::new(code, "too slow: messages were piling up")));
+                    state.evicted = true;
                     counters.closed_connections.fetch_add(1, Ordering::Relaxed);
                 }
             }

@@ -415,8 +415,9 @@ impl Session {
     /// mailbox, where the overflow policy applies); registers `waker` for
     /// the next delivery. A close request from the hub (the overflow
     /// policy, shutdown) is acted on whatever the room: the close frame is
-    /// queued, the close timeout bounds how long the peer has to take it,
-    /// and the connection leaves the hub at once. Whether it took anything.
+    /// queued and the close timeout bounds how long the peer has to take
+    /// it; one from the overflow policy also takes the connection out of
+    /// the hub at once. Whether it took anything.
     pub fn take_mail(&mut self, waker: &Waker) -> bool {
         let Some(registration) = &self.registration else { return false };
         let room = SEND_BACKLOG_LIMIT.saturating_sub(self.connection.unsent_len());
@@ -431,11 +432,15 @@ impl Session {
                 }
             }
         });
-        if let Some(frame) = close {
-            let _ = self.connection.close(frame.code, &frame.reason);
-            // Gone from the registry now: no broadcast waits on it, and
-            // the hub's gauges no longer count it.
-            self.registration = None;
+        if let Some(request) = close {
+            let _ = self.connection.close(request.frame.code, &request.frame.reason);
+            if request.evicted {
+                // Closed for being too slow: gone from the registry now, so
+                // the hub's gauges no longer count it. (A shutdown's close
+                // keeps it counted until its handshake is done, which is
+                // what `Hub::wait_empty` waits for.)
+                self.registration = None;
+            }
             took = true;
         }
         took

@@ -210,7 +210,8 @@ pub struct WebSocket<S = crate::MaybeTlsStream> {
 pub(crate) type Handover<S> = Box<dyn FnOnce(Parts<S>) + Send>;
 
 /// A connection taken apart, to be put together again with
-/// [`WebSocket::from_parts`].
+/// [`WebSocket::from_parts`] (by the server, which hands them over).
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub(crate) struct Parts<S> {
     stream: S,
     core: Core,
@@ -273,6 +274,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Puts a handed-over connection together again (without a handover).
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) fn from_parts(parts: Parts<S>) -> WebSocket<S> {
         let Parts { stream, core, info, ending } = parts;
         WebSocket {
@@ -288,6 +290,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Who takes this connection if it is dropped while open.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) fn set_handover(&mut self, handover: Handover<S>) {
         self.handover = Some(handover);
     }

@@ -444,3 +444,32 @@ async fn a_connection_can_have_its_own_overflow_policy_and_drops_are_counted_by_
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_close_keeps_the_client_counted_until_its_close_handshake_is_done() {
+    // Unlike a close by the overflow policy, which takes the client out of
+    // the registry at once: `wait_empty` must mean "everyone has closed".
+    use std::io::{Read, Write};
+    let hub = Hub::default();
+    let url = hub_server(hub.clone(), Config::default()).await;
+    let addr = url.trim_start_matches("ws://").trim_end_matches('/').to_owned();
+    let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+    tcp.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    wait_for("the client to join", Duration::from_secs(5), || hub.count() == 1).await;
+    hub.close_all(CloseCode::GOING_AWAY, "server shutting down");
+    assert!(!hub.wait_empty(Duration::from_millis(300)).await, "counted while its close is unanswered");
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !seen.windows(2).any(|pair| pair == [0x88, 22]) {
+        let read = tcp.read(&mut chunk).unwrap();
+        assert!(read > 0, "the server's close frame never came");
+        seen.extend_from_slice(&chunk[..read]);
+    }
+    // Our close answer, masked with a zero key: code 1000.
+    tcp.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]).unwrap();
+    assert!(hub.wait_empty(Duration::from_secs(5)).await, "gone once the handshake is done");
+}

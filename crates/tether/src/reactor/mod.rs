@@ -962,7 +962,7 @@ fn flush(
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(written) => connection.advance_transmit(written),
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                if transport.is_tls() {
+                if transport.has_records() {
                     continue; // TLS's buffer is full: push it out first
                 }
                 return set_writable(socket, writable, token, registry, true);

@@ -135,4 +135,9 @@ impl Transport {
     pub(super) fn is_tls(&self) -> bool {
         matches!(self, Transport::Tls(_))
     }
+
+    /// Whether TLS holds records not yet written to the socket.
+    pub(super) fn has_records(&self) -> bool {
+        matches!(self, Transport::Tls(tls) if tls.wants_write())
+    }
 }
