@@ -120,6 +120,13 @@ const INCOMING_RESERVE: usize = 4 << 10;
 /// buffer. Below it, copying is cheaper than another slice to write.
 const SHARED_PAYLOAD_MIN: usize = 16 << 10;
 
+/// How many fragments of a large message are framed ahead of the
+/// transport: one vectored write then carries them all (a 1 MiB echo took
+/// 16 writes at one fragment ahead, four at this), while a control frame
+/// waits behind at most these few fragments in our queue, less than a
+/// loaded socket's send buffer holds anyway.
+const FRAGMENTS_AHEAD: usize = 4;
+
 #[derive(Debug)]
 enum ReadState {
     /// Collecting a header; `have` bytes of it are in `buf`.
@@ -351,6 +358,27 @@ impl Connection {
         while !data.is_empty() {
             match &mut self.read {
                 ReadState::Discard => return Ok(()),
+                ReadState::Header { have: 0, .. }
+                    if data.len() >= 2 && {
+                        let whole = FrameHeader::len_from_prefix([data[0], data[1]]);
+                        data.len() >= whole
+                    } =>
+                {
+                    // The whole header is in this read (the common case):
+                    // decoded where it lies, without copying it aside.
+                    let decoded = FrameHeader::decode(data);
+                    let result = match decoded {
+                        Ok(Some((header, len))) => {
+                            data = &data[len..];
+                            self.begin_frame(header)
+                        }
+                        Ok(None) => Err(ProtocolError::ReservedBitsSet), // unreachable: the header is complete
+                        Err(error) => Err(error),
+                    };
+                    if let Err(error) = result {
+                        return Err(self.fail(error));
+                    }
+                }
                 ReadState::Header { buf, have } => {
                     let needed = if *have < 2 { 2 } else { FrameHeader::len_from_prefix([buf[0], buf[1]]) };
                     if *have < needed {
@@ -502,9 +530,12 @@ impl Connection {
                 // Grow geometrically, so a large message is not copied again
                 // at every read, but never past what the frame still declares
                 // nor past what has already arrived: a header that lies about
-                // its length makes us hold at most twice what was sent.
+                // its length makes us hold at most twice what was sent. Never
+                // by less than `INCOMING_RESERVE` either: small messages then
+                // share one allocation (reclaimed once they are dropped)
+                // instead of taking two allocations each.
                 let doubling = buf.len().max(INCOMING_RESERVE);
-                buf.reserve(chunk.len().max(doubling.min(frame_rest)));
+                buf.reserve(chunk.len().max(doubling.min(frame_rest.max(INCOMING_RESERVE))));
             }
             let start = buf.len();
             buf.extend_from_slice(chunk);
@@ -804,11 +835,12 @@ impl Connection {
         self.refill();
     }
 
-    /// Frames what waits in the backlog while the output holds less than a
-    /// fragment, so what is queued next (a pong, a ping) waits behind at
-    /// most about two fragments.
+    /// Frames what waits in the backlog while the output holds less than
+    /// [`FRAGMENTS_AHEAD`] fragments, so what is queued next (a pong, a
+    /// ping) waits behind at most about that many and one more.
     fn refill(&mut self) {
-        while self.output.len() < self.limits.fragment_size {
+        let ahead = self.limits.fragment_size.saturating_mul(FRAGMENTS_AHEAD);
+        while self.output.len() < ahead {
             let Some(backlog) = self.backlog.as_mut() else { return };
             let fragment = backlog.next_fragment(self.limits.fragment_size);
             if backlog.is_empty() {

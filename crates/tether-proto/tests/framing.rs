@@ -255,7 +255,8 @@ fn a_pong_goes_out_between_the_fragments_of_a_large_message() {
     wire.extend(common::drain(&mut harness.connection));
     let frames = common::parse_frames_with_fin(&wire);
     let pong_at = frames.iter().position(|(op, _, _)| *op == OpCode::Pong).expect("a pong");
-    assert!(pong_at <= 2, "the pong waits behind at most two fragments, not 64 (at {pong_at})");
+    // Four fragments are framed ahead, so one write can carry them all.
+    assert!(pong_at <= 5, "the pong waits behind at most the fragments framed ahead, not 64 (at {pong_at})");
     assert_eq!(frames[pong_at].2, b"are you there");
     let data: usize = frames.iter().filter(|(op, _, _)| !op.is_control()).map(|(_, _, p)| p.len()).sum();
     assert_eq!(data, 64 << 10);

@@ -33,6 +33,11 @@ impl Transport {
         })
     }
 
+    /// Whether stream bytes are the socket's bytes (no TLS).
+    pub(super) fn is_plain(&self) -> bool {
+        matches!(self, Transport::Plain)
+    }
+
     /// Reads stream bytes into `buf`: `Ok(0)` at the end, `WouldBlock`
     /// when nothing more is there. A TLS failure is `InvalidData`, after
     /// the alert (or, to a plain HTTP client, a plain 400) is sent.
