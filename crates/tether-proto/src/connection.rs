@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::mem::MaybeUninit;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -126,6 +127,17 @@ const SHARED_PAYLOAD_MIN: usize = 16 << 10;
 /// waits behind at most these few fragments in our queue, less than a
 /// loaded socket's send buffer holds anyway.
 const FRAGMENTS_AHEAD: usize = 4;
+
+/// A data payload with at least this much still to come may be read
+/// straight into the message ([`Connection::payload_room`]).
+const DIRECT_READ_MIN: usize = 64 << 10;
+
+/// Room for a directly read payload is reserved for the whole rest of the
+/// frame up to this much beyond what has arrived (so a large message is
+/// neither copied from a read buffer nor moved as it grows); past it, the
+/// buffer at most doubles, so a header that lies about its length costs
+/// little.
+const DIRECT_RESERVE: usize = 1 << 20;
 
 #[derive(Debug)]
 enum ReadState {
@@ -427,6 +439,65 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Where the rest of a large incoming payload may be read to directly,
+    /// sparing the copy from a read buffer: the spare room of the message
+    /// being received, at most up to the end of the current frame. `None`
+    /// unless an uncompressed data frame has at least 64 KiB still to
+    /// come; then read into [`handle_read`](Self::handle_read)'s buffer as
+    /// usual.
+    ///
+    /// After writing `n` bytes at the start of the room, call
+    /// [`payload_received`](Self::payload_received).
+    pub fn payload_room(&mut self) -> Option<&mut [MaybeUninit<u8>]> {
+        let ReadState::Payload { header, remaining, .. } = &self.read else { return None };
+        if header.opcode.is_control() || self.incoming.is_compressed() || *remaining < DIRECT_READ_MIN as u64 {
+            return None;
+        }
+        let rest = usize::try_from(*remaining).unwrap_or(usize::MAX);
+        let buf = &mut self.incoming.buf;
+        if buf.capacity() - buf.len() < DIRECT_READ_MIN {
+            buf.reserve(rest.min(buf.len().max(DIRECT_RESERVE)));
+        }
+        let spare = buf.spare_capacity_mut();
+        let room = spare.len().min(rest);
+        Some(&mut spare[..room])
+    }
+
+    /// `n` bytes of payload were written at the start of the room that
+    /// [`payload_room`](Self::payload_room) gave: they are unmasked and
+    /// checked as if [`handle_read`](Self::handle_read) had been given them.
+    ///
+    /// # Errors
+    /// As [`handle_read`](Self::handle_read).
+    ///
+    /// # Panics
+    /// If `n` is larger than that room.
+    ///
+    /// # Safety
+    /// The first `n` bytes of that room must have been initialized, and
+    /// the connection not used in between.
+    pub unsafe fn payload_received(&mut self, n: usize) -> Result<(), ProtocolError> {
+        let ReadState::Payload { header, remaining, offset } = &mut self.read else {
+            panic!("payload_received without a payload_room");
+        };
+        let buf = &mut self.incoming.buf;
+        assert!(n as u64 <= *remaining && n <= buf.capacity() - buf.len(), "more than the room given");
+        let header = *header;
+        let start = buf.len();
+        // SAFETY: the caller initialized these `n` bytes of spare capacity
+        // (checked above to exist).
+        unsafe { buf.set_len(start + n) };
+        if let Some(key) = header.mask {
+            apply_mask(&mut buf[start..], key, *offset);
+        }
+        *remaining -= n as u64;
+        *offset += n;
+        let done = *remaining == 0;
+        self.timers.note_progress_in();
+        let result = self.incoming.check_utf8(false).and_then(|()| if done { self.end_frame(&header) } else { Ok(()) });
+        result.map_err(|error| self.fail(error))
     }
 
     /// The transport reached end-of-file. Returns `true` if that was

@@ -5,7 +5,7 @@ mod common;
 use common::{assert_failed_with, close_payload, FrameSpec, Harness};
 use tether_proto::connection::Event;
 use tether_proto::frame::OpCode;
-use tether_proto::{CloseCode, Config, Connection, DeflateParams, Message, Role};
+use tether_proto::{CloseCode, Config, Connection, DeflateParams, Message, ProtocolError, Role};
 
 fn server() -> Harness {
     Harness::server(Config::default())
@@ -395,4 +395,91 @@ fn a_prepared_message_goes_uncompressed_where_the_shared_form_does_not_fit() {
     assert_eq!(&wire[..], &prepared.frame()[..]);
     stateful_client.handle_read(&wire).unwrap();
     assert_eq!(stateful_client.poll_event(), Some(Event::Message(Message::from(text.as_str()))));
+}
+
+// ---- large payloads read straight into the message ------------------------------------
+
+/// Feeds `wire` as a driver that reads large payloads into `payload_room`
+/// would, `step` bytes per read at most; whether it was offered any room.
+fn feed_reading_into_room(harness: &mut Harness, wire: &[u8], step: usize) -> (Result<(), ProtocolError>, bool) {
+    let mut at = 0;
+    let mut offered = false;
+    while at < wire.len() {
+        let result = match harness.connection.payload_room() {
+            Some(room) => {
+                offered = true;
+                let n = room.len().min(step).min(wire.len() - at);
+                for (slot, byte) in room.iter_mut().zip(&wire[at..at + n]) {
+                    slot.write(*byte);
+                }
+                at += n;
+                // SAFETY: the first `n` bytes of the room were just written.
+                unsafe { harness.connection.payload_received(n) }
+            }
+            None => {
+                let n = step.min(wire.len() - at);
+                at += n;
+                harness.feed(&wire[at - n..at])
+            }
+        };
+        if result.is_err() {
+            return (result, offered);
+        }
+    }
+    (Ok(()), offered)
+}
+
+#[test]
+fn a_large_payload_read_into_its_room_arrives_as_if_fed() {
+    let text: String = "ωmega ".repeat(40_000);
+    let mut wire = FrameSpec::client(OpCode::Text, text.as_bytes()).fin(false).bytes();
+    wire.extend(FrameSpec::client(OpCode::Continuation, &[b'x'; 70_000]).bytes());
+    wire.extend(FrameSpec::client(OpCode::Binary, b"small, after").bytes());
+    for step in [1000, 65_536, 300_001] {
+        let mut harness = Harness::server(Config::default());
+        let (result, offered) = feed_reading_into_room(&mut harness, &wire, step);
+        result.unwrap();
+        // The largest step reads every frame's header with most of its payload.
+        assert_eq!(offered, step <= 65_536, "a 280 KB frame is offered room (step {step})");
+        let expected = format!("{text}{}", "x".repeat(70_000));
+        assert_eq!(
+            harness.events(),
+            vec![
+                Event::Message(Message::from(expected.as_str())),
+                Event::Message(Message::Binary(bytes::Bytes::from_static(b"small, after")))
+            ],
+            "step {step}"
+        );
+    }
+}
+
+#[test]
+fn invalid_utf8_read_into_the_room_fails_the_connection_with_1007() {
+    let mut payload = vec![b'a'; 200_000];
+    payload[150_000] = 0xff;
+    let wire = FrameSpec::client(OpCode::Text, &payload).bytes();
+    let mut harness = Harness::server(Config::default());
+    let (result, offered) = feed_reading_into_room(&mut harness, &wire, 65_536);
+    assert!(offered);
+    assert_failed_with(&mut harness, result, CloseCode::INVALID_PAYLOAD);
+}
+
+#[test]
+fn no_room_is_offered_for_control_frames_compressed_or_small_payloads() {
+    let mut harness = Harness::server(Config::default());
+    harness.feed(&FrameSpec::client(OpCode::Binary, &[7; 50_000]).bytes()[..100]).unwrap();
+    assert!(harness.connection.payload_room().is_none(), "less than 64 KiB to come");
+    let mut harness = Harness::server(Config::default());
+    assert!(harness.connection.payload_room().is_none(), "no frame begun");
+    let _ = harness.feed(&FrameSpec::client(OpCode::Ping, b"abc").bytes()[..4]);
+    assert!(harness.connection.payload_room().is_none(), "a control frame");
+}
+
+#[test]
+fn a_header_that_claims_more_than_arrives_reserves_at_most_a_mebibyte_ahead() {
+    let mut harness = Harness::server(Config::default().with_max_message_size(1 << 30));
+    let wire = FrameSpec::client(OpCode::Binary, &[1; 16]).declared_len(1 << 29).bytes();
+    harness.feed(&wire[..14]).unwrap();
+    let room = harness.connection.payload_room().expect("room for a large payload").len();
+    assert!(room <= (1 << 20) + 4096, "{room}");
 }

@@ -36,6 +36,21 @@ pub(crate) fn unsent_bytes(_socket: RawSocket) -> Option<usize> {
     None
 }
 
+/// Reads from a socket into memory not yet initialized (the spare room of
+/// a large message being received), which `Read::read` cannot take without
+/// the room being zeroed first: one pass over the payload fewer.
+#[cfg(all(unix, feature = "server"))]
+pub(crate) fn recv_into(
+    socket: &impl std::os::fd::AsRawFd,
+    room: &mut [std::mem::MaybeUninit<u8>],
+) -> std::io::Result<usize> {
+    // SAFETY: the pointer and length describe `room`, which we borrow
+    // mutably; recv writes at most that many bytes and initializes what it
+    // reports.
+    let read = unsafe { libc::recv(socket.as_raw_fd(), room.as_mut_ptr().cast(), room.len(), 0) };
+    usize::try_from(read).map_err(|_| std::io::Error::last_os_error())
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use std::io::Write;

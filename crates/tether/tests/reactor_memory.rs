@@ -4,6 +4,7 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
@@ -71,6 +72,24 @@ fn an_idle_connection_costs_under_a_kilobyte_of_heap() {
     let per_connection = (LIVE.load(Ordering::Relaxed) - before) / CONNECTIONS as isize;
     println!("heap per idle connection (hub, keepalive on): {per_connection} B");
     assert!(per_connection < 1024, "{per_connection} B");
+
+    // A busy connection keeps its buffers between turns, and gives them
+    // back once it has been quiet a while: after an exchange, idle
+    // connections cost what they did before it.
+    let mut clients = clients;
+    let masked_hello = [0x82, 0x85, 1, 2, 3, 4, b'h' ^ 1, b'e' ^ 2, b'l' ^ 3, b'l' ^ 4, b'o' ^ 1];
+    for client in &mut clients {
+        client.write_all(&masked_hello).unwrap();
+    }
+    for client in &mut clients {
+        let mut echo = [0u8; 7];
+        client.read_exact(&mut echo).unwrap();
+        assert_eq!(&echo, b"\x82\x05hello");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after_exchange = (LIVE.load(Ordering::Relaxed) - before) / CONNECTIONS as isize;
+    println!("heap per idle connection after an exchange: {after_exchange} B");
+    assert!(after_exchange <= per_connection + 64, "{after_exchange} B, {per_connection} B before");
     drop(clients);
     handle.shutdown();
     thread.join().unwrap().unwrap();

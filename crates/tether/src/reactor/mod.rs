@@ -931,18 +931,16 @@ fn serve(slot: &mut Slot, turn: Turn<'_>, buffer: &mut [u8], service: &mut impl 
             again.push(token);
             break;
         }
-        match slot.transport.read(&mut slot.socket, buffer) {
+        let (result, asked) = read_some(&mut slot.socket, &mut slot.transport, open, buffer);
+        match result {
             Ok(0) => {
                 ended = true;
                 break;
             }
             Ok(read) => {
                 reads += 1;
-                // A protocol error queues the close frame and fails the
-                // connection: it ends below once that is written.
-                let _ = open.session.handle_read(&buffer[..read]);
                 deliver(open, id, &slot.socket, service);
-                if read < buffer.len() && slot.transport.is_plain() && cause != Cause::SocketClosing {
+                if read < asked && slot.transport.is_plain() && cause != Cause::SocketClosing {
                     // A short read emptied the kernel's receive queue, and
                     // Linux signals the next arrival as a new edge: the read
                     // that would only say `WouldBlock` is saved (a third of
@@ -995,6 +993,36 @@ fn serve(slot: &mut Slot, turn: Turn<'_>, buffer: &mut [u8], service: &mut impl 
         return Next::End;
     }
     Next::Continue
+}
+
+/// Reads once and gives the session what came; what was read, of how much
+/// was asked for. A large payload on a plain socket is read straight into
+/// its message, anything else through the loop's buffer. A protocol error
+/// queues the close frame and fails the connection: it ends once that is
+/// written.
+fn read_some(
+    socket: &mut TcpStream,
+    transport: &mut Transport,
+    open: &mut Open,
+    buffer: &mut [u8],
+) -> (io::Result<usize>, usize) {
+    if transport.is_plain() {
+        if let Some(room) = open.session.connection_mut().payload_room() {
+            let asked = room.len();
+            let result = crate::kernel::recv_into(socket, room);
+            if let Ok(read @ 1..) = result {
+                // SAFETY: recv initialized the first `read` bytes of the room,
+                // and nothing touched the connection since.
+                let _ = unsafe { open.session.connection_mut().payload_received(read) };
+            }
+            return (result, asked);
+        }
+    }
+    let result = transport.read(socket, buffer);
+    if let Ok(read @ 1..) = result {
+        let _ = open.session.handle_read(&buffer[..read]);
+    }
+    (result, buffer.len())
 }
 
 /// Hands every message that arrived to the service (the session has
