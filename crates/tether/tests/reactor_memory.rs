@@ -90,6 +90,22 @@ fn an_idle_connection_costs_under_a_kilobyte_of_heap() {
     let after_exchange = (LIVE.load(Ordering::Relaxed) - before) / CONNECTIONS as isize;
     println!("heap per idle connection after an exchange: {after_exchange} B");
     assert!(after_exchange <= per_connection + 64, "{after_exchange} B, {per_connection} B before");
+
+    // A subscriber that only receives gives its buffers back at the end
+    // of the turn that wrote the mail: a broadcast to thousands does not
+    // leave each of them holding an output buffer.
+    let news = "n".repeat(1000);
+    hub.broadcast(&Message::from(news.as_str()));
+    for client in &mut clients {
+        let mut frame = [0u8; 1004];
+        client.read_exact(&mut frame).unwrap();
+        assert_eq!(frame[..4], [0x81, 126, 0x03, 0xe8]);
+        assert_eq!(&frame[4..], news.as_bytes());
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    let after_broadcast = (LIVE.load(Ordering::Relaxed) - before) / CONNECTIONS as isize;
+    println!("heap per idle connection just after a broadcast: {after_broadcast} B");
+    assert!(after_broadcast <= per_connection + 128, "{after_broadcast} B, {per_connection} B before");
     drop(clients);
     handle.shutdown();
     thread.join().unwrap().unwrap();

@@ -49,11 +49,11 @@ const WRITE_SLICES: usize = 16;
 /// Reads from one connection per turn of the loop, so one fast sender
 /// cannot starve the others; the rest is read on the next turn.
 const READS_PER_TURN: usize = 16;
-/// How often connections that went quiet give their buffers back. A busy
-/// connection keeps its input, output and event buffers from turn to turn
-/// (freeing them after every turn cost a dozen allocations per turn of a
-/// small-message echo); one that had no turn for a whole period frees
-/// them, so an idle connection holds none.
+/// How often connections that went quiet give their buffers back. A
+/// connection that sends to us keeps its input, output and event buffers
+/// from turn to turn (freeing them after every turn cost a dozen
+/// allocations per turn of a small-message echo); once it has sent nothing
+/// for a whole period it frees them, so an idle connection holds none.
 const RELEASE_PERIOD: Duration = Duration::from_millis(100);
 /// Output queued while reading that is written before the next read: small
 /// answers are batched into one write per turn, large ones flow back while
@@ -595,7 +595,7 @@ struct Slot {
     held_back: bool,
     /// In the loop's `keeping` list: it holds its buffers between turns.
     keeping: bool,
-    /// Had a turn since the last release period began.
+    /// Read something since the last release period began.
     busy: bool,
 }
 
@@ -728,8 +728,7 @@ impl<S: Service> Loop<S> {
             return;
         }
         let Phase::Open(open) = &slot.phase else { return };
-        slot.busy = true;
-        if !slot.keeping {
+        if slot.busy && !slot.keeping {
             slot.keeping = true;
             self.keeping.push(token);
             self.next_release.get_or_insert(now + RELEASE_PERIOD);
@@ -991,6 +990,15 @@ fn serve(slot: &mut Slot, turn: Turn<'_>, buffer: &mut [u8], service: &mut impl 
     }
     if open.session.connection().is_finished() {
         return Next::End;
+    }
+    if reads > 0 {
+        // It sends to us: its buffers are kept for its next turns.
+        slot.busy = true;
+    } else if !slot.busy && !open.session.connection().wants_transmit() {
+        // A turn for mail or a deadline only (a subscriber that never
+        // sends): a broadcast reaches thousands of these, which give their
+        // buffers back at once so that one serves the next.
+        open.session.connection_mut().release_memory();
     }
     Next::Continue
 }
