@@ -149,6 +149,11 @@ pub struct FanoutArgs {
     /// CPU the servers are pinned to.
     #[arg(long, default_value_t = 1)]
     server_cpu: usize,
+    /// Event loops of the tether reactor server; with more than one the
+    /// server is not pinned (it may use every CPU, the client's included):
+    /// compare per server CPU-second.
+    #[arg(long, default_value_t = 1)]
+    server_threads: usize,
     /// Read size of the load client, KiB (one buffer for all connections).
     #[arg(long, default_value_t = 256)]
     client_buf_kib: usize,
@@ -161,13 +166,13 @@ pub struct FanoutArgs {
 ///
 /// # Errors
 /// The runtime cannot be built or the port bound.
-pub fn run_server(kind: FanoutKind, port: u16) -> io::Result<()> {
+pub fn run_server(kind: FanoutKind, port: u16, threads: usize) -> io::Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let on_runtime = |server: std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<()>>>>| {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(server)
     };
     match kind {
-        FanoutKind::TetherReactor => reactor_server(addr),
+        FanoutKind::TetherReactor => reactor_server(addr, threads),
         FanoutKind::Tether => on_runtime(Box::pin(tether_server(addr))),
         FanoutKind::Tungstenite => on_runtime(Box::pin(tungstenite_server(addr))),
     }
@@ -198,7 +203,7 @@ async fn tether_server(addr: SocketAddr) -> io::Result<()> {
 }
 
 /// tether's reactor: the same topics, callbacks on one event loop.
-fn reactor_server(addr: SocketAddr) -> io::Result<()> {
+fn reactor_server(addr: SocketAddr, threads: usize) -> io::Result<()> {
     use tether::reactor::{Conn, Reactor, Service};
 
     struct Topics;
@@ -218,9 +223,9 @@ fn reactor_server(addr: SocketAddr) -> io::Result<()> {
     let mut config = tether::ServerConfig::default();
     config.protocol = config.protocol.with_deflate(None);
     config.hub = Some(tether::Hub::default());
-    let reactor = Reactor::bind(addr, config)?;
+    let reactor = Reactor::bind_threads(addr, config, threads.max(1))?;
     crate::servers::announce(reactor.local_addr()?)?;
-    reactor.run(Topics)
+    reactor.run_with(|_| Topics)
 }
 
 /// The subscribers of the tokio-tungstenite server: what a user writes
@@ -677,7 +682,15 @@ pub fn bench(args: &FanoutArgs) -> io::Result<()> {
             for &kind in &servers {
                 let server = crate::ServerGuard::spawn_args(
                     kind.name(),
-                    &["fanout-server", kind.arg(), "0", "--cpu", &args.server_cpu.to_string()],
+                    &[
+                        "fanout-server",
+                        kind.arg(),
+                        "0",
+                        "--cpu",
+                        &args.server_cpu.to_string(),
+                        "--threads",
+                        &args.server_threads.to_string(),
+                    ],
                 )?;
                 let local = tokio::task::LocalSet::new();
                 let result = runtime.block_on(local.run_until(run_load(server.addr, server.pid(), load)));

@@ -190,7 +190,7 @@ pub fn bench(args: &HandshakeArgs) -> io::Result<()> {
     let mut results: Vec<(ServerKind, Measured)> = Vec::new();
     for rep in 1..=args.run.reps {
         for &kind in &servers {
-            let server = crate::ServerGuard::spawn(kind, args.run.server_cpu, 64)?;
+            let server = crate::ServerGuard::spawn_threads(kind, args.run.server_cpu, 64, args.run.server_threads)?;
             let local = tokio::task::LocalSet::new();
             let outcome = runtime.block_on(local.run_until(run(server.addr, server.pid(), args)));
             drop(local);

@@ -105,9 +105,13 @@ enum Cmd {
         kind: ServerKind,
         /// Port on 127.0.0.1 (0: any free port).
         port: u16,
-        /// CPU to pin to.
+        /// CPU to pin to (with one thread).
         #[arg(long, default_value_t = 1)]
         cpu: usize,
+        /// Event loops of the reactor server; with more than one the server
+        /// is not pinned and may use every CPU.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
         /// Read size of the raw server, KiB.
         #[arg(long, default_value_t = servers::DEFAULT_RAW_CHUNK >> 10)]
         raw_buf_kib: usize,
@@ -136,9 +140,13 @@ enum Cmd {
         kind: fanout::FanoutKind,
         /// Port on 127.0.0.1 (0: any free port).
         port: u16,
-        /// CPU to pin to.
+        /// CPU to pin to (with one thread).
         #[arg(long, default_value_t = 1)]
         cpu: usize,
+        /// Event loops of the reactor server; with more than one the server
+        /// is not pinned and may use every CPU.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
 }
 
@@ -210,6 +218,11 @@ pub struct Rounds {
     /// CPU the servers are pinned to.
     #[arg(long, default_value_t = 1)]
     server_cpu: usize,
+    /// Event loops of the tether reactor server (`Reactor::bind_threads`);
+    /// with more than one, the server is not pinned: it may use every CPU,
+    /// the client's included, so compare its figures per server CPU-second.
+    #[arg(long, default_value_t = 1)]
+    server_threads: usize,
 }
 
 /// A running server child; killed and reaped when dropped (also on panic).
@@ -220,9 +233,15 @@ struct ServerGuard {
 
 impl ServerGuard {
     fn spawn(kind: ServerKind, cpu: usize, raw_buf_kib: usize) -> std::io::Result<ServerGuard> {
+        ServerGuard::spawn_threads(kind, cpu, raw_buf_kib, 1)
+    }
+
+    /// [`spawn`](Self::spawn), the reactor with `threads` event loops.
+    fn spawn_threads(kind: ServerKind, cpu: usize, raw_buf_kib: usize, threads: usize) -> std::io::Result<ServerGuard> {
+        let (cpu, raw_buf_kib, threads) = (cpu.to_string(), raw_buf_kib.to_string(), threads.to_string());
         ServerGuard::spawn_args(
             kind.name(),
-            &["server", kind.arg(), "0", "--cpu", &cpu.to_string(), "--raw-buf-kib", &raw_buf_kib.to_string()],
+            &["server", kind.arg(), "0", "--cpu", &cpu, "--raw-buf-kib", &raw_buf_kib, "--threads", &threads],
         )
     }
 
@@ -278,25 +297,29 @@ type Results = HashMap<(Scenario, ServerKind), Vec<f64>>;
 
 fn main() {
     let cli = Cli::parse();
-    if let Some(Cmd::Server { kind, port, cpu, raw_buf_kib }) = cli.command {
+    if let Some(Cmd::Server { kind, port, cpu, threads, raw_buf_kib }) = cli.command {
         sys::die_with_parent();
-        if let Err(error) = sys::pin_to_cpu(cpu) {
-            eprintln!("warning: cannot pin the {} server to CPU {cpu}: {error}", kind.name());
+        if threads <= 1 {
+            if let Err(error) = sys::pin_to_cpu(cpu) {
+                eprintln!("warning: cannot pin the {} server to CPU {cpu}: {error}", kind.name());
+            }
         }
         let _ = sys::raise_nofile_limit();
-        if let Err(error) = servers::run(kind, port, raw_buf_kib << 10) {
+        if let Err(error) = servers::run(kind, port, raw_buf_kib << 10, threads) {
             eprintln!("{} server: {error}", kind.name());
             std::process::exit(1);
         }
         return;
     }
-    if let Some(Cmd::FanoutServer { kind, port, cpu }) = cli.command {
+    if let Some(Cmd::FanoutServer { kind, port, cpu, threads }) = cli.command {
         sys::die_with_parent();
-        if let Err(error) = sys::pin_to_cpu(cpu) {
-            eprintln!("warning: cannot pin the {} fan-out server to CPU {cpu}: {error}", kind.name());
+        if threads <= 1 {
+            if let Err(error) = sys::pin_to_cpu(cpu) {
+                eprintln!("warning: cannot pin the {} fan-out server to CPU {cpu}: {error}", kind.name());
+            }
         }
         let _ = sys::raise_nofile_limit();
-        if let Err(error) = fanout::run_server(kind, port) {
+        if let Err(error) = fanout::run_server(kind, port, threads) {
             eprintln!("{} fan-out server: {error}", kind.name());
             std::process::exit(1);
         }

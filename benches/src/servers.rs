@@ -77,14 +77,16 @@ pub const DEFAULT_RAW_CHUNK: usize = 1 << 20;
 ///
 /// # Errors
 /// The runtime cannot be built or the port bound.
-pub fn run(kind: ServerKind, port: u16, raw_chunk: usize) -> io::Result<()> {
+pub fn run(kind: ServerKind, port: u16, raw_chunk: usize, threads: usize) -> io::Result<()> {
     let _ = RAW_CHUNK.set(raw_chunk.max(1));
     if kind == ServerKind::TetherReactor {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let reactor = tether::reactor::Reactor::bind(addr, tether::ServerConfig::default())?;
+        let reactor = tether::reactor::Reactor::bind_threads(addr, tether::ServerConfig::default(), threads.max(1))?;
         announce(reactor.local_addr()?)?;
-        return reactor.run(|conn: &mut tether::reactor::Conn<'_>, message: tether::Message| {
-            let _ = conn.send(&message);
+        return reactor.run_with(|_| {
+            |conn: &mut tether::reactor::Conn<'_>, message: tether::Message| {
+                let _ = conn.send(&message);
+            }
         });
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
