@@ -258,9 +258,11 @@ fn the_memory_cost_of_deflate_per_connection_is_bounded_and_reported() {
         "heap per connection: no deflate {plain} B; deflate with context takeover: 15 bits {full} B, \
          10 bits {small} B; server_no_context_takeover {server_resets} B; both no_context_takeover {both_reset} B"
     );
-    assert!(plain <= 440, "a plain connection is only its struct: {plain} B");
+    assert!(plain <= 256, "a plain idle connection is only its struct, without buffers: {plain} B");
     assert!(full < 512 << 10, "{full}");
     assert!(small < full, "a smaller window must cost less: {small} vs {full}");
     assert!(server_resets < 64 << 10, "no compressor per connection: {server_resets} B");
-    assert!(both_reset < plain + 256, "no zlib state between messages: {both_reset} B");
+    // The deflate state's own box (~256 B) stays; a zlib stream would be
+    // tens of kilobytes.
+    assert!(both_reset < plain + 512, "no zlib state between messages: {both_reset} B");
 }
