@@ -177,12 +177,13 @@ impl Default for Io {
 
 impl Io {
     /// Holds nothing that an [`Io::default`] would not: between frames,
-    /// no message begun, no event or output waiting.
+    /// no message begun, no event or output waiting. (Between frames the
+    /// scratch buffer holds only the last control frame's payload, already
+    /// handled.)
     fn is_idle(&self) -> bool {
         matches!(self.read, ReadState::Header { have: 0, .. })
             && !self.incoming.in_progress()
             && self.incoming.buf.is_empty()
-            && self.scratch.is_empty()
             && self.events.is_empty()
             && self.output.is_empty()
     }

@@ -266,3 +266,36 @@ fn the_memory_cost_of_deflate_per_connection_is_bounded_and_reported() {
     // tens of kilobytes.
     assert!(both_reset < plain + 512, "no zlib state between messages: {both_reset} B");
 }
+
+#[test]
+fn after_a_heartbeat_and_a_message_an_idle_connection_holds_no_more_than_a_new_one() {
+    let exchange = || {
+        let mut connection = Connection::new(Role::Server, Config::default(), None);
+        connection.send_ping(b"are you there").unwrap();
+        let n = connection.pending_transmit().len();
+        connection.advance_transmit(n);
+        // Its pong, a ping of its own, and a message, in one read.
+        let mut input = FrameSpec::client(OpCode::Pong, b"are you there").bytes();
+        input.extend(FrameSpec::client(OpCode::Ping, b"and you?").bytes());
+        input.extend(FrameSpec::client(OpCode::Text, b"hello").bytes());
+        connection.handle_read(&input).unwrap();
+        while connection.poll_event().is_some() {}
+        while connection.wants_transmit() {
+            let n = connection.pending_transmit().len();
+            connection.advance_transmit(n);
+        }
+        connection.release_memory();
+        connection
+    };
+    let new = {
+        let before = live();
+        let connections: Vec<Connection> =
+            (0..8).map(|_| Connection::new(Role::Server, Config::default(), None)).collect();
+        (live() - before) / connections.len()
+    };
+    drop(exchange());
+    let before = live();
+    let connections: Vec<Connection> = (0..8).map(|_| exchange()).collect();
+    let after = (live() - before) / connections.len();
+    assert_eq!(after, new, "heap per connection: {after} B after an exchange, {new} B new");
+}

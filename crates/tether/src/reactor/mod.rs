@@ -595,7 +595,7 @@ struct Slot {
     held_back: bool,
     /// In the loop's `keeping` list: it holds its buffers between turns.
     keeping: bool,
-    /// Read something since the last release period began.
+    /// Received a data message since the last release period began.
     busy: bool,
 }
 
@@ -737,8 +737,24 @@ impl<S: Service> Loop<S> {
             if slot.scheduled != Some(at) {
                 slot.scheduled = Some(at);
                 self.deadlines.push(Reverse((at, token)));
+                if self.deadlines.len() > 2 * self.slots.len + 64 {
+                    self.drop_stale_deadlines();
+                }
             }
         }
+    }
+
+    /// Rebuilds the deadline heap from its live entries. A deadline that
+    /// moves (a ping sent, its pong received) leaves its old entry behind
+    /// until that time comes: with keepalive's 20 s timeout every
+    /// connection left one or two such entries per heartbeat, and the heap
+    /// (24 B an entry, its capacity doubling) grew by ~100 B a connection.
+    fn drop_stale_deadlines(&mut self) {
+        let slots = &mut self.slots;
+        let mut entries = std::mem::take(&mut self.deadlines).into_vec();
+        entries.retain(|&Reverse((at, token))| slots.get_mut(token).is_some_and(|slot| slot.scheduled == Some(at)));
+        entries.shrink_to(entries.len() + entries.len() / 2);
+        self.deadlines = BinaryHeap::from(entries);
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -917,6 +933,7 @@ fn serve(slot: &mut Slot, turn: Turn<'_>, buffer: &mut [u8], service: &mut impl 
     let id = token as u64;
     let mut ended = false;
     let mut reads = 0;
+    let mut messages = 0;
     // Read until the socket has nothing more (epoll is edge-triggered), unless
     // our answers pile up unread: then the peer must read before it may
     // send more, and the kernel's buffers hold the rest.
@@ -938,7 +955,7 @@ fn serve(slot: &mut Slot, turn: Turn<'_>, buffer: &mut [u8], service: &mut impl 
             }
             Ok(read) => {
                 reads += 1;
-                deliver(open, id, &slot.socket, service);
+                messages += deliver(open, id, &slot.socket, service);
                 if read < asked && slot.transport.is_plain() && cause != Cause::SocketClosing {
                     // A short read emptied the kernel's receive queue, and
                     // Linux signals the next arrival as a new edge: the read
@@ -969,7 +986,7 @@ fn serve(slot: &mut Slot, turn: Turn<'_>, buffer: &mut [u8], service: &mut impl 
     } else {
         let _ = open.session.handle_timeout(now);
     }
-    deliver(open, id, &slot.socket, service);
+    messages += deliver(open, id, &slot.socket, service);
     loop {
         let took = take_mail(open);
         if flush(&mut slot.socket, &mut slot.transport, &mut slot.writable, open, (token, registry)).is_err() {
@@ -991,13 +1008,14 @@ fn serve(slot: &mut Slot, turn: Turn<'_>, buffer: &mut [u8], service: &mut impl 
     if open.session.connection().is_finished() {
         return Next::End;
     }
-    if reads > 0 {
-        // It sends to us: its buffers are kept for its next turns.
+    if messages > 0 || open.session.connection().is_receiving_message() {
+        // It sends us messages: its buffers are kept for its next turns.
         slot.busy = true;
     } else if !slot.busy && !open.session.connection().wants_transmit() {
-        // A turn for mail or a deadline only (a subscriber that never
-        // sends): a broadcast reaches thousands of these, which give their
-        // buffers back at once so that one serves the next.
+        // A turn for mail, a deadline or a heartbeat only (a subscriber
+        // that never sends, a pong): a broadcast or a heartbeat round
+        // reaches thousands of these, which give their buffers back at
+        // once so that one serves the next.
         open.session.connection_mut().release_memory();
     }
     Next::Continue
@@ -1035,15 +1053,18 @@ fn read_some(
 
 /// Hands every message that arrived to the service (the session has
 /// answered heartbeats and counted them).
-fn deliver(open: &mut Open, id: ConnId, socket: &TcpStream, service: &mut impl Service) {
+fn deliver(open: &mut Open, id: ConnId, socket: &TcpStream, service: &mut impl Service) -> usize {
+    let mut messages = 0;
     while let Some(event) = open.session.poll_event() {
         if let Event::Message(message) = event {
+            messages += 1;
             service.on_message(&mut Conn { id, socket, open }, message);
             // What the callback published to this connection too goes
             // out before anything later, a close echo included.
             take_mail(open);
         }
     }
+    messages
 }
 
 /// Moves what the hub queued into the output, as room allows; whether it
