@@ -252,7 +252,8 @@ impl Server {
                 Err(error) if is_out_of_descriptors(&error) => {
                     // Tell the clients waiting in the backlog at once rather
                     // than let them hang (see `tether_server::descriptors`).
-                    if !refuse_one_without_descriptors(&self.listener, &mut reserve).await {
+                    let plain = self.shared.session.config().tls.is_none();
+                    if !refuse_one_without_descriptors(&self.listener, &mut reserve, plain).await {
                         tracing::warn!(%error, "accept failed: out of file descriptors; retrying");
                         tokio::time::sleep(ACCEPT_RETRY).await;
                     }
@@ -267,7 +268,11 @@ impl Server {
             let active = self.shared.active.fetch_add(1, Ordering::Relaxed) + 1;
             let guard = ActiveGuard(self.shared.active.clone());
             if self.shared.session.config().max_connections.is_some_and(|max| active > max) {
-                tokio::spawn(refuse_busy(tcp, guard));
+                if self.shared.session.config().tls.is_none() {
+                    tokio::spawn(refuse_busy(tcp, guard));
+                }
+                // A TLS client could not read a plain-text 503 (it would take
+                // the server for a ws:// one): it is closed, as the reactor does.
                 continue;
             }
             let shared = self.shared.clone();
@@ -344,8 +349,9 @@ impl<F: Future> Future for CatchUnwind<F> {
 }
 
 /// Out of descriptors: frees the reserve, accepts one waiting client and
-/// answers it 503, takes the reserve back. Whether a client was answered.
-async fn refuse_one_without_descriptors(listener: &TcpListener, reserve: &mut Reserve) -> bool {
+/// answers it 503 (closes it, if the port speaks TLS), takes the reserve
+/// back. Whether a client was answered.
+async fn refuse_one_without_descriptors(listener: &TcpListener, reserve: &mut Reserve, plain: bool) -> bool {
     if !reserve.release() {
         return false;
     }
@@ -356,7 +362,9 @@ async fn refuse_one_without_descriptors(listener: &TcpListener, reserve: &mut Re
             if let Ok(mut std) = tcp.into_std() {
                 use std::io::Write as _;
                 let _ = std.set_nonblocking(true);
-                let _ = std.write(&busy_answer());
+                if plain {
+                    let _ = std.write(&busy_answer());
+                }
                 let _ = std.shutdown(std::net::Shutdown::Write);
                 use std::os::fd::AsFd as _;
                 reserve.restore_from(std::os::fd::OwnedFd::from(std), listener.as_fd());

@@ -472,6 +472,25 @@ async fn loops_on_one_port_share_the_work_the_hub_and_the_connection_cap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_past_the_connection_cap_is_closed_not_answered_in_plain_text() {
+    let cert = tether_test_support::TestCert::new();
+    let client = ClientConfig::default().trust(tether::TrustRoots::CaFile(cert.ca_path().to_owned()));
+    for engine in ENGINES {
+        let mut config = ServerConfig::default();
+        config.tls = Some(tether::tls::server_config_from_pem(cert.cert_path(), cert.key_path()).unwrap());
+        config.max_connections = Some(1);
+        let server = start(engine, config, echo()).await;
+        let first = tether::connect_with(&server.wss_url(), &client).await.unwrap();
+        let refused = tether::connect_with(&server.wss_url(), &client).await.expect_err("past the cap");
+        // A plain-text 503 is unreadable to a TLS client, which would then
+        // blame the server for speaking ws:// on a wss:// port.
+        let said = format!("{refused:#}");
+        assert!(!said.contains("plain text"), "{engine:?}: {said}");
+        drop(first);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_is_served_by_every_engine_and_plain_text_on_its_port_is_answered_in_plain_text() {
     let cert = tether_test_support::TestCert::new();
     let client = ClientConfig::default().trust(tether::TrustRoots::CaFile(cert.ca_path().to_owned()));
