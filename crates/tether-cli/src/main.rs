@@ -85,7 +85,19 @@ fn init_logging(verbose: u8, format: LogFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One line, its causes joined by ": " (`{:#}`); the default
+            // report would add anyhow's backtrace whenever RUST_BACKTRACE is set.
+            say(&format!("error: {error:#}"));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format)?;
     #[cfg(unix)]

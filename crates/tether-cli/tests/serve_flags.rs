@@ -70,6 +70,23 @@ fn a_wss_client_at_a_plain_port_is_told_what_happened() {
 }
 
 #[test]
+fn a_failure_is_one_line_without_a_backtrace_even_with_rust_backtrace_set() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener); // nothing listens there now
+    let output = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["connect", &format!("ws://127.0.0.1:{port}/")])
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.starts_with("error: ") && stderr.contains("refused"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line, causes joined:\n{stderr}");
+}
+
+#[test]
 fn health_auth_origins_and_subprotocols_from_flags_on_both_engines() {
     for engine in ENGINES {
         let (_server, url) = serve(&[
