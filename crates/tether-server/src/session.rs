@@ -221,10 +221,9 @@ pub fn open(shared: &Arc<Shared>, reader: &HeadReader, peer: SocketAddr, now: In
         connection,
         shared: shared.clone(),
         path,
-        protocol: accepted.protocol.map(Into::into),
         registration,
         metrics: config.metrics.clone().map(|metrics| Box::new(Tracked::new(metrics))),
-        state,
+        extras: Extras::boxed(accepted.protocol.map(Into::into), state),
     };
     Ok(Opened { session, response, request })
 }
@@ -237,13 +236,25 @@ pub struct Session {
     shared: Arc<Shared>,
     /// Shared with the hub's entry (one allocation).
     path: Arc<str>,
-    protocol: Option<Box<str>>,
     /// Membership in the hub; `None` once it has left (or without a hub).
     registration: Option<Registration>,
     /// Boxed: most servers keep no metrics.
     metrics: Option<Box<Tracked>>,
+    /// Boxed: most connections have neither.
+    extras: Option<Box<Extras>>,
+}
+
+/// What only some connections have: a subprotocol, state from the hook.
+struct Extras {
+    protocol: Option<Box<str>>,
     /// What the handshake hook attached.
     state: Option<State>,
+}
+
+impl Extras {
+    fn boxed(protocol: Option<Box<str>>, state: Option<State>) -> Option<Box<Extras>> {
+        (protocol.is_some() || state.is_some()).then(|| Box::new(Extras { protocol, state }))
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -279,14 +290,14 @@ impl Session {
     /// The negotiated subprotocol.
     #[must_use]
     pub fn protocol(&self) -> Option<&str> {
-        self.protocol.as_deref()
+        self.extras.as_ref()?.protocol.as_deref()
     }
 
     /// What the handshake hook attached, if it is a `T`
     /// ([`Acceptance::state`](crate::admission::Acceptance::state)).
     #[must_use]
     pub fn state<T: std::any::Any>(&self) -> Option<&T> {
-        self.state.as_deref()?.downcast_ref()
+        self.extras.as_ref()?.state.as_deref()?.downcast_ref()
     }
 
     /// Its number in the server's hub, while it is a member.
