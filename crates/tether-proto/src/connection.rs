@@ -435,17 +435,10 @@ impl Connection {
                     // The whole header is in this read (the common case):
                     // decoded where it lies, without copying it aside.
                     let decoded = FrameHeader::decode(data);
-                    let result = match decoded {
-                        Ok(Some((header, len))) => {
-                            data = &data[len..];
-                            self.begin_frame(header)
-                        }
-                        Ok(None) => Err(ProtocolError::ReservedBitsSet), // unreachable: the header is complete
-                        Err(error) => Err(error),
-                    };
-                    if let Err(error) = result {
-                        return Err(self.fail(error));
+                    if let Ok(Some((_, len))) = decoded {
+                        data = &data[len..];
                     }
+                    self.begin_decoded(decoded)?;
                 }
                 ReadState::Header { buf, have } => {
                     let needed = if *have < 2 { 2 } else { FrameHeader::len_from_prefix([buf[0], buf[1]]) };
@@ -459,14 +452,7 @@ impl Connection {
                         }
                     }
                     let decoded = FrameHeader::decode(&buf[..*have]);
-                    let result = match decoded {
-                        Ok(Some((header, _))) => self.begin_frame(header),
-                        Ok(None) => Err(ProtocolError::ReservedBitsSet), // unreachable: the header is complete
-                        Err(error) => Err(error),
-                    };
-                    if let Err(error) = result {
-                        return Err(self.fail(error));
-                    }
+                    self.begin_decoded(decoded)?;
                 }
                 ReadState::Payload { header, remaining, offset } => {
                     let header = *header;
@@ -569,6 +555,20 @@ impl Connection {
     }
 
     /// Validates a header and prepares to receive its payload.
+    /// Begins the frame whose complete header was decoded; a refused
+    /// header fails the connection.
+    fn begin_decoded(
+        &mut self,
+        decoded: Result<Option<(FrameHeader, usize)>, ProtocolError>,
+    ) -> Result<(), ProtocolError> {
+        let result = match decoded {
+            Ok(Some((header, _))) => self.begin_frame(header),
+            Ok(None) => Err(ProtocolError::ReservedBitsSet), // unreachable: the header is complete
+            Err(error) => Err(error),
+        };
+        result.map_err(|error| self.fail(error))
+    }
+
     fn begin_frame(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
         if header.rsv2 || header.rsv3 {
             return Err(ProtocolError::ReservedBitsSet);

@@ -763,7 +763,7 @@ impl<S: Service> Loop<S> {
         open.into_iter().chain(opening).chain(self.accept_retry).chain(self.next_release).min()
     }
 
-    /// Frees the buffers of connections that had no turn for a whole
+    /// Frees the buffers of connections that sent no message for a whole
     /// [`RELEASE_PERIOD`].
     fn release_quiet(&mut self, now: Instant) {
         if self.next_release.is_none_or(|at| now < at) {
