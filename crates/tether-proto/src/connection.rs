@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -24,7 +25,7 @@ use crate::error::{ProtocolError, UsageError};
 use crate::frame::{
     apply_mask, CloseCode, FrameHeader, MaskSource, OpCode, RandomMask, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
 };
-use crate::keepalive::{Due, Phase, RoundTrip, Timers};
+use crate::keepalive::{Due, Phase, RoundTrip, Schedule, Timers};
 use crate::message::{CloseFrame, Message};
 use crate::prepared::PreparedMessage;
 use crate::time::Timeout;
@@ -216,7 +217,39 @@ impl std::ops::DerefMut for LazyIo {
     }
 }
 
-/// The limits the connection enforces, copied out of [`Config`].
+/// What a connection takes from its [`Config`]: made once and shared by
+/// every connection made from that configuration, so a server's hundred
+/// thousand connections hold one copy of their limits and timer settings,
+/// not one each.
+#[derive(Debug)]
+pub struct Settings {
+    limits: Limits,
+    schedule: Schedule,
+    /// permessage-deflate's level, memLevel and smallest message
+    /// compressed, for connections that negotiate it.
+    deflate: (u32, u8, usize),
+    fragment_events: bool,
+}
+
+impl Settings {
+    /// The settings of connections made from `config`.
+    #[must_use]
+    pub fn new(config: &Config) -> Arc<Settings> {
+        Arc::new(Settings {
+            limits: Limits {
+                max_frame_size: config.max_frame_size,
+                max_message_size: config.max_message_size,
+                max_fragments: config.max_fragments,
+                fragment_size: config.fragment_size.max(1),
+            },
+            schedule: Schedule::new(config),
+            deflate: config.deflate.as_ref().map_or((1, 5, 0), |d| (d.level, d.mem_level, d.min_size)),
+            fragment_events: config.fragment_events,
+        })
+    }
+}
+
+/// The limits the connection enforces.
 #[derive(Clone, Copy, Debug)]
 struct Limits {
     max_frame_size: usize,
@@ -255,7 +288,7 @@ struct Ending {
 pub struct Connection {
     role: Role,
     state: State,
-    limits: Limits,
+    settings: Arc<Settings>,
     /// Absent while idle (see [`LazyIo`]).
     io: LazyIo,
     deflate: Option<Box<Deflate>>,
@@ -283,10 +316,15 @@ impl Connection {
     /// A connection in the `Open` state, with `deflate` as negotiated.
     #[must_use]
     pub fn new(role: Role, config: Config, deflate: Option<DeflateParams>) -> Connection {
-        let timers = Timers::new(&config);
+        Connection::with_settings(role, &Settings::new(&config), deflate)
+    }
+
+    /// A connection in the `Open` state, with `deflate` as negotiated, and
+    /// settings shared with others made from the same configuration.
+    #[must_use]
+    pub fn with_settings(role: Role, settings: &Arc<Settings>, deflate: Option<DeflateParams>) -> Connection {
         let deflate = deflate.map(|params| {
-            let (level, mem_level, min_size) =
-                config.deflate.as_ref().map_or((1, 5, 0), |d| (d.level, d.mem_level, d.min_size));
+            let (level, mem_level, min_size) = settings.deflate;
             let (out_bits, out_reset) = params.outgoing(role);
             let (in_bits, in_reset) = params.incoming(role);
             Box::new(Deflate {
@@ -298,19 +336,14 @@ impl Connection {
         Connection {
             role,
             state: State::Open,
-            limits: Limits {
-                max_frame_size: config.max_frame_size,
-                max_message_size: config.max_message_size,
-                max_fragments: config.max_fragments,
-                fragment_size: config.fragment_size.max(1),
-            },
+            settings: settings.clone(),
             io: LazyIo(None),
             deflate,
             pending_pong: None,
             ending: None,
             backlog: None,
-            timers,
-            hooks: config.fragment_events.then(|| Box::new(Hooks { fragment_events: true, ..Hooks::default() })),
+            timers: Timers::new(),
+            hooks: settings.fragment_events.then(|| Box::new(Hooks { fragment_events: true, ..Hooks::default() })),
         }
     }
 
@@ -342,7 +375,7 @@ impl Connection {
     /// The largest message accepted, in bytes.
     #[must_use]
     pub fn max_message_size(&self) -> usize {
-        self.limits.max_message_size
+        self.settings.limits.max_message_size
     }
 
     /// Whether permessage-deflate was negotiated.
@@ -603,19 +636,22 @@ impl Connection {
                 (OpCode::Binary, false) => self.io.incoming.start(MessageKind::Binary, header.rsv1),
                 _ => {}
             }
-            if header.payload_len > self.limits.max_frame_size as u64 {
+            if header.payload_len > self.settings.limits.max_frame_size as u64 {
                 return Err(ProtocolError::FrameTooLarge {
-                    limit: self.limits.max_frame_size,
+                    limit: self.settings.limits.max_frame_size,
                     actual: header.payload_len,
                 });
             }
             // Uncompressed, the declared length is the message growth: refuse
             // it now, before a byte of it is read or a byte of memory reserved.
             let total = self.io.incoming.len() as u64 + header.payload_len;
-            if !self.io.incoming.is_compressed() && total > self.limits.max_message_size as u64 {
-                return Err(ProtocolError::MessageTooLarge { limit: self.limits.max_message_size, actual: total });
+            if !self.io.incoming.is_compressed() && total > self.settings.limits.max_message_size as u64 {
+                return Err(ProtocolError::MessageTooLarge {
+                    limit: self.settings.limits.max_message_size,
+                    actual: total,
+                });
             }
-            self.io.incoming.count_fragment(self.limits.max_fragments)?;
+            self.io.incoming.count_fragment(self.settings.limits.max_fragments)?;
             if let Some(hooks) = &mut self.hooks {
                 hooks.frame_start = self.io.incoming.len();
             }
@@ -652,7 +688,11 @@ impl Connection {
             }
             if let Some(deflate) = &mut self.deflate {
                 let io = &mut *self.io;
-                deflate.decompressor.decompress(&io.scratch, &mut io.incoming.buf, self.limits.max_message_size)?;
+                deflate.decompressor.decompress(
+                    &io.scratch,
+                    &mut io.incoming.buf,
+                    self.settings.limits.max_message_size,
+                )?;
             }
         } else {
             let buf = &mut self.io.incoming.buf;
@@ -693,7 +733,7 @@ impl Connection {
                 self.io.scratch = payload;
             }
             OpCode::Pong => {
-                self.timers.note_pong(&self.io.scratch);
+                self.timers.note_pong(&self.settings.schedule, &self.io.scratch);
                 let pong = Event::Pong(Bytes::copy_from_slice(&self.io.scratch));
                 self.io.events.push_back(pong);
             }
@@ -728,7 +768,9 @@ impl Connection {
     fn finish_inflating(&mut self) -> Result<(), ProtocolError> {
         if self.io.incoming.is_compressed() {
             if let Some(deflate) = &mut self.deflate {
-                deflate.decompressor.finish_message(&mut self.io.incoming.buf, self.limits.max_message_size)?;
+                deflate
+                    .decompressor
+                    .finish_message(&mut self.io.incoming.buf, self.settings.limits.max_message_size)?;
             }
         }
         Ok(())
@@ -872,7 +914,7 @@ impl Connection {
             return Err(UsageError::Closed);
         }
         self.timers.note_activity();
-        let fragment_size = self.limits.fragment_size;
+        let fragment_size = self.settings.limits.fragment_size;
         match &mut self.deflate {
             Some(deflate) if compress && payload.len() >= deflate.min_size => {
                 // Borrow `scratch` past what it holds: between two reads of
@@ -920,7 +962,10 @@ impl Connection {
         if self.state != State::Open {
             return Err(UsageError::Closed);
         }
-        if self.role == Role::Client || self.backlog.is_some() || prepared.payload_len() > self.limits.fragment_size {
+        if self.role == Role::Client
+            || self.backlog.is_some()
+            || prepared.payload_len() > self.settings.limits.fragment_size
+        {
             let payload = prepared.payload();
             return self.send_data(prepared.opcode(), &payload, Some(&payload), false);
         }
@@ -970,10 +1015,10 @@ impl Connection {
     /// [`FRAGMENTS_AHEAD`] fragments, so what is queued next (a pong, a
     /// ping) waits behind at most about that many and one more.
     fn refill(&mut self) {
-        let ahead = self.limits.fragment_size.saturating_mul(FRAGMENTS_AHEAD);
+        let ahead = self.settings.limits.fragment_size.saturating_mul(FRAGMENTS_AHEAD);
         while self.io.output.len() < ahead {
             let Some(backlog) = self.backlog.as_mut() else { return };
-            let fragment = backlog.next_fragment(self.limits.fragment_size);
+            let fragment = backlog.next_fragment(self.settings.limits.fragment_size);
             if backlog.is_empty() {
                 self.backlog = None;
             }
@@ -1181,7 +1226,7 @@ impl Connection {
     /// been called once (that starts the connection's clock).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.poll_timeout(self.timer_phase())
+        self.timers.poll_timeout(&self.settings.schedule, self.timer_phase())
     }
 
     /// Tells the connection what time it is. Call it once when the
@@ -1195,11 +1240,11 @@ impl Connection {
     /// is abandoned (output dropped, state `Closed`). Returns the deadline
     /// that passed, if one did; [`timeout`](Self::timeout) remembers it.
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Timeout> {
-        match self.timers.handle_timeout(now, self.timer_phase(), self.wants_transmit()) {
+        match self.timers.handle_timeout(&self.settings.schedule, now, self.timer_phase(), self.wants_transmit()) {
             Due::Nothing => None,
             Due::Ping => {
                 let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
-                let len = self.timers.ping_payload(&mut payload);
+                let len = self.timers.ping_payload(&self.settings.schedule, &mut payload);
                 self.write_frame(OpCode::Ping, false, &payload[..len]);
                 self.timers.note_ping_queued(self.io.output.len());
                 None
@@ -1303,9 +1348,10 @@ mod tests {
         // (264 bytes before keepalive; the timers, the fragment backlog
         // and the hooks for trace and fragment events added 168; the I/O
         // state behind a pointer and the mask source among the hooks took
-        // 208 off, 2026-12-04.)
+        // 208 off; limits and timer settings shared through `Settings`, 56
+        // more, 2026-12-04.)
         let size = std::mem::size_of::<Connection>();
         println!("Connection is {size} bytes");
-        assert!(size <= 232, "Connection is {size} bytes");
+        assert!(size <= 176, "Connection is {size} bytes");
     }
 }

@@ -63,20 +63,58 @@ pub(crate) enum Due {
     Expired(Timeout),
 }
 
-/// The timers of one connection. Timestamps are microseconds on the
-/// connection's own [`Clock`], to keep this small.
+/// The configured limits, the same for every connection made from one
+/// [`Config`] (shared, see [`Settings`](crate::connection::Settings)).
 #[derive(Debug)]
-pub(crate) struct Timers {
-    clock: Clock,
-    /// The latest time given.
-    latest: Micros,
-    /// The configured limits in milliseconds (`u32::MAX`: none), half the
-    /// size of microsecond timestamps.
+pub(crate) struct Schedule {
+    /// In milliseconds (`u32::MAX`: none), half the size of microsecond
+    /// timestamps.
     interval_ms: u32,
     timeout_ms: u32,
     idle_ms: u32,
     close_ms: u32,
     custom_payload: Option<Box<[u8]>>,
+}
+
+impl Schedule {
+    pub(crate) fn new(config: &Config) -> Schedule {
+        Schedule {
+            interval_ms: millis(config.ping_interval),
+            timeout_ms: millis(config.ping_timeout),
+            idle_ms: millis(config.idle_timeout),
+            close_ms: millis(Some(config.close_timeout)),
+            custom_payload: config
+                .ping_payload
+                .as_ref()
+                .map(|payload| payload[..payload.len().min(MAX_CONTROL_PAYLOAD)].into()),
+        }
+    }
+
+    fn interval(&self) -> Micros {
+        micros_of_millis(self.interval_ms)
+    }
+
+    fn timeout(&self) -> Micros {
+        micros_of_millis(self.timeout_ms)
+    }
+
+    fn idle(&self) -> Micros {
+        micros_of_millis(self.idle_ms)
+    }
+
+    fn close(&self) -> Micros {
+        micros_of_millis(self.close_ms)
+    }
+}
+
+/// The timers of one connection. Timestamps are microseconds on the
+/// connection's own [`Clock`], to keep this small; the limits they apply
+/// come in as a [`Schedule`].
+#[derive(Debug)]
+pub(crate) struct Timers {
+    clock: Clock,
+    /// The latest time given.
+    latest: Micros,
     /// When the next ping is due.
     next_ping: Micros,
     /// When the outstanding ping was sent (`NEVER`: none is).
@@ -104,18 +142,10 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
-    pub(crate) fn new(config: &Config) -> Timers {
+    pub(crate) fn new() -> Timers {
         Timers {
             clock: Clock::default(),
             latest: 0,
-            interval_ms: millis(config.ping_interval),
-            timeout_ms: millis(config.ping_timeout),
-            idle_ms: millis(config.idle_timeout),
-            close_ms: millis(Some(config.close_timeout)),
-            custom_payload: config
-                .ping_payload
-                .as_ref()
-                .map(|payload| payload[..payload.len().min(MAX_CONTROL_PAYLOAD)].into()),
             next_ping: NEVER,
             ping_sent: NEVER,
             pong_deadline: NEVER,
@@ -183,11 +213,11 @@ impl Timers {
     }
 
     /// A pong arrived: does it answer our outstanding ping?
-    pub(crate) fn note_pong(&mut self, payload: &[u8]) {
+    pub(crate) fn note_pong(&mut self, schedule: &Schedule, payload: &[u8]) {
         if self.ping_sent == NEVER {
             return;
         }
-        let answers_ours = match &self.custom_payload {
+        let answers_ours = match &schedule.custom_payload {
             Some(custom) => payload == &custom[..],
             None => payload == self.sequence.to_be_bytes(),
         };
@@ -207,12 +237,18 @@ impl Timers {
 
     /// Attaches `now` to what happened since the last call and says what
     /// is due. `output_waiting`: bytes wait to be written to the peer.
-    pub(crate) fn handle_timeout(&mut self, now: Instant, phase: Phase, output_waiting: bool) -> Due {
+    pub(crate) fn handle_timeout(
+        &mut self,
+        schedule: &Schedule,
+        now: Instant,
+        phase: Phase,
+        output_waiting: bool,
+    ) -> Due {
         let first = !self.clock.is_started();
         let t = self.clock.micros(now).max(self.latest);
         self.latest = t;
         if first {
-            self.next_ping = t.saturating_add(self.interval());
+            self.next_ping = t.saturating_add(schedule.interval());
             self.last_activity = t;
         }
         if self.take_noted(noted::ACTIVITY) {
@@ -220,7 +256,7 @@ impl Timers {
         }
         if self.take_noted(noted::ANSWERED) {
             self.record_rtt(t - self.ping_sent.min(t));
-            self.next_ping = self.ping_sent.saturating_add(self.interval()).max(t);
+            self.next_ping = self.ping_sent.saturating_add(schedule.interval()).max(t);
             self.ping_sent = NEVER;
             self.pong_deadline = NEVER;
             self.later_ping = 0;
@@ -230,7 +266,7 @@ impl Timers {
             Phase::Done => return Due::Nothing,
             Phase::Closing => {
                 if self.close_deadline == NEVER {
-                    self.close_deadline = t.saturating_add(self.close());
+                    self.close_deadline = t.saturating_add(schedule.close());
                 }
                 return if t >= self.close_deadline { Due::Expired(Timeout::Close) } else { Due::Nothing };
             }
@@ -243,14 +279,14 @@ impl Timers {
             if !(progress_in || progress_out) {
                 return Due::Expired(Timeout::Ping);
             }
-            self.pong_deadline = t.saturating_add(self.timeout());
+            self.pong_deadline = t.saturating_add(schedule.timeout());
         }
-        if t >= self.last_activity.saturating_add(self.idle()) {
+        if t >= self.last_activity.saturating_add(schedule.idle()) {
             return Due::Expired(Timeout::Idle);
         }
         // Never a second ping while one is awaited, unless nothing is
         // awaited at all (no ping timeout): then the schedule alone rules.
-        if t >= self.next_ping && (self.ping_sent == NEVER || self.timeout() == NEVER) {
+        if t >= self.next_ping && (self.ping_sent == NEVER || schedule.timeout() == NEVER) {
             return Due::Ping;
         }
         Due::Nothing
@@ -258,19 +294,19 @@ impl Timers {
 
     /// The payload of the next keepalive ping, written into `buf`; records
     /// the ping as sent at the time of the latest `handle_timeout`.
-    pub(crate) fn ping_payload(&mut self, buf: &mut [u8; MAX_CONTROL_PAYLOAD]) -> usize {
+    pub(crate) fn ping_payload(&mut self, schedule: &Schedule, buf: &mut [u8; MAX_CONTROL_PAYLOAD]) -> usize {
         let t = self.now();
         self.sequence = self.sequence.wrapping_add(1);
         self.ping_sent = t;
-        self.pong_deadline = t.saturating_add(self.timeout());
+        self.pong_deadline = t.saturating_add(schedule.timeout());
         self.later_ping = 0;
         self.noted &= !(noted::PROGRESS_IN | noted::PROGRESS_OUT | noted::ANSWERED);
-        if self.timeout() == NEVER {
+        if schedule.timeout() == NEVER {
             // Nothing will be waited for: the schedule alone sets the pace,
             // and a late pong still measures the round trip.
-            self.next_ping = t.saturating_add(self.interval());
+            self.next_ping = t.saturating_add(schedule.interval());
         }
-        match &self.custom_payload {
+        match &schedule.custom_payload {
             Some(custom) => {
                 buf[..custom.len()].copy_from_slice(custom);
                 custom.len()
@@ -280,22 +316,6 @@ impl Timers {
                 4
             }
         }
-    }
-
-    fn interval(&self) -> Micros {
-        micros_of_millis(self.interval_ms)
-    }
-
-    fn timeout(&self) -> Micros {
-        micros_of_millis(self.timeout_ms)
-    }
-
-    fn idle(&self) -> Micros {
-        micros_of_millis(self.idle_ms)
-    }
-
-    fn close(&self) -> Micros {
-        micros_of_millis(self.close_ms)
     }
 
     fn now(&self) -> Micros {
@@ -327,7 +347,7 @@ impl Timers {
     ///
     /// Activity and pongs noted but not yet timed do not: timing them late
     /// only moves the idle deadline and the next ping later, never earlier.
-    pub(crate) fn poll_timeout(&self, phase: Phase) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self, schedule: &Schedule, phase: Phase) -> Option<Instant> {
         if !self.clock.is_started() {
             return None;
         }
@@ -336,8 +356,8 @@ impl Timers {
             Phase::Closing if self.close_deadline == NEVER => self.latest,
             Phase::Closing => self.close_deadline,
             Phase::Open => {
-                let ping = if self.ping_sent == NEVER || self.timeout() == NEVER { self.next_ping } else { NEVER };
-                ping.min(self.pong_deadline).min(self.last_activity.saturating_add(self.idle()))
+                let ping = if self.ping_sent == NEVER || schedule.timeout() == NEVER { self.next_ping } else { NEVER };
+                ping.min(self.pong_deadline).min(self.last_activity.saturating_add(schedule.idle()))
             }
         };
         if due == NEVER {

@@ -65,7 +65,7 @@ mod transmit;
 
 pub use bytes::Bytes;
 pub use config::{Config, ConfigError, HandshakeLimits};
-pub use connection::{Connection, Direction, Event, FrameObserver, State};
+pub use connection::{Connection, Direction, Event, FrameObserver, Settings, State};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{ProtocolError, UsageError};
 pub use frame::{CloseCode, MaskSource, OpCode};

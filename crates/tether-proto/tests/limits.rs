@@ -10,7 +10,7 @@ use common::{assert_failed_with, FrameSpec, Harness};
 use tether_proto::connection::Event;
 use tether_proto::deflate::Compressor;
 use tether_proto::frame::OpCode;
-use tether_proto::{CloseCode, Config, Connection, DeflateParams, Message, ProtocolError, Role};
+use tether_proto::{CloseCode, Config, Connection, DeflateParams, Message, ProtocolError, Role, Settings};
 
 /// Counts this thread's live heap bytes and their peak, for "nothing was
 /// allocated" claims. Per thread, so tests running in parallel do not
@@ -235,9 +235,11 @@ fn deflate_connection_cost(params: DeflateParams) -> usize {
 #[test]
 fn the_memory_cost_of_deflate_per_connection_is_bounded_and_reported() {
     let plain = {
+        // As a server makes them: one `Settings` for all.
+        let settings = Settings::new(&Config::default());
         let before = live();
         let connections: Vec<Connection> =
-            (0..8).map(|_| Connection::new(Role::Server, Config::default(), None)).collect();
+            (0..8).map(|_| Connection::with_settings(Role::Server, &settings, None)).collect();
         (live() - before) / connections.len()
     };
     let full = deflate_connection_cost(deflate_params());
@@ -258,7 +260,7 @@ fn the_memory_cost_of_deflate_per_connection_is_bounded_and_reported() {
         "heap per connection: no deflate {plain} B; deflate with context takeover: 15 bits {full} B, \
          10 bits {small} B; server_no_context_takeover {server_resets} B; both no_context_takeover {both_reset} B"
     );
-    assert!(plain <= 256, "a plain idle connection is only its struct, without buffers: {plain} B");
+    assert!(plain <= 176, "a plain idle connection is only its struct, without buffers: {plain} B");
     assert!(full < 512 << 10, "{full}");
     assert!(small < full, "a smaller window must cost less: {small} vs {full}");
     assert!(server_resets < 64 << 10, "no compressor per connection: {server_resets} B");
