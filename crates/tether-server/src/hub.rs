@@ -172,17 +172,62 @@ pub(crate) struct CloseRequest {
     pub(crate) evicted: bool,
 }
 
-/// The frames waiting for one connection, and what its task must do.
-#[derive(Debug, Default)]
-pub(crate) struct Mailbox {
+/// How a mailbox tells its connection's driver that mail has come.
+#[derive(Clone)]
+pub enum MailSignal {
+    /// Wake a task (a connection driven by its own future).
+    Task(Waker),
+    /// Tell an event loop which of its connections has mail: the loop's
+    /// one signal is shared by all its connections, so none allocates a
+    /// waker of its own.
+    Loop(Arc<dyn LoopMail>, usize),
+}
+
+impl std::fmt::Debug for MailSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MailSignal::Task(waker) => f.debug_tuple("Task").field(waker).finish(),
+            MailSignal::Loop(_, token) => f.debug_tuple("Loop").field(token).finish(),
+        }
+    }
+}
+
+impl MailSignal {
+    fn send(&self) {
+        match self {
+            MailSignal::Task(waker) => waker.wake_by_ref(),
+            MailSignal::Loop(target, token) => target.mail_for(*token),
+        }
+    }
+}
+
+/// An event loop that drives many connections, told which one has mail.
+pub trait LoopMail: Send + Sync {
+    /// The connection the loop knows as `token` has mail (or a close
+    /// request) to take. Called at most once between two takes.
+    fn mail_for(&self, token: usize);
+}
+
+/// A client in the registry: what [`ClientInfo`] shows, and the mailbox
+/// where a broadcast reaches it, in one allocation (a server may hold a
+/// hundred thousand).
+pub(crate) struct Member {
+    id: ClientId,
+    peer: Option<SocketAddr>,
+    /// Shared with the connection that keeps its path too.
+    path: Arc<str>,
+    /// Microseconds since the Unix epoch: half a `SystemTime`.
+    connected_at: u64,
     state: Mutex<MailboxState>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct MailboxState {
     queue: VecDeque<PreparedMessage>,
     bytes: usize,
-    waker: Option<Waker>,
+    /// Who to tell when mail comes; told once until the next take.
+    signal: Option<MailSignal>,
+    signalled: bool,
     /// Boxed: rare, and a mailbox exists per connection.
     close: Option<Box<CloseFrame>>,
     closing: bool,
@@ -194,22 +239,46 @@ struct MailboxState {
     overflow: Option<Overflow>,
     /// Messages dropped on the way to this connection.
     dropped: u64,
+    /// Its topics, sorted; a client has a few. Changed only under the
+    /// registry's write lock, which keeps them and the topic index in step.
+    topics: Vec<Box<str>>,
 }
 
-impl Mailbox {
+impl Member {
     fn lock(&self) -> std::sync::MutexGuard<'_, MailboxState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn info(&self) -> ClientInfo {
+        ClientInfo {
+            id: self.id,
+            peer: self.peer,
+            path: self.path.to_string(),
+            connected_at: SystemTime::UNIX_EPOCH + Duration::from_micros(self.connected_at),
+            topics: self.lock().topics.iter().map(|topic| topic.to_string()).collect(),
+        }
+    }
+
+    /// Who to tell when mail comes, from now on.
+    pub(crate) fn set_signal(&self, signal: MailSignal) {
+        let mut state = self.lock();
+        state.signal = Some(signal);
+        state.signalled = false;
+        if !state.queue.is_empty() || state.close.is_some() {
+            signal_once(&mut state);
+        }
+    }
+
     /// Hands `send` what the connection should send now, up to `room`
-    /// bytes of frames (at least one, unless `room` is 0), in order, and returns a close
-    /// request if there is one; registers `waker` for what comes next.
+    /// bytes of frames (at least one, unless `room` is 0), in order, and
+    /// returns a close request if there is one. `waker`, if given, is the
+    /// signal from now on (a task's waker may change between polls).
     /// Frames go to `send` under the mailbox's lock: no list is built per
     /// wake-up, and framing one is a copy of a few bytes.
     pub(crate) fn take(
         &self,
         room: usize,
-        waker: &Waker,
+        waker: Option<&Waker>,
         mut send: impl FnMut(&PreparedMessage),
     ) -> Option<CloseRequest> {
         let mut state = self.lock();
@@ -226,8 +295,12 @@ impl Mailbox {
                 send(&frame);
             }
         }
-        if !state.waker.as_ref().is_some_and(|current| current.will_wake(waker)) {
-            state.waker = Some(waker.clone());
+        state.signalled = false;
+        if let Some(waker) = waker {
+            let current = matches!(&state.signal, Some(MailSignal::Task(current)) if current.will_wake(waker));
+            if !current {
+                state.signal = Some(MailSignal::Task(waker.clone()));
+            }
         }
         state.close.take().map(|frame| CloseRequest { frame: *frame, evicted: state.evicted })
     }
@@ -273,14 +346,14 @@ impl Mailbox {
             state.dropped += delivery.dropped as u64;
             counters.messages[overflow.index()].fetch_add(delivery.dropped as u64, Ordering::Relaxed);
             if matches!(overflow, Overflow::DropNewest | Overflow::Close(_)) {
-                wake(&mut state);
+                signal_once(&mut state);
                 return delivery;
             }
         }
         state.bytes += message.len();
         state.queue.push_back(message.clone());
         delivery.queued = 1;
-        wake(&mut state);
+        signal_once(&mut state);
         delivery
     }
 
@@ -289,34 +362,20 @@ impl Mailbox {
         if !state.closing {
             state.closing = true;
             state.close = Some(Box::new(frame));
-            wake(&mut state);
+            signal_once(&mut state);
         }
     }
 }
 
-fn wake(state: &mut MailboxState) {
-    if let Some(waker) = state.waker.take() {
-        waker.wake();
+/// Tells the driver once: a thousand deliveries before it takes them
+/// are one wake-up.
+fn signal_once(state: &mut MailboxState) {
+    if !state.signalled {
+        if let Some(signal) = &state.signal {
+            state.signalled = true;
+            signal.send();
+        }
     }
-}
-
-/// A client in the registry: its mailbox, where a broadcast reaches it in
-/// one step, and the rest behind a pointer (a table keeps up to half its
-/// slots empty, and an empty slot then costs a pointer, not an entry).
-struct Member {
-    mailbox: Arc<Mailbox>,
-    entry: Box<Entry>,
-}
-
-/// What [`ClientInfo`] shows, kept compact: a server may hold a hundred
-/// thousand.
-struct Entry {
-    peer: Option<SocketAddr>,
-    /// Shared with the connection that keeps its path too (one allocation).
-    path: Arc<str>,
-    connected_at: SystemTime,
-    /// Sorted; a client has a few.
-    topics: Vec<Box<str>>,
 }
 
 /// Hashes client ids, which are the hub's own counter and never chosen by
@@ -344,27 +403,15 @@ impl std::hash::Hasher for IdHasher {
 
 type IdMap<V> = HashMap<ClientId, V, std::hash::BuildHasherDefault<IdHasher>>;
 
-impl Entry {
-    fn info(&self, id: ClientId) -> ClientInfo {
-        ClientInfo {
-            id,
-            peer: self.peer,
-            path: self.path.to_string(),
-            connected_at: self.connected_at,
-            topics: self.topics.iter().map(|topic| topic.to_string()).collect(),
-        }
-    }
-}
-
 struct Inner {
     config: HubConfig,
     /// Fan-out through Redis, if configured.
     #[cfg(feature = "redis")]
     redis: std::sync::OnceLock<crate::redis::Bridge>,
-    clients: RwLock<IdMap<Member>>,
+    clients: RwLock<IdMap<Arc<Member>>>,
     /// Each topic's subscribers, with their mailboxes: a publication goes
     /// straight to them, without looking each one up in `clients`.
-    topics: RwLock<HashMap<String, IdMap<Arc<Mailbox>>>>,
+    topics: RwLock<HashMap<String, IdMap<Arc<Member>>>>,
     next_id: AtomicU64,
     drops: DropCounters,
     events: broadcast::Sender<HubEvent>,
@@ -439,7 +486,7 @@ impl Hub {
         self.inner.redis.get().map(|bridge| &*bridge.status)
     }
 
-    fn clients(&self) -> std::sync::RwLockReadGuard<'_, IdMap<Member>> {
+    fn clients(&self) -> std::sync::RwLockReadGuard<'_, IdMap<Arc<Member>>> {
         self.inner.clients.read().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -452,7 +499,7 @@ impl Hub {
     /// Every connected client.
     #[must_use]
     pub fn list(&self) -> Vec<ClientInfo> {
-        let mut list: Vec<ClientInfo> = self.clients().iter().map(|(id, member)| member.entry.info(*id)).collect();
+        let mut list: Vec<ClientInfo> = self.clients().values().map(|member| member.info()).collect();
         list.sort_by_key(|info| info.id);
         list
     }
@@ -460,7 +507,7 @@ impl Hub {
     /// One client, if connected.
     #[must_use]
     pub fn get(&self, id: ClientId) -> Option<ClientInfo> {
-        self.clients().get(&id).map(|member| member.entry.info(id))
+        self.clients().get(&id).map(|member| member.info())
     }
 
     /// Joins and leaves from now on (a lagging receiver misses the oldest).
@@ -492,7 +539,7 @@ impl Hub {
     /// Messages dropped on the way to one client.
     #[must_use]
     pub fn dropped_for(&self, id: ClientId) -> Option<u64> {
-        self.clients().get(&id).map(|member| member.mailbox.lock().dropped)
+        self.clients().get(&id).map(|member| member.lock().dropped)
     }
 
     /// Gives one client its own overflow policy (a dashboard that only
@@ -501,34 +548,35 @@ impl Hub {
     pub fn set_overflow(&self, id: ClientId, overflow: Overflow) -> bool {
         let clients = self.clients();
         let Some(member) = clients.get(&id) else { return false };
-        member.mailbox.lock().overflow = Some(overflow);
+        member.lock().overflow = Some(overflow);
         true
     }
 
     /// Bytes waiting in all mailboxes.
     #[must_use]
     pub fn buffered_total(&self) -> usize {
-        self.clients().values().map(|member| member.mailbox.buffered()).sum()
+        self.clients().values().map(|member| member.buffered()).sum()
     }
 
     /// Bytes waiting in one client's mailbox.
     #[must_use]
     pub fn buffered(&self, id: ClientId) -> Option<usize> {
-        self.clients().get(&id).map(|member| member.mailbox.buffered())
+        self.clients().get(&id).map(|member| member.buffered())
     }
 
-    pub(crate) fn join(&self, peer: Option<SocketAddr>, path: Arc<str>) -> (ClientId, Arc<Mailbox>) {
+    pub(crate) fn join(&self, peer: Option<SocketAddr>, path: Arc<str>) -> Arc<Member> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let mailbox = Arc::new(Mailbox::default());
-        let entry = Box::new(Entry { peer, path, connected_at: SystemTime::now(), topics: Vec::new() });
+        let state = Mutex::default();
+        let since_epoch = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let connected_at = u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX);
+        let member = Arc::new(Member { id, peer, path, connected_at, state });
         // Only built when someone listens: a crowd joining costs no copies.
-        let joined = (self.inner.events.receiver_count() > 0).then(|| entry.info(id));
-        let member = Member { mailbox: mailbox.clone(), entry };
-        self.inner.clients.write().unwrap_or_else(PoisonError::into_inner).insert(id, member);
+        let joined = (self.inner.events.receiver_count() > 0).then(|| member.info());
+        self.inner.clients.write().unwrap_or_else(PoisonError::into_inner).insert(id, member.clone());
         if let Some(info) = joined {
             let _ = self.inner.events.send(HubEvent::Joined(info));
         }
-        (id, mailbox)
+        member
     }
 
     pub(crate) fn leave(&self, id: ClientId) {
@@ -540,7 +588,8 @@ impl Hub {
         };
         if let Some(member) = removed {
             let mut topics = self.inner.topics.write().unwrap_or_else(PoisonError::into_inner);
-            for topic in &member.entry.topics {
+            let held = std::mem::take(&mut member.lock().topics);
+            for topic in &held {
                 remove_member(&mut topics, topic, id);
             }
             drop(topics);
@@ -552,15 +601,17 @@ impl Hub {
     pub fn subscribe(&self, id: ClientId, topic: &str) -> bool {
         let mut clients = self.inner.clients.write().unwrap_or_else(PoisonError::into_inner);
         let Some(member) = clients.get_mut(&id) else { return false };
-        if let Err(at) = member.entry.topics.binary_search_by(|held| (**held).cmp(topic)) {
-            member.entry.topics.insert(at, topic.into());
+        let mut state = member.lock();
+        if let Err(at) = state.topics.binary_search_by(|held| (**held).cmp(topic)) {
+            state.topics.insert(at, topic.into());
+            drop(state);
             self.inner
                 .topics
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
                 .entry(topic.to_owned())
                 .or_default()
-                .insert(id, member.mailbox.clone());
+                .insert(id, member.clone());
         }
         true
     }
@@ -569,8 +620,10 @@ impl Hub {
     pub fn unsubscribe(&self, id: ClientId, topic: &str) {
         let mut clients = self.inner.clients.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(member) = clients.get_mut(&id) {
-            if let Ok(at) = member.entry.topics.binary_search_by(|held| (**held).cmp(topic)) {
-                member.entry.topics.remove(at);
+            let mut state = member.lock();
+            if let Ok(at) = state.topics.binary_search_by(|held| (**held).cmp(topic)) {
+                state.topics.remove(at);
+                drop(state);
                 remove_member(&mut self.inner.topics.write().unwrap_or_else(PoisonError::into_inner), topic, id);
             }
         }
@@ -593,7 +646,7 @@ impl Hub {
     fn broadcast_local(&self, message: &Message) -> Delivery {
         let prepared = PreparedMessage::new(message);
         let clients = self.clients();
-        self.deliver(clients.values().map(|member| &member.mailbox), &prepared)
+        self.deliver(clients.values(), &prepared)
     }
 
     /// Sends `message` to every subscriber of `topic`, framed once (with
@@ -618,13 +671,13 @@ impl Hub {
     pub fn send_to(&self, id: ClientId, message: &Message) -> Delivery {
         let prepared = PreparedMessage::new(message);
         let clients = self.clients();
-        self.deliver(clients.get(&id).map(|member| &member.mailbox).into_iter(), &prepared)
+        self.deliver(clients.get(&id).into_iter(), &prepared)
     }
 
-    fn deliver<'a>(&self, mailboxes: impl Iterator<Item = &'a Arc<Mailbox>>, message: &PreparedMessage) -> Delivery {
+    fn deliver<'a>(&self, members: impl Iterator<Item = &'a Arc<Member>>, message: &PreparedMessage) -> Delivery {
         let mut total = Delivery::default();
-        for mailbox in mailboxes {
-            let delivery = mailbox.deliver(message, &self.inner.config, &self.inner.drops);
+        for member in members {
+            let delivery = member.deliver(message, &self.inner.config, &self.inner.drops);
             total.queued += delivery.queued;
             total.dropped += delivery.dropped;
             total.closed += delivery.closed;
@@ -637,7 +690,7 @@ impl Hub {
     /// task, with its close handshake and close timeout.
     pub fn close_all(&self, code: CloseCode, reason: &str) {
         for entry in self.clients().values() {
-            entry.mailbox.close(CloseFrame::new(code, reason));
+            entry.close(CloseFrame::new(code, reason));
         }
     }
 
@@ -657,7 +710,7 @@ impl Hub {
 
 /// Takes `id` out of `topic`'s members, and the topic out of the index
 /// once nobody is subscribed to it.
-fn remove_member(topics: &mut HashMap<String, IdMap<Arc<Mailbox>>>, topic: &str, id: ClientId) {
+fn remove_member(topics: &mut HashMap<String, IdMap<Arc<Member>>>, topic: &str, id: ClientId) {
     if let Some(members) = topics.get_mut(topic) {
         members.remove(&id);
         if members.is_empty() {
@@ -698,12 +751,17 @@ fn release_spare_capacity(table: &mut impl SpareCapacity) {
 /// connection ends, whichever comes first.
 pub(crate) struct Registration {
     pub(crate) hub: Hub,
-    pub(crate) id: ClientId,
-    pub(crate) mailbox: Arc<Mailbox>,
+    pub(crate) member: Arc<Member>,
+}
+
+impl Registration {
+    pub(crate) fn id(&self) -> ClientId {
+        self.member.id
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.hub.leave(self.id);
+        self.hub.leave(self.member.id);
     }
 }

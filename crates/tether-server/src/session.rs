@@ -21,18 +21,20 @@
 //! No socket, task or clock in here: drivers pass bytes and instants in.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Waker;
 use std::time::Instant;
 
 use tether_proto::handshake::{
     accept_request, Accepted, HeadError, HeadReader, Rejection, Request, ServerHandshakeConfig,
 };
-use tether_proto::{CloseCode, ConfigError, Connection, Event, Message, ProtocolError, Role, Timeout, UsageError};
+use tether_proto::{
+    CloseCode, ConfigError, Connection, Event, Message, ProtocolError, Role, Settings, Timeout, UsageError,
+};
 
 use crate::admission::{self, check_origin, is_upgrade, Acceptance, Admission, HttpResponse, State};
 use crate::config::ServerConfig;
-use crate::hub::{ClientId, Hub, Overflow, Registration};
+use crate::hub::{ClientId, Hub, MailSignal, Overflow, Registration};
 use crate::metrics::Tracked;
 
 /// Output a connection may hold before its driver stops reading (the peer
@@ -51,8 +53,12 @@ pub const PLAIN_TEXT_ON_A_TLS_PORT: &[u8] = b"HTTP/1.1 400 Bad Request\r\nConten
 pub struct Shared {
     config: ServerConfig,
     handshake: ServerHandshakeConfig,
+    /// What every connection takes from the protocol configuration, once.
+    settings: Arc<Settings>,
     /// The paths served, when a server has routes; `None` serves every path.
     paths: Option<Vec<String>>,
+    /// Paths sessions share (see [`Shared::path`]).
+    common_paths: Mutex<Vec<Arc<str>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -69,7 +75,9 @@ impl Shared {
     /// The configuration cannot work; the error says why.
     pub fn new(config: ServerConfig) -> Result<Shared, ConfigError> {
         config.protocol.validate()?;
-        Ok(Shared { handshake: config.handshake_config(), config, paths: None })
+        let settings = Settings::new(&config.protocol);
+        let common_paths = Mutex::default();
+        Ok(Shared { handshake: config.handshake_config(), settings, config, paths: None, common_paths })
     }
 
     /// Serves only these paths; others are refused with 404.
@@ -83,6 +91,26 @@ impl Shared {
     #[must_use]
     pub fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    /// `path` as a session keeps it. Most clients of a server connect to
+    /// one of a few paths: the first few seen are allocated once and
+    /// shared, not once per connection; others (say `/users/1234`) get
+    /// their own.
+    fn path(&self, path: &str) -> Arc<str> {
+        const COMMON: usize = 16;
+        if path.len() > 64 {
+            return path.into();
+        }
+        let mut common = self.common_paths.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(known) = common.iter().find(|known| ***known == *path) {
+            return known.clone();
+        }
+        let path: Arc<str> = path.into();
+        if common.len() < COMMON {
+            common.push(path.clone());
+        }
+        path
     }
 
     /// Every decision between a parsed request and the `101`, in order
@@ -205,17 +233,17 @@ pub fn open(shared: &Arc<Shared>, reader: &HeadReader, peer: SocketAddr, now: In
     let mut headers = config.headers.clone();
     headers.extend(extra_headers);
     let response = accepted.response(&headers);
-    let mut connection = Connection::new(Role::Server, config.protocol.clone(), accepted.deflate);
+    let mut connection = Connection::with_settings(Role::Server, &shared.settings, accepted.deflate);
     if let Some(peer) = traced {
         tether_proto::trace::handshake(&peer, "response", &response);
         connection.set_frame_observer(tether_proto::trace::frame_observer(peer));
     }
     // Starts the connection's clock: the first ping is due an interval from now.
     let _ = connection.handle_timeout(now);
-    let path: Arc<str> = request.path().into();
+    let path = shared.path(request.path());
     let registration = config.hub.as_ref().map(|hub| {
-        let (id, mailbox) = hub.join(Some(peer), path.clone());
-        Registration { hub: hub.clone(), id, mailbox }
+        let member = hub.join(Some(peer), path.clone());
+        Registration { hub: hub.clone(), member }
     });
     let session = Session {
         connection,
@@ -303,7 +331,7 @@ impl Session {
     /// Its number in the server's hub, while it is a member.
     #[must_use]
     pub fn client_id(&self) -> Option<ClientId> {
-        self.registration.as_ref().map(|registration| registration.id)
+        self.registration.as_ref().map(Registration::id)
     }
 
     /// The server's hub, while it is a member.
@@ -314,19 +342,21 @@ impl Session {
 
     /// Subscribes it to `topic` in the hub; `false` without a hub.
     pub fn subscribe(&self, topic: &str) -> bool {
-        self.registration.as_ref().is_some_and(|registration| registration.hub.subscribe(registration.id, topic))
+        self.registration.as_ref().is_some_and(|registration| registration.hub.subscribe(registration.id(), topic))
     }
 
     /// Unsubscribes it from `topic`.
     pub fn unsubscribe(&self, topic: &str) {
         if let Some(registration) = &self.registration {
-            registration.hub.unsubscribe(registration.id, topic);
+            registration.hub.unsubscribe(registration.id(), topic);
         }
     }
 
     /// Gives it its own overflow policy in the hub; `false` without a hub.
     pub fn set_overflow(&self, overflow: Overflow) -> bool {
-        self.registration.as_ref().is_some_and(|registration| registration.hub.set_overflow(registration.id, overflow))
+        self.registration
+            .as_ref()
+            .is_some_and(|registration| registration.hub.set_overflow(registration.id(), overflow))
     }
 
     /// Whether its output is over [`SEND_BACKLOG_LIMIT`]: the driver stops
@@ -421,20 +451,31 @@ impl Session {
         self.connection.close(code, reason)
     }
 
+    /// Who the hub tells when mail comes for this connection, from now on
+    /// (an event loop gives its shared signal and the connection's token
+    /// once; a task may instead give its waker at each
+    /// [`take_mail`](Self::take_mail)). Nothing without a hub.
+    pub fn signal_mail(&self, signal: MailSignal) {
+        if let Some(registration) = &self.registration {
+            registration.member.set_signal(signal);
+        }
+    }
+
     /// Moves what the hub queued into the output, as far as
     /// [`SEND_BACKLOG_LIMIT`] leaves room (the rest waits in the bounded
-    /// mailbox, where the overflow policy applies); registers `waker` for
-    /// the next delivery. A close request from the hub (the overflow
+    /// mailbox, where the overflow policy applies); `waker`, if given,
+    /// is told of the next delivery (else the signal given to
+    /// [`signal_mail`](Self::signal_mail) is). A close request from the hub (the overflow
     /// policy, shutdown) is acted on whatever the room: the close frame is
     /// queued and the close timeout bounds how long the peer has to take
     /// it; one from the overflow policy also takes the connection out of
     /// the hub at once. Whether it took anything.
-    pub fn take_mail(&mut self, waker: &Waker) -> bool {
+    pub fn take_mail(&mut self, waker: Option<&Waker>) -> bool {
         let Some(registration) = &self.registration else { return false };
         let room = SEND_BACKLOG_LIMIT.saturating_sub(self.connection.unsent_len());
         let (connection, metrics) = (&mut self.connection, &self.metrics);
         let mut took = false;
-        let close = registration.mailbox.take(room, waker, |frame| {
+        let close = registration.member.take(room, waker, |frame| {
             took = true;
             // Fails only once closing: the frames are moot then.
             if connection.send_prepared(frame).is_ok() {

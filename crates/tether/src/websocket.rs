@@ -127,7 +127,7 @@ impl Core {
                 false
             }
             #[cfg(feature = "server")]
-            Core::Server(session) => session.take_mail(waker),
+            Core::Server(session) => session.take_mail(Some(waker)),
         }
     }
 

@@ -20,13 +20,11 @@
 //! (`transport`). Several loops can share a port, one per thread
 //! ([`Reactor::bind_threads`]).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -34,10 +32,14 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use tether_proto::handshake::HeadReader;
 use tether_proto::{CloseCode, Event, Message, State, UsageError};
 use tether_server::descriptors::{busy_answer, is_out_of_descriptors, Reserve, ACCEPT_RETRY};
+use tether_server::hub::{LoopMail, MailSignal};
 use tether_server::{Refused, ServerConfig, Session, Shared};
+
+use self::deadlines::{Deadlines, Tick};
 
 use crate::hub::{ClientId, Hub};
 
+mod deadlines;
 mod transport;
 use transport::Transport;
 
@@ -226,25 +228,17 @@ struct Control {
     mail: Mutex<Vec<usize>>,
 }
 
-/// Wakes the loop for one connection's mail.
-struct MailWaker {
-    token: usize,
-    control: Arc<Control>,
-}
-
-impl Wake for MailWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
+/// The hub tells the loop which connection has mail: one signal for all
+/// the loop's connections.
+impl LoopMail for Control {
+    fn mail_for(&self, token: usize) {
         let first = {
-            let mut mail = self.control.mail.lock().unwrap_or_else(PoisonError::into_inner);
-            mail.push(self.token);
+            let mut mail = self.mail.lock().unwrap_or_else(PoisonError::into_inner);
+            mail.push(token);
             mail.len() == 1
         };
         if first {
-            let _ = self.control.waker.wake();
+            let _ = self.waker.wake();
         }
     }
 }
@@ -428,7 +422,7 @@ fn run_loop(bound: Bound, shared: Arc<Shared>, service: impl Service) -> io::Res
         active,
         service,
         slots: Slots::default(),
-        deadlines: BinaryHeap::new(),
+        deadlines: Deadlines::new(Instant::now()),
         openings: VecDeque::new(),
         buffer: vec![0; READ_BUFFER],
         again: Vec::new(),
@@ -499,7 +493,7 @@ struct Loop<S> {
     slots: Slots,
     /// Each open connection's next deadline; entries whose slot has since
     /// moved its deadline (or closed) are skipped when they come up.
-    deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
+    deadlines: Deadlines,
     /// Opening handshakes' deadlines, in the order they expire (they all
     /// have the same timeout): a queue, not the heap, so a connection that
     /// has opened leaves no stale entry among the heap's.
@@ -587,7 +581,7 @@ struct Slot {
     transport: Transport,
     phase: Phase,
     /// The deadline this slot has in the heap, if any.
-    scheduled: Option<Instant>,
+    scheduled: Option<Tick>,
     /// Registered for writability (output waits for the socket).
     writable: bool,
     /// Reading stopped with data left in the kernel (our answers piled
@@ -628,11 +622,9 @@ struct Opening {
     deadline: Instant,
 }
 
-/// An open connection's state: its session, and how its mailbox wakes the loop.
+/// An open connection's state.
 pub struct Open {
     session: Session,
-    /// Given to the hub's mailbox: wakes the loop for this connection.
-    waker: Option<Waker>,
 }
 
 /// What a connection's turn ended in.
@@ -734,9 +726,10 @@ impl<S: Service> Loop<S> {
             self.next_release.get_or_insert(now + RELEASE_PERIOD);
         }
         if let Some(at) = open.session.connection().poll_timeout() {
+            let at = self.deadlines.tick(at);
             if slot.scheduled != Some(at) {
                 slot.scheduled = Some(at);
-                self.deadlines.push(Reverse((at, token)));
+                self.deadlines.push(at, token);
                 if self.deadlines.len() > 2 * self.slots.len + 64 {
                     self.drop_stale_deadlines();
                 }
@@ -748,17 +741,14 @@ impl<S: Service> Loop<S> {
     /// moves (a ping sent, its pong received) leaves its old entry behind
     /// until that time comes: with keepalive's 20 s timeout every
     /// connection left one or two such entries per heartbeat, and the heap
-    /// (24 B an entry, its capacity doubling) grew by ~100 B a connection.
+    /// (its capacity doubling) grew by ~100 B a connection.
     fn drop_stale_deadlines(&mut self) {
         let slots = &mut self.slots;
-        let mut entries = std::mem::take(&mut self.deadlines).into_vec();
-        entries.retain(|&Reverse((at, token))| slots.get_mut(token).is_some_and(|slot| slot.scheduled == Some(at)));
-        entries.shrink_to(entries.len() + entries.len() / 2);
-        self.deadlines = BinaryHeap::from(entries);
+        self.deadlines.retain(|at, token| slots.get_mut(token).is_some_and(|slot| slot.scheduled == Some(at)));
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let open = self.deadlines.peek().map(|Reverse((at, _))| *at);
+        let open = self.deadlines.peek().map(|(at, _)| self.deadlines.instant(at));
         let opening = self.openings.front().map(|(at, _)| *at);
         open.into_iter().chain(opening).chain(self.accept_retry).chain(self.next_release).min()
     }
@@ -805,8 +795,8 @@ impl<S: Service> Loop<S> {
         if self.openings.capacity() > 64 && self.openings.len() < self.openings.capacity() / 4 {
             self.openings.shrink_to(self.openings.len() * 2);
         }
-        while let Some(&Reverse((at, token))) = self.deadlines.peek() {
-            if at > now {
+        while let Some((at, token)) = self.deadlines.peek() {
+            if !self.deadlines.is_due(at, now) {
                 return;
             }
             self.deadlines.pop();
@@ -817,9 +807,7 @@ impl<S: Service> Loop<S> {
             slot.scheduled = None;
             self.drive(registry, token, now, Cause::Timer);
         }
-        if self.deadlines.capacity() > 64 && self.deadlines.len() < self.deadlines.capacity() / 4 {
-            self.deadlines.shrink_to(self.deadlines.len() * 2);
-        }
+        self.deadlines.release_spare();
     }
 
     fn begin_shutdown(&mut self, registry: &Registry, now: Instant) {
@@ -908,9 +896,8 @@ fn open(
     }
     // Frames the client sent right behind its request.
     let _ = opened.session.handle_read(&buffer[consumed..read]);
-    let waker =
-        opened.session.client_id().map(|_| Waker::from(Arc::new(MailWaker { token, control: control.clone() })));
-    let mut open = Open { session: opened.session, waker };
+    opened.session.signal_mail(MailSignal::Loop(control.clone(), token));
+    let mut open = Open { session: opened.session };
     service.on_open(&mut Conn { id: token as u64, socket: &slot.socket, open: &mut open });
     slot.phase = Phase::Open(open);
     Next::Continue
@@ -1070,8 +1057,7 @@ fn deliver(open: &mut Open, id: ConnId, socket: &TcpStream, service: &mut impl S
 /// Moves what the hub queued into the output, as room allows; whether it
 /// took anything.
 fn take_mail(open: &mut Open) -> bool {
-    let Some(waker) = &open.waker else { return false };
-    open.session.take_mail(waker)
+    open.session.take_mail(None)
 }
 
 /// Writes what the connection has queued, as far as the socket takes it;
