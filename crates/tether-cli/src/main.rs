@@ -41,7 +41,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run an echo server: every text or binary message is sent back.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Open an interactive session: lines typed are sent, messages received are printed.
     Connect(ConnectArgs),
     /// Simulate many clients against a server: throughput, latency percentiles, errors.
@@ -75,9 +75,14 @@ fn init_logging(verbose: u8, format: LogFormat) -> anyhow::Result<()> {
     if tether::trace::is_enabled() {
         filter = filter.add_directive("tether::trace=info".parse()?);
     }
-    // A closed stderr (its reader gone) must not make a log line panic a task.
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
+    // A closed stderr (its reader gone) must not make a log line panic a task;
+    // colours only for a terminal, not in a file or a pipe.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colours)
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -119,7 +124,7 @@ fn run() -> anyhow::Result<()> {
     let runtime = runtime.enable_all().build()?;
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::serve(args).await,
+            Command::Serve(args) => serve::serve(*args).await,
             Command::Connect(args) => connect(args).await,
             Command::Bench(_) => unreachable!("run above"),
         }

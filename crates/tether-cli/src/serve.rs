@@ -46,9 +46,21 @@ pub struct ServeArgs {
     /// Answer `GET PATH` with 200 "ok" on the same port (a health check for load balancers).
     #[arg(long, value_name = "PATH")]
     health: Option<String>,
-    /// Fan broadcasts and topics out to every server using this Redis (redis://host:port).
-    #[arg(long)]
+    /// Fan broadcasts and topics out to every server using this Redis:
+    /// redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB].
+    #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// The Redis channels' namespace: servers with different prefixes on one Redis do not see
+    /// each other's messages.
+    #[arg(long, value_name = "PREFIX", default_value = "tether", requires = "redis")]
+    redis_prefix: String,
+    /// PEM certificates to trust for a rediss:// URL, instead of the system's.
+    #[arg(long, value_name = "FILE", requires = "redis")]
+    redis_ca: Option<PathBuf>,
+    /// Check the Redis links every this many milliseconds (PING, heartbeats); a link silent
+    /// for twice as long is declared dead and reconnected.
+    #[arg(long, value_name = "MS", default_value_t = 1000, requires = "redis")]
+    redis_health_ms: u64,
     /// Serve Prometheus metrics at /metrics on the WebSocket port, behind --allowed-origin,
     /// --basic-auth and --bearer-token like any request.
     #[arg(long)]
@@ -216,7 +228,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         OverflowArg::Close => Overflow::Close(CloseCode(1013)),
     };
     let hub = match &args.redis {
-        Some(url) => tether::Hub::with_redis(hub_config, url)?,
+        Some(url) => {
+            let mut redis = tether::redis::RedisConfig::new(url.as_str()).with_prefix(args.redis_prefix.as_str());
+            if let Some(path) = &args.redis_ca {
+                let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+                redis.ca_pem = Some(pem);
+            }
+            redis.health_interval = std::time::Duration::from_millis(args.redis_health_ms.max(1));
+            redis.health_timeout = redis.health_interval * 2;
+            tether::Hub::with_redis(hub_config, redis)?
+        }
         None => tether::Hub::new(hub_config),
     };
     config.hub = Some(hub.clone());

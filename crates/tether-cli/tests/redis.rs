@@ -7,6 +7,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tether::{CloseCode, Message, WebSocket};
@@ -35,18 +36,31 @@ fn start_redis(port: u16) -> Running {
     Running(child)
 }
 
-/// `tether serve --topics --metrics --redis …` on a free port; its URL.
-fn start_tether(redis_port: u16) -> (Running, String) {
+/// What a server wrote to stderr so far, line by line.
+type Stderr = Arc<Mutex<Vec<String>>>;
+
+/// `tether serve --topics --metrics --redis …` on a free port, at its
+/// default log level; its URL, and its stderr as it comes.
+fn start_tether(redis_port: u16) -> (Running, String, Stderr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--topics", "--metrics", "--redis"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--topics", "--metrics", "--redis-health-ms", "200", "--redis"])
         .arg(format!("redis://127.0.0.1:{redis_port}"))
+        .env_remove("TETHER_LOG")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    stderr.read_line(&mut line).unwrap();
     let url = line.split_whitespace().find(|word| word.starts_with("ws://")).expect(&line).to_owned();
-    (Running(child), url)
+    let lines = Stderr::default();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    (Running(child), url, lines)
 }
 
 fn metric(url: &str, name: &str) -> Option<u64> {
@@ -96,6 +110,10 @@ async fn received(ws: &mut WebSocket, window: Duration) -> Vec<String> {
     texts
 }
 
+fn stderr_of(server: &(Running, String, Stderr)) -> String {
+    server.2.lock().unwrap().join("\n")
+}
+
 fn publication(topic: &str, text: &str) -> String {
     Message::from(format!(r#"{{"data":"{text}","topic":"{topic}"}}"#)).as_text().unwrap().to_owned()
 }
@@ -104,8 +122,8 @@ fn publication(topic: &str, text: &str) -> String {
 async fn a_publication_reaches_every_process_once_and_survives_a_redis_restart() {
     let redis_port = tether_test_support::free_port();
     let mut redis = start_redis(redis_port);
-    let servers: Vec<(Running, String)> = (0..3).map(|_| start_tether(redis_port)).collect();
-    let urls: Vec<&str> = servers.iter().map(|(_, url)| url.as_str()).collect();
+    let servers: Vec<(Running, String, Stderr)> = (0..3).map(|_| start_tether(redis_port)).collect();
+    let urls: Vec<&str> = servers.iter().map(|(_, url, _)| url.as_str()).collect();
     for url in &urls {
         wait_metric(url, "tether_redis_up", 1).await;
     }
@@ -136,12 +154,21 @@ async fn a_publication_reaches_every_process_once_and_survives_a_redis_restart()
     assert!(during[0].is_empty() && during[2].is_empty(), "no fan-out without Redis: {during:?}");
     assert_eq!(metric(urls[1], "tether_redis_local_only_total"), Some(1), "and it says so");
     assert!(metric(urls[0], "tether_redis_outages_total").unwrap() >= 1);
+    for (_, url, stderr) in &servers {
+        let said = stderr.lock().unwrap().join("\n");
+        assert!(said.contains("WARN") && said.contains("redis: fan-out down"), "{url} at its default level:\n{said}");
+    }
 
     // Redis is back: fan-out resumes.
     redis = start_redis(redis_port);
     for url in &urls {
         wait_metric(url, "tether_redis_up", 1).await;
     }
+    for (_, url, stderr) in &servers {
+        let said = stderr.lock().unwrap().join("\n");
+        assert!(said.contains("redis: fan-out back"), "{url}: the recovery is logged at the default level:\n{said}");
+    }
+    assert!(stderr_of(&servers[1]).contains("local_only_total=1"), "{}", stderr_of(&servers[1]));
     publish(urls[2], "room", "back again").await;
     for (index, ws) in subscribers.iter_mut().enumerate() {
         let texts = received(ws, Duration::from_millis(500)).await;

@@ -24,6 +24,8 @@ use std::time::{Duration, SystemTime};
 use tether_proto::{CloseCode, CloseFrame, Message, PreparedMessage};
 use tokio::sync::broadcast;
 
+use crate::fanout::{Deliver, Engine, FanoutStatus, Target};
+
 /// A connected client's number in its hub, unique for the hub's life.
 pub type ClientId = u64;
 
@@ -405,9 +407,8 @@ type IdMap<V> = HashMap<ClientId, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 struct Inner {
     config: HubConfig,
-    /// Fan-out through Redis, if configured.
-    #[cfg(feature = "redis")]
-    redis: std::sync::OnceLock<crate::redis::Bridge>,
+    /// Fan-out to other processes, if configured.
+    engine: std::sync::OnceLock<Box<dyn Engine>>,
     clients: RwLock<IdMap<Arc<Member>>>,
     /// Each topic's subscribers, with their mailboxes: a publication goes
     /// straight to them, without looking each one up in `clients`.
@@ -444,8 +445,7 @@ impl Hub {
         Hub {
             inner: Arc::new(Inner {
                 config,
-                #[cfg(feature = "redis")]
-                redis: std::sync::OnceLock::new(),
+                engine: std::sync::OnceLock::new(),
                 clients: RwLock::default(),
                 topics: RwLock::default(),
                 next_id: AtomicU64::new(1),
@@ -456,34 +456,54 @@ impl Hub {
     }
 
     /// A hub whose broadcasts and publications go through Redis pub/sub
-    /// to every process using the same Redis (see [`redis`](crate::redis)).
-    /// Must be called inside a tokio runtime: it starts the connections.
+    /// to every process using the same Redis and prefix (see
+    /// [`redis`](crate::redis)). Must be called inside a tokio runtime: it
+    /// starts the connections.
     ///
     /// # Errors
-    /// `url` is not a `redis://host[:port]` URL. Redis being away is not an
-    /// error: the hub serves local clients and keeps trying.
+    /// The URL, prefix or certificates are unusable. Redis being away is
+    /// not an error: the hub serves local clients and keeps trying.
     #[cfg(feature = "redis")]
-    pub fn with_redis(config: HubConfig, url: &str) -> std::io::Result<Hub> {
+    pub fn with_redis(config: HubConfig, redis: impl Into<crate::redis::RedisConfig>) -> std::io::Result<Hub> {
+        let redis = redis.into();
+        Hub::with_engine(config, |deliver| Ok(Box::new(crate::redis::Redis::start(redis, deliver)?)))
+    }
+
+    /// A hub whose broadcasts and publications go through the engine
+    /// `start` makes (see [`fanout`](crate::fanout)); it is given what
+    /// delivers arriving publications to this hub's clients.
+    ///
+    /// # Errors
+    /// What `start` returns.
+    pub fn with_engine(
+        config: HubConfig,
+        start: impl FnOnce(Deliver) -> std::io::Result<Box<dyn Engine>>,
+    ) -> std::io::Result<Hub> {
         let hub = Hub::new(config);
         let weak = Arc::downgrade(&hub.inner);
-        let bridge = crate::redis::Bridge::start(url, move |target, message| {
+        let deliver: Deliver = Arc::new(move |target, message| {
             if let Some(inner) = weak.upgrade() {
                 let hub = Hub { inner };
                 match target {
-                    crate::redis::Target::All => hub.broadcast_local(&message),
-                    crate::redis::Target::Topic(topic) => hub.publish_local(&topic, &message),
+                    Target::All => hub.broadcast_local(&message),
+                    Target::Topic(topic) => hub.publish_local(&topic, &message),
                 };
             }
-        })?;
-        let _ = hub.inner.redis.set(bridge);
+        });
+        let _ = hub.inner.engine.set(start(deliver)?);
         Ok(hub)
     }
 
-    /// The Redis bridge's state, if the hub has one.
-    #[cfg(feature = "redis")]
+    /// The engine fanning out to other processes, if the hub has one.
     #[must_use]
-    pub fn redis(&self) -> Option<&crate::redis::RedisStatus> {
-        self.inner.redis.get().map(|bridge| &*bridge.status)
+    pub fn fanout(&self) -> Option<&dyn Engine> {
+        self.inner.engine.get().map(|engine| &**engine)
+    }
+
+    /// The fan-out's state and counters, if the hub has an engine.
+    #[must_use]
+    pub fn fanout_status(&self) -> Option<&FanoutStatus> {
+        self.fanout().map(Engine::status)
     }
 
     fn clients(&self) -> std::sync::RwLockReadGuard<'_, IdMap<Arc<Member>>> {
@@ -634,9 +654,8 @@ impl Hub {
     /// happens when the message comes back from Redis, and the returned
     /// `Delivery` is empty.
     pub fn broadcast(&self, message: &Message) -> Delivery {
-        #[cfg(feature = "redis")]
-        if let Some(bridge) = self.inner.redis.get() {
-            if bridge.publish(crate::redis::Target::All, message) {
+        if let Some(engine) = self.fanout() {
+            if engine.publish(&Target::All, message) {
                 return Delivery::default();
             }
         }
@@ -652,9 +671,8 @@ impl Hub {
     /// Sends `message` to every subscriber of `topic`, framed once (with
     /// Redis, on every process, as [`broadcast`](Self::broadcast)).
     pub fn publish(&self, topic: &str, message: &Message) -> Delivery {
-        #[cfg(feature = "redis")]
-        if let Some(bridge) = self.inner.redis.get() {
-            if bridge.publish(crate::redis::Target::Topic(topic.to_owned()), message) {
+        if let Some(engine) = self.fanout() {
+            if engine.publish(&Target::Topic(topic.to_owned()), message) {
                 return Delivery::default();
             }
         }

@@ -24,11 +24,13 @@
 //! - [`hub`]: the exact registry of clients, broadcast, topics, mailboxes.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`descriptors`]: accepting when the process is out of file descriptors.
-//! - `redis` (feature `redis`): fan-out across processes through Redis.
+//! - [`fanout`]: fan-out across processes, whatever the engine; loss counted.
+//! - `redis` (feature `redis`): the Redis engine.
 
 pub mod admission;
 pub mod config;
 pub mod descriptors;
+pub mod fanout;
 pub mod hub;
 pub mod metrics;
 #[cfg(feature = "redis")]

@@ -195,39 +195,42 @@ impl Metrics {
                 "Connections closed for being too slow (the close policy).",
                 vec![(String::new(), drops.closed_connections)],
             );
-            #[cfg(feature = "redis")]
-            if let Some(redis) = hub.redis() {
-                let one = |value: u64| vec![(String::new(), value)];
-                metric(
-                    "tether_redis_up",
-                    "gauge",
-                    "Whether the Redis fan-out is connected.",
-                    one(u64::from(redis.is_up())),
-                );
-                metric(
-                    "tether_redis_outages_total",
-                    "counter",
-                    "Times the Redis connection was lost.",
-                    one(redis.outages()),
-                );
-                metric(
-                    "tether_redis_published_total",
-                    "counter",
-                    "Messages published to Redis.",
-                    one(redis.published()),
-                );
-                metric(
-                    "tether_redis_received_total",
-                    "counter",
-                    "Messages received from Redis.",
-                    one(redis.received()),
-                );
-                metric(
-                    "tether_redis_local_only_total",
-                    "counter",
-                    "Messages published while Redis was away: delivered to this process only.",
-                    one(redis.local_only()),
-                );
+            if let Some(engine) = hub.fanout() {
+                let status = engine.status();
+                let engine = engine.name();
+                let rows: [(&str, &str, &str, u64); 8] = [
+                    ("up", "gauge", "Whether fan-out to the other servers works now.", u64::from(status.is_up())),
+                    ("outages_total", "counter", "Times the link was lost.", status.outages()),
+                    ("published_total", "counter", "Publications acknowledged by the broker.", status.published()),
+                    ("received_total", "counter", "Publications received and delivered here.", status.received()),
+                    (
+                        "local_only_total",
+                        "counter",
+                        "Publications made while the link was down or behind: delivered to this server's clients only.",
+                        status.local_only(),
+                    ),
+                    (
+                        "unconfirmed_total",
+                        "counter",
+                        "Publications on their way when the link failed: delivered here, perhaps not elsewhere.",
+                        status.unconfirmed(),
+                    ),
+                    (
+                        "missed_total",
+                        "counter",
+                        "Other servers' publications that never arrived here (gaps in their numbers).",
+                        status.missed(),
+                    ),
+                    (
+                        "replayed_total",
+                        "counter",
+                        "Own publications the subscription missed, delivered here from what was kept.",
+                        status.replayed(),
+                    ),
+                ];
+                for (name, kind, help, value) in rows {
+                    metric(&format!("tether_{engine}_{name}"), kind, help, vec![(String::new(), value)]);
+                }
             }
         }
         let _ = writeln!(out, "# HELP tether_keepalive_rtt_seconds Keepalive ping round-trip time.");

@@ -1,345 +1,433 @@
-//! Fan-out across server processes through Redis pub/sub, for when one
-//! process is not enough: a [`Hub`](crate::hub::Hub) with a Redis URL
-//! publishes its broadcasts and topic publications to Redis, and delivers
-//! to its own clients what comes back from Redis — its own publications
-//! included — so every subscriber on every process gets each message once.
+//! Fan-out across server processes through Redis pub/sub (the
+//! [`Engine`] a [`Hub`](crate::hub::Hub) made by
+//! [`Hub::with_redis`](crate::hub::Hub::with_redis) publishes through).
 //!
-//! Channels: `tether:b` for broadcasts, `tether:t:<topic>` for topics; each
-//! process subscribes to `tether:*`. A message travels as one byte (`t`
-//! text, `b` binary) followed by its payload.
+//! Channels: `<prefix>:b` for broadcasts, `<prefix>:t:<topic>` for topics,
+//! `<prefix>:h` for heartbeats; each process subscribes to `<prefix>:*`.
+//! Two deployments with different prefixes share one Redis without seeing
+//! each other. Publications travel as [`Frame`]s (numbered per publisher,
+//! see [`fanout`](crate::fanout)), so loss is counted, never silent.
 //!
-//! If Redis goes away, each process keeps serving its own clients: what is
-//! published meanwhile is delivered locally only, counted
-//! ([`RedisStatus::local_only`]) and reported in the log; the bridge
-//! reconnects with backoff and fan-out resumes. Messages published during
-//! the outage are not replayed to the other processes.
+//! Two connections: one subscribed, checked by a `PING` every health
+//! interval (a half-open link, which TCP may not notice for many minutes,
+//! is noticed within the health timeout); one publishing, which sends
+//! whatever has queued up as one pipeline, and a heartbeat every health
+//! interval. If Redis goes away, each process keeps serving its own
+//! clients: what is published meanwhile reaches them only, counted and
+//! logged; the bridge reconnects with backoff, logs the recovery, and
+//! fan-out resumes.
 //!
-//! The client speaks the few RESP commands it needs (`PSUBSCRIBE`,
-//! `PUBLISH`) itself: two connections, one subscribed, one publishing.
+//! The URL takes what the `redis` crate takes:
+//! `redis[s]://[[user]:password@]host[:port][/db]`. For `rediss://` with a
+//! private CA, give its PEM in [`RedisConfig::ca_pem`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
+use redis::aio::{MultiplexedConnection, PubSubSink};
+use redis::{AsyncConnectionConfig, Client};
 use tether_proto::backoff::{Backoff, BackoffPolicy};
 use tether_proto::Message;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-/// Where a message is going.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Target {
-    All,
-    Topic(String),
+use crate::fanout::{Deliver, Engine, FanoutStatus, Frame, Own, Receiver, Target};
+
+/// How to reach Redis, and how to use it.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://`, with user, password and database if
+    /// needed.
+    pub url: String,
+    /// The channels' namespace: letters, digits, `_`, `-` and `.`.
+    /// Default `tether`.
+    pub prefix: String,
+    /// PEM certificates to trust for `rediss://` instead of the system's.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A PEM certificate and key for Redis servers that ask for one.
+    pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    /// How often the subscription is checked and heartbeats are sent.
+    /// Default 1 s.
+    pub health_interval: Duration,
+    /// How long Redis has to answer a `PING`, a publication or a
+    /// connection attempt before the link is declared dead. Default 2 s.
+    pub health_timeout: Duration,
 }
 
-impl Target {
-    fn channel(&self) -> String {
-        match self {
-            Target::All => "tether:b".to_owned(),
-            Target::Topic(topic) => format!("tether:t:{topic}"),
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact(&self.url))
+            .field("prefix", &self.prefix)
+            .field("ca_pem", &self.ca_pem.is_some())
+            .field("client_cert", &self.client_cert.is_some())
+            .field("health_interval", &self.health_interval)
+            .field("health_timeout", &self.health_timeout)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// Redis at `url`, with the defaults.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            prefix: "tether".to_owned(),
+            ca_pem: None,
+            client_cert: None,
+            health_interval: Duration::from_secs(1),
+            health_timeout: Duration::from_secs(2),
         }
     }
 
-    fn from_channel(channel: &[u8]) -> Option<Target> {
-        let channel = std::str::from_utf8(channel).ok()?;
-        if channel == "tether:b" {
-            Some(Target::All)
+    /// The same, with channels under `prefix`.
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> RedisConfig {
+        self.prefix = prefix.into();
+        self
+    }
+
+    fn client(&self) -> std::io::Result<Client> {
+        let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+        if self.prefix.is_empty() || !self.prefix.chars().all(valid) {
+            return Err(invalid(format!(
+                "redis prefix {:?}: use letters, digits, '_', '-' and '.' (':' separates the prefix from the channel)",
+                self.prefix
+            )));
+        }
+        let url = redact(&self.url);
+        let tls = self.ca_pem.is_some() || self.client_cert.is_some();
+        let client = if tls {
+            let certificates = redis::TlsCertificates {
+                client_tls: self
+                    .client_cert
+                    .as_ref()
+                    .map(|(cert, key)| redis::ClientTlsConfig { client_cert: cert.clone(), client_key: key.clone() }),
+                root_cert: self.ca_pem.clone(),
+            };
+            Client::build_with_tls(self.url.as_str(), certificates)
         } else {
-            channel.strip_prefix("tether:t:").map(|topic| Target::Topic(topic.to_owned()))
+            Client::open(self.url.as_str())
+        };
+        client.map_err(|error| invalid(format!("redis URL {url}: {error}")))
+    }
+
+    fn channel(&self, target: &Target) -> String {
+        match target {
+            Target::All => format!("{}:b", self.prefix),
+            Target::Topic(topic) => format!("{}:t:{topic}", self.prefix),
+        }
+    }
+
+    fn heartbeat_channel(&self) -> String {
+        format!("{}:h", self.prefix)
+    }
+
+    /// What a channel is for: a target, or heartbeats (`Some(None)`).
+    fn target(&self, channel: &str) -> Option<Option<Target>> {
+        let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(':')?;
+        match rest {
+            "b" => Some(Some(Target::All)),
+            "h" => Some(None),
+            _ => rest.strip_prefix("t:").map(|topic| Some(Target::Topic(topic.to_owned()))),
         }
     }
 }
 
-fn encode(message: &Message) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + 1);
-    out.push(if message.is_text() { b't' } else { b'b' });
-    out.extend_from_slice(message.as_bytes());
-    out
-}
-
-fn decode(bytes: &[u8]) -> Option<Message> {
-    match bytes.split_first()? {
-        (b't', text) => Some(Message::from(std::str::from_utf8(text).ok()?.to_owned())),
-        (b'b', data) => Some(Message::from(data.to_vec())),
-        _ => None,
+impl From<&str> for RedisConfig {
+    fn from(url: &str) -> RedisConfig {
+        RedisConfig::new(url)
     }
 }
 
-/// The bridge's state, for the program and for metrics.
-#[derive(Debug, Default)]
-pub struct RedisStatus {
-    up: AtomicBool,
-    publisher_up: AtomicBool,
-    /// Bumped at each (re)subscription: a publishing connection older than
-    /// it may be dead without knowing it, and is replaced before use.
-    generation: AtomicU64,
-    outages: AtomicU64,
-    published: AtomicU64,
-    received: AtomicU64,
-    local_only: AtomicU64,
-}
-
-impl RedisStatus {
-    /// Whether both connections to Redis are up.
-    #[must_use]
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed) && self.publisher_up.load(Ordering::Relaxed)
-    }
-
-    /// How many times the connection was lost.
-    #[must_use]
-    pub fn outages(&self) -> u64 {
-        self.outages.load(Ordering::Relaxed)
-    }
-
-    /// Messages published to Redis.
-    #[must_use]
-    pub fn published(&self) -> u64 {
-        self.published.load(Ordering::Relaxed)
-    }
-
-    /// Messages received from Redis and delivered here.
-    #[must_use]
-    pub fn received(&self) -> u64 {
-        self.received.load(Ordering::Relaxed)
-    }
-
-    /// Messages published while Redis was away: delivered to this
-    /// process's subscribers only.
-    #[must_use]
-    pub fn local_only(&self) -> u64 {
-        self.local_only.load(Ordering::Relaxed)
+impl From<String> for RedisConfig {
+    fn from(url: String) -> RedisConfig {
+        RedisConfig::new(url)
     }
 }
 
-/// The publishing side, held by the hub.
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    match rest.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Most publications waiting for the publishing connection; past it, they
+/// reach local clients only (and are counted), rather than queue without
+/// bound.
+const PUBLISH_QUEUE: usize = 8192;
+
+/// Most publications in one pipeline.
+const BATCH: usize = 512;
+
+/// The Redis engine: the publishing side, held by the hub; the two
+/// connections run as tasks in the runtime it was started in.
 #[derive(Debug)]
-pub(crate) struct Bridge {
-    outgoing: mpsc::Sender<(Target, Vec<u8>)>,
-    pub(crate) status: Arc<RedisStatus>,
+pub struct Redis {
+    outgoing: mpsc::Sender<(Target, Message)>,
+    status: Arc<FanoutStatus>,
+    /// Dropped with the engine: the subscription ends (the publisher ends
+    /// when the queue closes).
+    _stop: watch::Sender<()>,
 }
 
-/// Most messages waiting for the publishing connection; past it, they are
-/// delivered locally only (and counted), rather than queued without bound.
-const PUBLISH_QUEUE: usize = 4096;
+/// Both connections' state: fan-out is up when both are.
+#[derive(Debug, Default)]
+struct Links {
+    subscribed: std::sync::atomic::AtomicBool,
+    publishing: std::sync::atomic::AtomicBool,
+    /// When fan-out went down, for the recovery's log line.
+    down_since: std::sync::Mutex<Option<Instant>>,
+}
 
-impl Bridge {
-    /// Starts the two connections (in the background, reconnecting for
-    /// ever); `deliver` hands what Redis sends to the local clients.
-    pub(crate) fn start(
-        url: &str,
-        deliver: impl Fn(Target, Message) + Send + Sync + 'static,
-    ) -> std::io::Result<Bridge> {
-        let address = parse_url(url)?;
-        let status = Arc::new(RedisStatus::default());
+impl Links {
+    fn set(&self, link: &std::sync::atomic::AtomicBool, up: bool, status: &FanoutStatus, config: &RedisConfig) {
+        use std::sync::atomic::Ordering::Relaxed;
+        link.store(up, Relaxed);
+        let both = self.subscribed.load(Relaxed) && self.publishing.load(Relaxed);
+        let was = status.set_up(both);
+        let mut down_since = self.down_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if was && !both {
+            status.count_outage();
+            *down_since = Some(Instant::now());
+            tracing::warn!(
+                url = %redact(&config.url),
+                "redis: fan-out down; publications reach this server's clients only until it is back"
+            );
+        } else if !was && both {
+            let url = redact(&config.url);
+            match down_since.take() {
+                // Said at the default level, with what the outage cost
+                // (publications from other servers missed meanwhile show
+                // up as they are detected, each with a warning of its own).
+                Some(since) => tracing::warn!(
+                    %url,
+                    down_for = ?since.elapsed(),
+                    local_only_total = status.local_only(),
+                    unconfirmed_total = status.unconfirmed(),
+                    "redis: fan-out back"
+                ),
+                None => tracing::info!(%url, prefix = %config.prefix, "redis: fan-out up"),
+            }
+        }
+    }
+}
+
+impl Redis {
+    /// Starts both connections (in the background, reconnecting for ever;
+    /// must be called inside a tokio runtime); `deliver` hands what Redis
+    /// sends to the local clients.
+    ///
+    /// # Errors
+    /// The configuration is unusable (the URL, the prefix, the
+    /// certificates). Redis being away is not an error.
+    pub fn start(config: RedisConfig, deliver: Deliver) -> std::io::Result<Redis> {
+        let client = config.client()?;
+        let config = Arc::new(config);
+        let status = Arc::new(FanoutStatus::default());
+        let own = Arc::new(Own::new());
+        let links = Arc::new(Links::default());
         let (outgoing, queue) = mpsc::channel(PUBLISH_QUEUE);
-        let deliver: Deliver = Arc::new(deliver);
-        tokio::spawn(subscriber(address.clone(), status.clone(), deliver.clone()));
-        tokio::spawn(publisher(address, status.clone(), queue, deliver));
-        Ok(Bridge { outgoing, status })
+        let (stop, stopped) = watch::channel(());
+        let receiver = Receiver::new(own.clone(), deliver.clone(), status.clone());
+        let context = Context { client, config, status: status.clone(), links };
+        tokio::spawn(subscriber(context.clone(), receiver, stopped));
+        tokio::spawn(publisher(context, own, queue, deliver));
+        Ok(Redis { outgoing, status, _stop: stop })
+    }
+}
+
+impl Engine for Redis {
+    fn name(&self) -> &'static str {
+        "redis"
     }
 
-    /// Publishes through Redis; `false` when Redis is away or behind (the
-    /// caller then delivers locally).
-    pub(crate) fn publish(&self, target: Target, message: &Message) -> bool {
-        if !self.status.is_up() || self.outgoing.try_send((target, encode(message))).is_err() {
-            self.status.local_only.fetch_add(1, Ordering::Relaxed);
+    fn publish(&self, target: &Target, message: &Message) -> bool {
+        if !self.status.is_up() || self.outgoing.try_send((target.clone(), message.clone())).is_err() {
+            let n = self.status.count_local_only();
+            // The first of an outage is logged when it goes down; a full
+            // queue is logged once per thousand.
+            if self.status.is_up() && n % 1000 == 1 {
+                tracing::warn!(
+                    local_only = n,
+                    "redis: publishing is behind; publications reach this server's clients only"
+                );
+            }
             return false;
         }
         true
     }
+
+    fn status(&self) -> &FanoutStatus {
+        &self.status
+    }
 }
 
-fn parse_url(url: &str) -> std::io::Result<String> {
-    let rest = url
-        .strip_prefix("redis://")
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not a redis:// URL: {url}")))?;
-    let host_port = rest.split('/').next().unwrap_or_default();
-    Ok(if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:6379") })
+#[derive(Clone)]
+struct Context {
+    client: Client,
+    config: Arc<RedisConfig>,
+    status: Arc<FanoutStatus>,
+    links: Arc<Links>,
 }
 
 fn backoff() -> Backoff {
     Backoff::new(BackoffPolicy::new(Duration::from_millis(100), Duration::from_secs(5)))
 }
 
-/// One RESP command: an array of bulk strings.
-fn command(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", parts.len()).into_bytes();
-    for part in parts {
-        out.extend_from_slice(format!("${}\r\n", part.len()).as_bytes());
-        out.extend_from_slice(part);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+/// Why a link ended.
+enum Ended {
+    /// The engine was dropped.
+    Stopped,
+    Failed(String),
 }
 
-/// A RESP value, as much of it as we need.
-#[derive(Debug)]
-enum Value {
-    Simple,
-    Integer,
-    Bulk(Option<Vec<u8>>),
-    Array(Vec<Value>),
-}
-
-/// Most bytes of one bulk string we accept from Redis (a message).
-const MAX_BULK: usize = 64 << 20;
-
-async fn read_value(reader: &mut BufReader<TcpStream>) -> std::io::Result<Value> {
-    let mut line = Vec::new();
-    if reader.read_until(b'\n', &mut line).await? == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("redis: {why}"));
-    let text = std::str::from_utf8(&line[1..]).map_err(|_| invalid("bad line"))?.trim_end();
-    match line.first() {
-        Some(b'+') => Ok(Value::Simple),
-        Some(b'-') => Err(invalid(text)),
-        Some(b':') => Ok(Value::Integer),
-        Some(b'$') => {
-            let len: i64 = text.parse().map_err(|_| invalid("bad length"))?;
-            if len < 0 {
-                return Ok(Value::Bulk(None));
-            }
-            let len = usize::try_from(len).map_err(|_| invalid("bad length"))?;
-            if len > MAX_BULK {
-                return Err(invalid("bulk string too long"));
-            }
-            let mut data = vec![0u8; len + 2];
-            reader.read_exact(&mut data).await?;
-            data.truncate(len);
-            Ok(Value::Bulk(Some(data)))
-        }
-        Some(b'*') => {
-            let count: i64 = text.parse().map_err(|_| invalid("bad count"))?;
-            let mut items = Vec::new();
-            for _ in 0..count.clamp(0, 16) {
-                items.push(Box::pin(read_value(reader)).await?);
-            }
-            Ok(Value::Array(items))
-        }
-        _ => Err(invalid("unknown reply type")),
-    }
-}
-
-type Deliver = Arc<dyn Fn(Target, Message) + Send + Sync>;
-
-async fn subscriber(address: String, status: Arc<RedisStatus>, deliver: Deliver) {
+async fn subscriber(context: Context, mut receiver: Receiver, mut stopped: watch::Receiver<()>) {
+    let Context { config, status, links, .. } = &context;
     let mut backoff = backoff();
     loop {
-        let result: std::io::Result<()> = async {
-            let tcp = TcpStream::connect(&address).await?;
-            let mut reader = BufReader::new(tcp);
-            reader.get_mut().write_all(&command(&[b"PSUBSCRIBE", b"tether:*"])).await?;
-            read_value(&mut reader).await?; // the subscription's confirmation
-            backoff.reset();
-            status.generation.fetch_add(1, Ordering::Relaxed);
-            status.up.store(true, Ordering::Relaxed);
-            tracing::info!(%address, "redis: subscribed");
-            loop {
-                // ["pmessage", pattern, channel, payload]
-                if let Value::Array(items) = read_value(&mut reader).await? {
-                    if let [_, _, Value::Bulk(Some(channel)), Value::Bulk(Some(payload))] = items.as_slice() {
-                        if let (Some(target), Some(message)) = (Target::from_channel(channel), decode(payload)) {
-                            status.received.fetch_add(1, Ordering::Relaxed);
-                            deliver(target, message);
-                        }
-                    }
-                }
-            }
-        }
-        .await;
-        if status.up.swap(false, Ordering::Relaxed) {
-            status.outages.fetch_add(1, Ordering::Relaxed);
-        }
+        let ended = tokio::select! {
+            ended = subscribe(&context, &mut receiver, &mut backoff) => ended,
+            _ = stopped.changed() => Ended::Stopped,
+        };
+        links.set(&links.subscribed, false, status, config);
+        let Ended::Failed(error) = ended else { return };
         let delay = backoff.next_delay().unwrap_or(Duration::from_secs(5));
-        if let Err(error) = result {
-            tracing::warn!(%address, %error, "redis away: serving local clients only, retrying in {delay:?}");
+        tracing::warn!(url = %redact(&config.url), %error, "redis: subscription lost; retrying in {delay:?}");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stopped.changed() => return,
         }
-        tokio::time::sleep(delay).await;
     }
 }
 
-async fn publisher(
-    address: String,
-    status: Arc<RedisStatus>,
-    mut queue: mpsc::Receiver<(Target, Vec<u8>)>,
-    deliver: Deliver,
-) {
-    let mut backoff = backoff();
-    // A message taken from the queue when the connection turned out stale.
-    let mut waiting: Option<(Target, Vec<u8>)> = None;
+async fn subscribe(context: &Context, receiver: &mut Receiver, backoff: &mut Backoff) -> Ended {
+    let Context { client, config, status, links } = context;
+    let timeout = config.health_timeout;
+    let pubsub = match tokio::time::timeout(timeout, client.get_async_pubsub()).await {
+        Ok(Ok(pubsub)) => pubsub,
+        Ok(Err(error)) => return Ended::Failed(error.to_string()),
+        Err(_) => return Ended::Failed(format!("no answer within {timeout:?}")),
+    };
+    let (mut sink, mut stream) = pubsub.split();
+    let pattern = format!("{}:*", config.prefix);
+    match tokio::time::timeout(timeout, sink.psubscribe(&pattern)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Ended::Failed(error.to_string()),
+        Err(_) => return Ended::Failed(format!("no answer to PSUBSCRIBE within {timeout:?}")),
+    }
+    backoff.reset();
+    links.set(&links.subscribed, true, status, config);
+    let mut check = tokio::time::interval(config.health_interval);
+    check.tick().await;
     loop {
-        let mut in_flight = None;
-        let result: std::io::Result<bool> = async {
-            let generation = status.generation.load(Ordering::Relaxed);
-            let tcp = TcpStream::connect(&address).await?;
-            let mut reader = BufReader::new(tcp);
-            backoff.reset();
-            status.publisher_up.store(true, Ordering::Relaxed);
-            loop {
-                let next = match waiting.take() {
-                    Some(next) => Some(next),
-                    None => queue.recv().await,
-                };
-                let Some((target, payload)) = next else { return Ok(true) };
-                if status.generation.load(Ordering::Relaxed) != generation {
-                    // Redis was lost and found again since we connected:
-                    // this connection is likely dead; start a fresh one.
-                    waiting = Some((target, payload));
-                    return Ok(false);
+        tokio::select! {
+            message = stream.next() => {
+                let Some(message) = message else { return Ended::Failed("connection closed".to_owned()) };
+                // Heartbeats come on their own channel, for no target.
+                let Some(target) = config.target(message.get_channel_name()) else { continue };
+                if let Some(frame) = Frame::decode(message.get_payload_bytes()) {
+                    receiver.accept(target.unwrap_or(Target::All), frame, Instant::now());
                 }
-                let channel = target.channel();
-                let sending = command(&[b"PUBLISH", channel.as_bytes(), &payload]);
-                in_flight = Some((target, payload));
-                reader.get_mut().write_all(&sending).await?;
-                read_value(&mut reader).await?;
-                in_flight = None;
-                status.published.fetch_add(1, Ordering::Relaxed);
+            }
+            _ = check.tick() => {
+                if let Err(error) = ping(&mut sink, timeout).await {
+                    return Ended::Failed(error);
+                }
             }
         }
-        .await;
-        match result {
-            Ok(true) => return, // the hub is gone
-            Ok(false) => continue,
-            Err(_) => {}
-        }
-        status.publisher_up.store(false, Ordering::Relaxed);
-        // The message Redis may not have taken still reaches local clients.
-        if let Some((target, payload)) = in_flight {
-            if let Some(message) = decode(&payload) {
-                status.local_only.fetch_add(1, Ordering::Relaxed);
-                deliver(target, message);
-            }
-        }
-        tokio::time::sleep(backoff.next_delay().unwrap_or(Duration::from_secs(5))).await;
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_and_channels_round_trip() {
-        for message in [Message::from("héllo"), Message::from(vec![0u8, 255]), Message::from("")] {
-            assert_eq!(decode(&encode(&message)), Some(message));
-        }
-        assert_eq!(
-            Target::from_channel(Target::Topic("room:1".into()).channel().as_bytes()),
-            Some(Target::Topic("room:1".into()))
-        );
-        assert_eq!(Target::from_channel(b"tether:b"), Some(Target::All));
-        assert_eq!(Target::from_channel(b"other"), None);
-        assert_eq!(parse_url("redis://127.0.0.1:7000/0").unwrap(), "127.0.0.1:7000");
-        assert_eq!(parse_url("redis://localhost").unwrap(), "localhost:6379");
-        assert!(parse_url("http://x").is_err());
+/// A `PING` on the subscribed connection, answered within `timeout`.
+async fn ping(sink: &mut PubSubSink, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer to PING within {timeout:?} (a half-open link)")),
     }
+}
 
-    #[test]
-    fn commands_are_resp_arrays_of_bulk_strings() {
-        assert_eq!(command(&[b"PUBLISH", b"c", b"hi"]), b"*3\r\n$7\r\nPUBLISH\r\n$1\r\nc\r\n$2\r\nhi\r\n");
+async fn publisher(context: Context, own: Arc<Own>, mut queue: mpsc::Receiver<(Target, Message)>, deliver: Deliver) {
+    let Context { client, config, status, links } = &context;
+    let mut backoff = backoff();
+    let options = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.health_timeout))
+        .set_response_timeout(Some(config.health_timeout));
+    loop {
+        let ended = match client.get_multiplexed_async_connection_with_config(&options).await {
+            Ok(connection) => {
+                backoff.reset();
+                links.set(&links.publishing, true, status, config);
+                publish(connection, &context, &own, &mut queue, &deliver).await
+            }
+            Err(error) => Ended::Failed(error.to_string()),
+        };
+        links.set(&links.publishing, false, status, config);
+        match ended {
+            Ended::Stopped => return,
+            Ended::Failed(error) => {
+                let delay = backoff.next_delay().unwrap_or(Duration::from_secs(5));
+                tracing::warn!(url = %redact(&config.url), %error, "redis: publishing connection lost; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+async fn publish(
+    mut connection: MultiplexedConnection,
+    context: &Context,
+    own: &Own,
+    queue: &mut mpsc::Receiver<(Target, Message)>,
+    deliver: &Deliver,
+) -> Ended {
+    let Context { config, status, .. } = context;
+    let heartbeat_channel = config.heartbeat_channel();
+    let mut heartbeat = tokio::time::interval(config.health_interval);
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let mut pipe = redis::pipe();
+        tokio::select! {
+            taken = queue.recv_many(&mut batch, BATCH) => {
+                if taken == 0 {
+                    return Ended::Stopped; // the hub is gone
+                }
+            }
+            _ = heartbeat.tick() => {
+                pipe.publish(&heartbeat_channel, own.heartbeat().encode()).ignore();
+            }
+        }
+        let (mut last, mut publications) = (None, 0);
+        for (target, message) in batch.drain(..) {
+            let frame = own.number(&target, &message);
+            last = Some(frame.seq);
+            publications += 1;
+            pipe.publish(config.channel(&target), frame.encode()).ignore();
+        }
+        if let Err(error) = pipe.exec_async(&mut connection).await {
+            if let Some(last) = last {
+                // Redis may or may not have taken them: our clients get
+                // them now (once), other servers perhaps not.
+                let unconfirmed = own.deliver_unconfirmed(last, deliver, status);
+                if unconfirmed > 0 {
+                    tracing::warn!(
+                        unconfirmed,
+                        "redis: publications on their way when the link failed; delivered here, other servers may not have them"
+                    );
+                }
+            }
+            return Ended::Failed(error.to_string());
+        }
+        status.count_published(publications);
     }
 }

@@ -607,7 +607,7 @@ impl<'a> Worker<'a> {
             }
         }
         self.publications += 1;
-        if last || self.publications % 4 == 0 {
+        if last || self.publications.is_multiple_of(4) {
             if let Some(shared) = totals.latency.lock().unwrap().as_mut() {
                 let _ = shared.add(&self.local.latency);
             }

@@ -32,7 +32,7 @@ impl Deadlines {
     /// `at` as a tick, rounded up to the next microsecond.
     pub(super) fn tick(&self, at: Instant) -> Tick {
         let since = at.saturating_duration_since(self.epoch);
-        let micros = since.as_micros() + u128::from(since.subsec_nanos() % 1000 != 0);
+        let micros = since.as_micros() + u128::from(!since.subsec_nanos().is_multiple_of(1000));
         let micros = u64::try_from(micros).unwrap_or(u64::MAX - 1);
         Tick(NonZeroU64::MIN.saturating_add(micros))
     }

@@ -1,0 +1,317 @@
+//! The Redis engine against a real `redis-server` (installed by
+//! `scripts/install-deps.sh`; each test starts its own on a free port):
+//! what reaches whom, what is counted when it cannot, authentication,
+//! `rediss://`, prefixes, and a link that goes silent.
+
+#![cfg(feature = "redis")]
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tether::fanout::{Deliver, Engine, Target};
+use tether::redis::{Redis, RedisConfig};
+use tether::Message;
+
+/// A `redis-server` started by the test, killed when dropped.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RedisServer {
+    fn start(port: u16, extra: &[&str]) -> RedisServer {
+        let mut args = vec!["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        let port_text = port.to_string();
+        if !extra.contains(&"--tls-port") {
+            args.extend(["--port", &port_text]);
+        }
+        args.extend(extra);
+        let child = Command::new("redis-server")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by scripts/install-deps.sh)");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer { child, port }
+    }
+
+    fn plain() -> RedisServer {
+        RedisServer::start(tether_test_support::free_port(), &[])
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+/// What one engine delivered to its "clients", in order.
+type Log = Arc<Mutex<Vec<(Target, String)>>>;
+
+fn engine(config: RedisConfig) -> (Redis, Log) {
+    let log: Log = Arc::default();
+    let sink = log.clone();
+    let deliver: Deliver = Arc::new(move |target, message: Message| {
+        sink.lock().unwrap().push((target, message.as_text().unwrap_or_default().to_owned()));
+    });
+    (Redis::start(config, deliver).unwrap(), log)
+}
+
+fn fast(url: &str) -> RedisConfig {
+    let mut config = RedisConfig::new(url);
+    config.health_interval = Duration::from_millis(100);
+    config.health_timeout = Duration::from_millis(300);
+    config
+}
+
+async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn texts(log: &Log) -> Vec<String> {
+    log.lock().unwrap().iter().map(|(_, text)| text.clone()).collect()
+}
+
+/// Publishes as the hub does: through the engine, or locally when it
+/// cannot take it.
+fn publish(engine: &Redis, log: &Log, target: &Target, text: &str) -> bool {
+    let taken = engine.publish(target, &Message::from(text));
+    if !taken {
+        log.lock().unwrap().push((target.clone(), text.to_owned()));
+    }
+    taken
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_process_gets_every_publication_once_in_order() {
+    let redis = RedisServer::plain();
+    let (a, a_log) = engine(fast(&redis.url()));
+    let (b, b_log) = engine(fast(&redis.url()));
+    wait_until("both up", Duration::from_secs(10), || a.status().is_up() && b.status().is_up()).await;
+    let room = Target::Topic("room".to_owned());
+    for n in 0..200 {
+        assert!(publish(&a, &a_log, &room, &format!("a{n}")));
+        assert!(publish(&b, &b_log, &Target::All, &format!("b{n}")));
+    }
+    wait_until("all delivered", Duration::from_secs(10), || {
+        a_log.lock().unwrap().len() == 400 && b_log.lock().unwrap().len() == 400
+    })
+    .await;
+    for log in [&a_log, &b_log] {
+        let log = log.lock().unwrap();
+        let from_a: Vec<&str> = log.iter().filter(|(_, t)| t.starts_with('a')).map(|(_, t)| t.as_str()).collect();
+        let expected: Vec<String> = (0..200).map(|n| format!("a{n}")).collect();
+        assert_eq!(from_a, expected, "once each, in order");
+        assert!(log.iter().all(|(target, text)| (*target == room) == text.starts_with('a')), "on their own targets");
+    }
+    for engine in [&a, &b] {
+        let status = engine.status();
+        assert_eq!((status.published(), status.received()), (200, 400));
+        assert_eq!((status.local_only(), status.unconfirmed(), status.missed(), status.replayed()), (0, 0, 0, 0));
+    }
+}
+
+/// Redis is killed and restarted while two processes publish: each gets
+/// all its own publications exactly once, in order; of the other's, every
+/// one it accepted either arrives once, in order, or is counted missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_while_two_servers_publish_loses_nothing_uncounted() {
+    let port = tether_test_support::free_port();
+    let mut redis = Some(RedisServer::start(port, &[]));
+    let url = format!("redis://127.0.0.1:{port}");
+    let engines = [engine(fast(&url)), engine(fast(&url))];
+    wait_until("both up", Duration::from_secs(10), || engines.iter().all(|(e, _)| e.status().is_up())).await;
+    let mut accepted = [Vec::new(), Vec::new()];
+    let started = Instant::now();
+    let mut n = 0;
+    let mut outage_seen = false;
+    let mut restarted = false;
+    while started.elapsed() < Duration::from_secs(6) {
+        let elapsed = started.elapsed();
+        if elapsed > Duration::from_millis(1500) && redis.is_some() && !restarted {
+            redis = None; // killed
+        }
+        if redis.is_none() && elapsed > Duration::from_millis(2500) {
+            redis = Some(RedisServer::start(port, &[]));
+            restarted = true;
+        }
+        outage_seen |= engines.iter().any(|(e, _)| !e.status().is_up());
+        for (index, (engine, log)) in engines.iter().enumerate() {
+            let text = format!("{index}:{n}");
+            if publish(engine, log, &Target::All, &text) {
+                accepted[index].push(text);
+            }
+        }
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(outage_seen && restarted);
+    wait_until("both up again", Duration::from_secs(15), || engines.iter().all(|(e, _)| e.status().is_up())).await;
+    // Heartbeats reveal the last gaps within a health interval.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for (index, (engine, log)) in engines.iter().enumerate() {
+        let other = 1 - index;
+        let texts = texts(log);
+        let own: Vec<&String> = texts.iter().filter(|t| t.starts_with(&format!("{index}:"))).collect();
+        let expected_own: Vec<String> = (0..n).map(|k| format!("{index}:{k}")).collect();
+        assert_eq!(own, expected_own.iter().collect::<Vec<_>>(), "engine {index}: all its own, once, in order");
+        let from_other: Vec<&String> = texts.iter().filter(|t| t.starts_with(&format!("{other}:"))).collect();
+        let mut positions = HashMap::new();
+        for (at, text) in accepted[other].iter().enumerate() {
+            positions.insert(text, at);
+        }
+        let places: Vec<usize> = from_other.iter().map(|t| positions[t]).collect();
+        assert!(places.windows(2).all(|w| w[0] < w[1]), "engine {index}: the other's, once each, in order");
+        let status = engine.status();
+        println!(
+            "engine {index}: published {n}, accepted {}, local only {}, unconfirmed {}, replayed {}; \
+             of the other's {} accepted: received {}, missed {}",
+            accepted[index].len(),
+            status.local_only(),
+            status.unconfirmed(),
+            status.replayed(),
+            accepted[other].len(),
+            from_other.len(),
+            status.missed(),
+        );
+        assert_eq!(
+            from_other.len() as u64 + status.missed(),
+            accepted[other].len() as u64,
+            "engine {index}: each of the other's accepted publications arrived or was counted missed \
+             (received {}, missed {}, accepted {}; local_only {}, unconfirmed {}, replayed {})",
+            from_other.len(),
+            status.missed(),
+            accepted[other].len(),
+            status.local_only(),
+            status.unconfirmed(),
+            status.replayed(),
+        );
+        assert!(status.outages() >= 1);
+        assert!(status.local_only() > 0, "publications during the outage were counted local only");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_link_is_noticed_within_the_health_timeout() {
+    let redis = RedisServer::plain();
+    let proxy = tether_test_support::stall_proxy(redis.port);
+    let (a, _log) = engine(fast(&format!("redis://127.0.0.1:{}", proxy.port())));
+    wait_until("up", Duration::from_secs(10), || a.status().is_up()).await;
+    // The proxy stops forwarding but keeps every socket open: TCP sees
+    // nothing wrong.
+    proxy.signal_usr1();
+    let stalled = Instant::now();
+    wait_until("down", Duration::from_secs(5), || !a.status().is_up()).await;
+    // Health interval 100 ms, timeout 300 ms.
+    assert!(stalled.elapsed() < Duration::from_millis(1500), "noticed after {:?}", stalled.elapsed());
+    assert_eq!(a.status().outages(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_prefixes_on_one_redis_do_not_see_each_other() {
+    let redis = RedisServer::plain();
+    let (blue, blue_log) = engine(fast(&redis.url()).with_prefix("blue"));
+    let (green, green_log) = engine(fast(&redis.url()).with_prefix("green"));
+    let (blue2, blue2_log) = engine(fast(&redis.url()).with_prefix("blue"));
+    wait_until("all up", Duration::from_secs(10), || [&blue, &green, &blue2].iter().all(|e| e.status().is_up())).await;
+    assert!(publish(&blue, &blue_log, &Target::All, "for blue"));
+    assert!(publish(&green, &green_log, &Target::All, "for green"));
+    wait_until("delivered", Duration::from_secs(5), || texts(&blue2_log).len() == 1 && texts(&green_log).len() == 1)
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(texts(&blue_log), ["for blue"]);
+    assert_eq!(texts(&blue2_log), ["for blue"]);
+    assert_eq!(texts(&green_log), ["for green"]);
+    // A prefix that could reach into another's channels is refused.
+    let deliver: Deliver = Arc::new(|_, _| {});
+    for bad in ["blue:x", "a*", "", "sp ace"] {
+        let error = Redis::start(RedisConfig::new(redis.url()).with_prefix(bad), deliver.clone()).unwrap_err();
+        assert!(error.to_string().contains("prefix"), "{bad:?}: {error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_and_an_acl_user_authenticate_and_a_wrong_one_is_never_up() {
+    let dir = std::env::temp_dir().join(format!("tether-redis-acl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let acl = dir.join("users.acl");
+    let mut file = std::fs::File::create(&acl).unwrap();
+    writeln!(file, "user default on >admin-secret ~* &* +@all").unwrap();
+    // Only what the engine needs: its channels, publish/subscribe, ping.
+    writeln!(file, "user fanout on >fan-secret resetchannels &tether:* +@pubsub +ping").unwrap();
+    drop(file);
+    let port = tether_test_support::free_port();
+    let _redis = RedisServer::start(port, &["--aclfile", acl.to_str().unwrap()]);
+    for url in
+        [format!("redis://:admin-secret@127.0.0.1:{port}"), format!("redis://fanout:fan-secret@127.0.0.1:{port}")]
+    {
+        let (a, a_log) = engine(fast(&url));
+        let (b, b_log) = engine(fast(&url));
+        wait_until(&url, Duration::from_secs(10), || a.status().is_up() && b.status().is_up()).await;
+        assert!(publish(&a, &a_log, &Target::Topic("t".into()), "hi"));
+        wait_until("delivered", Duration::from_secs(5), || texts(&b_log) == ["hi"]).await;
+    }
+    let (wrong, wrong_log) = engine(fast(&format!("redis://fanout:wrong@127.0.0.1:{port}")));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!wrong.status().is_up());
+    assert!(!publish(&wrong, &wrong_log, &Target::All, "local"));
+    assert_eq!((wrong.status().local_only(), texts(&wrong_log)), (1, vec!["local".to_owned()]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca() {
+    let cert = tether_test_support::TestCert::new();
+    let port = tether_test_support::free_port();
+    let tls_port = port.to_string();
+    let _redis = RedisServer::start(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            cert.cert_path().to_str().unwrap(),
+            "--tls-key-file",
+            cert.key_path().to_str().unwrap(),
+            "--tls-ca-cert-file",
+            cert.ca_path().to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let mut config = fast(&format!("rediss://127.0.0.1:{port}"));
+    config.ca_pem = Some(std::fs::read(cert.ca_path()).unwrap());
+    let (a, a_log) = engine(config.clone());
+    let (b, b_log) = engine(config);
+    wait_until("up over TLS", Duration::from_secs(10), || a.status().is_up() && b.status().is_up()).await;
+    assert!(publish(&a, &a_log, &Target::All, "secret"));
+    wait_until("delivered", Duration::from_secs(5), || texts(&b_log) == ["secret"]).await;
+    // Without the CA, the server's certificate is not trusted: never up.
+    let other = tether_test_support::TestCert::new();
+    let mut untrusted = fast(&format!("rediss://127.0.0.1:{port}"));
+    untrusted.ca_pem = Some(std::fs::read(other.ca_path()).unwrap());
+    let (c, _) = engine(untrusted);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!c.status().is_up());
+}
