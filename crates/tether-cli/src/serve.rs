@@ -104,6 +104,13 @@ pub struct ServeArgs {
     /// Most bytes waiting for one client before --overflow applies.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     max_buffered: usize,
+    /// Keep the last N publications of each topic (--topics), so a client that reconnects
+    /// with its last offset gets what it missed. Not with --redis yet.
+    #[arg(long, value_name = "N", conflicts_with = "redis")]
+    history: Option<usize>,
+    /// How long each publication is kept in the history.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, requires = "history")]
+    history_ttl: u64,
     /// Require HTTP Basic credentials, as USER:PASSWORD.
     #[arg(long, value_name = "USER:PASSWORD", conflicts_with = "bearer_token")]
     basic_auth: Option<String>,
@@ -162,7 +169,7 @@ fn resolve(text: &str) -> anyhow::Result<SocketAddr> {
 }
 
 /// What the server does with each message.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
     Echo,
     Broadcast,
@@ -227,6 +234,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         OverflowArg::KeepLatest => Overflow::KeepLatest,
         OverflowArg::Close => Overflow::Close(CloseCode(1013)),
     };
+    hub_config.history = args
+        .history
+        .map(|size| tether::history::HistoryConfig::new(size, std::time::Duration::from_secs(args.history_ttl)));
     let hub = match &args.redis {
         Some(url) => {
             let mut redis = tether::redis::RedisConfig::new(url.as_str()).with_prefix(args.redis_prefix.as_str());
@@ -264,6 +274,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (_, true) => Role::Topics,
         _ => Role::Echo,
     };
+    if role == Role::Topics {
+        hub.set_render(topics::render());
+    }
     if args.engine == Engine::Tokio {
         return serve_tokio(listen, config, role, &hub, metrics_at).await;
     }

@@ -19,12 +19,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::Waker;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tether_proto::{CloseCode, CloseFrame, Message, PreparedMessage};
 use tokio::sync::broadcast;
 
 use crate::fanout::{Deliver, Engine, FanoutStatus, Target};
+use crate::history::{History, HistoryConfig, Position, Subscribed};
 
 /// A connected client's number in its hub, unique for the hub's life.
 pub type ClientId = u64;
@@ -135,7 +136,7 @@ struct DropCounters {
     closed_connections: AtomicU64,
 }
 
-/// How a hub treats slow recipients.
+/// How a hub treats slow recipients, and what it keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HubConfig {
@@ -146,13 +147,24 @@ pub struct HubConfig {
     /// Default: close with 1013 ("try again later"), so nothing is lost
     /// without the client knowing.
     pub overflow: Overflow,
+    /// Topic history, for clients that reconnect to recover what they
+    /// missed ([`Hub::subscribe_from`]). Default none. A hub with an
+    /// engine (Redis) keeps none yet: offsets must then come from one
+    /// place for every process.
+    pub history: Option<HistoryConfig>,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
-        HubConfig { max_buffered: 1 << 20, overflow: Overflow::Close(CloseCode(1013)) }
+        HubConfig { max_buffered: 1 << 20, overflow: Overflow::Close(CloseCode(1013)), history: None }
     }
 }
+
+/// Turns a topic's publication into what its subscribers receive, given
+/// its place in the topic's history (`None` without history): the place
+/// where an application's protocol shows offsets. Called once per
+/// publication, whatever the number of subscribers.
+pub type Render = Arc<dyn Fn(&str, &Message, Option<&Position>) -> Message + Send + Sync>;
 
 /// What became of one broadcast or publication.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -409,6 +421,12 @@ struct Inner {
     config: HubConfig,
     /// Fan-out to other processes, if configured.
     engine: std::sync::OnceLock<Box<dyn Engine>>,
+    /// Every topic's stream, if the hub keeps history. Held while a
+    /// publication is numbered and delivered, and while a subscriber
+    /// recovers and joins: nothing falls between the two, nothing comes
+    /// twice.
+    history: Option<Mutex<History>>,
+    render: std::sync::OnceLock<Render>,
     clients: RwLock<IdMap<Arc<Member>>>,
     /// Each topic's subscribers, with their mailboxes: a publication goes
     /// straight to them, without looking each one up in `clients`.
@@ -442,10 +460,13 @@ impl Hub {
     #[must_use]
     pub fn new(config: HubConfig) -> Hub {
         let (events, _) = broadcast::channel(1024);
+        let history = config.history.clone().map(|history| Mutex::new(History::new(history)));
         Hub {
             inner: Arc::new(Inner {
                 config,
                 engine: std::sync::OnceLock::new(),
+                history,
+                render: std::sync::OnceLock::new(),
                 clients: RwLock::default(),
                 topics: RwLock::default(),
                 next_id: AtomicU64::new(1),
@@ -479,6 +500,10 @@ impl Hub {
         config: HubConfig,
         start: impl FnOnce(Deliver) -> std::io::Result<Box<dyn Engine>>,
     ) -> std::io::Result<Hub> {
+        if config.history.is_some() {
+            let why = "topic history across processes needs offsets from one place (Redis Streams): not built yet";
+            return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, why));
+        }
         let hub = Hub::new(config);
         let weak = Arc::downgrade(&hub.inner);
         let deliver: Deliver = Arc::new(move |target, message| {
@@ -680,9 +705,75 @@ impl Hub {
     }
 
     fn publish_local(&self, topic: &str, message: &Message) -> Delivery {
+        let Some(history) = &self.inner.history else {
+            let topics = self.inner.topics.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(members) = topics.get(topic) else { return Delivery::default() };
+            return self.deliver(members.values(), &PreparedMessage::new(&self.render(topic, message, None)));
+        };
+        let mut history = history.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let position = history.next_position(topic, now);
+        let prepared = PreparedMessage::new(&self.render(topic, message, Some(&position)));
+        history.push(topic, &position, prepared.clone(), now);
         let topics = self.inner.topics.read().unwrap_or_else(PoisonError::into_inner);
         let Some(members) = topics.get(topic) else { return Delivery::default() };
-        self.deliver(members.values(), &PreparedMessage::new(message))
+        self.deliver(members.values(), &prepared)
+    }
+
+    fn render(&self, topic: &str, message: &Message, position: Option<&Position>) -> Message {
+        match self.inner.render.get() {
+            Some(render) => render(topic, message, position),
+            None => message.clone(),
+        }
+    }
+
+    /// How topic publications are shown to subscribers (see [`Render`]);
+    /// set once, before the first publication. Without one, subscribers
+    /// get the published message itself. `false` if one was set already.
+    pub fn set_render(&self, render: Render) -> bool {
+        self.inner.render.set(render).is_ok()
+    }
+
+    /// Subscribes a client to a topic and, if it gives the `since`
+    /// position it last saw, sends it what it missed since. In its
+    /// mailbox, in this order: `answer` (made from what subscribing gave,
+    /// if it returns one: the application's reply), then the missed
+    /// publications, then every later one — nothing missed, nothing twice.
+    /// Recovery fails (`recovered: Some(false)`, nothing sent) if the hub
+    /// keeps no history, if the position is from another epoch, or if part
+    /// of what was missed is no longer kept. `None` if the client is not
+    /// connected.
+    pub fn subscribe_from(
+        &self,
+        id: ClientId,
+        topic: &str,
+        since: Option<&Position>,
+        answer: impl FnOnce(&Subscribed) -> Option<Message>,
+    ) -> Option<Subscribed> {
+        let mut history =
+            self.inner.history.as_ref().map(|history| history.lock().unwrap_or_else(PoisonError::into_inner));
+        let (position, missed) = match &mut history {
+            Some(history) => {
+                let (position, missed) = history.read(topic, since, Instant::now());
+                (Some(position), missed)
+            }
+            None => (None, None),
+        };
+        let recovered = since.map(|_| missed.is_some());
+        let missed = missed.unwrap_or_default();
+        let subscribed = Subscribed { position, recovered, replayed: missed.len() };
+        {
+            let clients = self.clients();
+            let member = clients.get(&id)?;
+            if let Some(answer) = answer(&subscribed) {
+                member.deliver(&PreparedMessage::new(&answer), &self.inner.config, &self.inner.drops);
+            }
+            for message in &missed {
+                member.deliver(message, &self.inner.config, &self.inner.drops);
+            }
+        }
+        self.subscribe(id, topic);
+        Some(subscribed)
     }
 
     /// Sends `message` to one client.

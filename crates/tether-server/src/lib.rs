@@ -24,6 +24,7 @@
 //! - [`hub`]: the exact registry of clients, broadcast, topics, mailboxes.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`descriptors`]: accepting when the process is out of file descriptors.
+//! - [`history`]: topic history with offsets, for recovery after a reconnect.
 //! - [`fanout`]: fan-out across processes, whatever the engine; loss counted.
 //! - `redis` (feature `redis`): the Redis engine.
 
@@ -31,6 +32,7 @@ pub mod admission;
 pub mod config;
 pub mod descriptors;
 pub mod fanout;
+pub mod history;
 pub mod hub;
 pub mod metrics;
 #[cfg(feature = "redis")]

@@ -49,7 +49,7 @@ pub use tether_server::redis;
 #[cfg(feature = "server")]
 pub use tether_server::session;
 #[cfg(feature = "server")]
-pub use tether_server::{admission, fanout, hub, metrics};
+pub use tether_server::{admission, fanout, history, hub, metrics};
 
 pub mod app;
 pub mod blocking;
