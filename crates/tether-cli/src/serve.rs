@@ -105,8 +105,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     max_buffered: usize,
     /// Keep the last N publications of each topic (--topics), so a client that reconnects
-    /// with its last offset gets what it missed. Not with --redis yet.
-    #[arg(long, value_name = "N", conflicts_with = "redis")]
+    /// with its last offset gets what it missed. With --redis, in Redis Streams: every server
+    /// agrees on offsets.
+    #[arg(long, value_name = "N")]
     history: Option<usize>,
     /// How long each publication is kept in the history.
     #[arg(long, value_name = "SECONDS", default_value_t = 300, requires = "history")]

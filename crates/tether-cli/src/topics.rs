@@ -92,8 +92,9 @@ fn handle(member: &impl Member, message: &Message) -> Result<Option<Value>, Stri
             let id = member.client_id().ok_or("no hub")?;
             // The answer goes through the mailbox, ahead of what was missed
             // and of every later publication.
-            hub.subscribe_from(id, topic, since.as_ref(), |subscribed| {
-                let mut answer = json!({ "op": "subscribed", "topic": topic });
+            let named = topic.to_owned();
+            hub.subscribe_from(id, topic, since.as_ref(), move |subscribed| {
+                let mut answer = json!({ "op": "subscribed", "topic": named });
                 if let Some(position) = &subscribed.position {
                     answer["offset"] = json!(position.offset);
                     answer["epoch"] = json!(position.epoch);

@@ -137,14 +137,3 @@ async fn reactor_fails_recovery_it_cannot_serve() {
 async fn tokio_fails_recovery_it_cannot_serve() {
     a_position_the_history_cannot_serve_fails_recovery("tokio").await;
 }
-
-#[test]
-fn history_with_redis_is_refused_until_offsets_come_from_redis() {
-    let output = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--topics", "--history", "10", "--redis", "redis://127.0.0.1:1"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--history") && stderr.contains("--redis"), "{stderr}");
-}

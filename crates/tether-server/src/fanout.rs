@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use tether_proto::Message;
 
+use crate::history::{BrokerHistory, Position};
+
 /// Where a publication goes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
@@ -47,10 +49,26 @@ pub trait Engine: Send + Sync {
 
     /// Its counters.
     fn status(&self) -> &FanoutStatus;
+
+    /// Whether its broker numbers topic publications and keeps them (a
+    /// hub with history needs it: every process must agree on offsets).
+    fn keeps_history(&self) -> bool {
+        false
+    }
+
+    /// Asks the broker's history where `topic` is and, if `after` is
+    /// given, for the publications after that offset; `done` gets the
+    /// answer, or `None` if the broker cannot be asked. Called from any
+    /// thread, an event loop's included: it must not block.
+    fn read_history(&self, topic: &str, after: Option<u64>, done: Box<dyn FnOnce(Option<BrokerHistory>) + Send>) {
+        let _ = (topic, after);
+        done(None);
+    }
 }
 
-/// Hands what arrives from other processes to this process's clients.
-pub type Deliver = Arc<dyn Fn(Target, Message) + Send + Sync>;
+/// Hands what arrives from other processes to this process's clients,
+/// with its place in the topic's history if the engine keeps one.
+pub type Deliver = Arc<dyn Fn(Target, Message, Option<Position>) + Send + Sync>;
 
 /// An engine's state and counters, for the program and for metrics. Every
 /// message that may not have reached every process is in one of
@@ -65,6 +83,7 @@ pub struct FanoutStatus {
     unconfirmed: AtomicU64,
     missed: AtomicU64,
     replayed: AtomicU64,
+    recovered: AtomicU64,
 }
 
 impl FanoutStatus {
@@ -113,6 +132,13 @@ impl FanoutStatus {
         self.missed.load(Ordering::Relaxed)
     }
 
+    /// Publications its subscription missed that were read from a topic's
+    /// history instead (of `missed`, those its clients got after all).
+    #[must_use]
+    pub fn recovered(&self) -> u64 {
+        self.recovered.load(Ordering::Relaxed)
+    }
+
     /// This process's own publications that its subscription missed,
     /// delivered to its clients from what it kept.
     #[must_use]
@@ -153,11 +179,18 @@ pub struct Frame {
     pub seq: u64,
     /// What it carries: a message, or nothing (a heartbeat).
     pub message: Option<Message>,
+    /// Its place in its topic's history, when the engine keeps one (the
+    /// broker gave it).
+    pub position: Option<Position>,
 }
 
 const TEXT: u8 = b't';
 const BINARY: u8 = b'b';
 const HEARTBEAT: u8 = b'h';
+/// A text or binary publication with its place in history: after the
+/// header, `offset:epoch\n` in ASCII, then the payload.
+const TEXT_AT: u8 = b'T';
+const BINARY_AT: u8 = b'B';
 const HEADER: usize = 17;
 
 impl Frame {
@@ -165,15 +198,28 @@ impl Frame {
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let body = self.message.as_ref().map_or(&[][..], Message::as_bytes);
-        let mut out = Vec::with_capacity(HEADER + body.len());
-        out.push(match &self.message {
-            None => HEARTBEAT,
-            Some(message) if message.is_text() => TEXT,
-            Some(_) => BINARY,
+        let mut out = self.head(self.position.is_some());
+        if let Some(position) = &self.position {
+            out.extend_from_slice(format!("{}:{}\n", position.offset, position.epoch).as_bytes());
+        }
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// The kind byte, origin and sequence number; `at`: a place in history
+    /// follows (which a broker may write itself, as Redis's script does).
+    #[must_use]
+    pub fn head(&self, at: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER + self.message.as_ref().map_or(0, Message::len) + 32);
+        out.push(match (&self.message, at) {
+            (None, _) => HEARTBEAT,
+            (Some(message), false) if message.is_text() => TEXT,
+            (Some(_), false) => BINARY,
+            (Some(message), true) if message.is_text() => TEXT_AT,
+            (Some(_), true) => BINARY_AT,
         });
         out.extend_from_slice(&self.origin.to_be_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
-        out.extend_from_slice(body);
         out
     }
 
@@ -186,14 +232,21 @@ impl Frame {
         }
         let origin = u64::from_be_bytes(bytes[1..9].try_into().ok()?);
         let seq = u64::from_be_bytes(bytes[9..17].try_into().ok()?);
-        let body = &bytes[HEADER..];
+        let mut body = &bytes[HEADER..];
+        let mut position = None;
+        if matches!(bytes[0], TEXT_AT | BINARY_AT) {
+            let end = body.iter().position(|&byte| byte == b'\n')?;
+            let (offset, epoch) = std::str::from_utf8(&body[..end]).ok()?.split_once(':')?;
+            position = Some(Position { offset: offset.parse().ok()?, epoch: epoch.to_owned() });
+            body = &body[end + 1..];
+        }
         let message = match bytes[0] {
-            TEXT => Some(Message::from(std::str::from_utf8(body).ok()?.to_owned())),
-            BINARY => Some(Message::from(body.to_vec())),
+            TEXT | TEXT_AT => Some(Message::from(std::str::from_utf8(body).ok()?.to_owned())),
+            BINARY | BINARY_AT => Some(Message::from(body.to_vec())),
             HEARTBEAT if body.is_empty() => None,
             _ => return None,
         };
-        Some(Frame { origin, seq, message })
+        Some(Frame { origin, seq, message, position })
     }
 }
 
@@ -204,7 +257,9 @@ const OWN_KEPT_BYTES: usize = 8 << 20;
 /// This process's own publications: numbered as they leave, kept a while,
 /// and delivered here exactly once — when they come back from the broker,
 /// or from what was kept when the subscription missed them, or at once
-/// when the link failed with them on the way.
+/// when the link failed with them on the way. Publications that go into a
+/// topic's history are not kept here: the history has them, with the
+/// offsets only the broker gives.
 pub struct Own {
     origin: u64,
     state: Mutex<OwnState>,
@@ -216,7 +271,9 @@ struct OwnState {
     last: u64,
     /// Delivered here up to this number (from the broker or not).
     delivered: u64,
-    kept: VecDeque<(u64, Target, Message)>,
+    /// Recent publications by number: the message, or `None` for one in
+    /// a topic's history (the history gives it back, with its place).
+    kept: VecDeque<(u64, Option<(Target, Message)>)>,
     kept_bytes: usize,
 }
 
@@ -247,72 +304,93 @@ impl Own {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Numbers `message` and keeps it; the frame to send.
-    pub fn number(&self, target: &Target, message: &Message) -> Frame {
+    /// Numbers `message` and, unless it goes into a topic's history
+    /// (`in_history`), keeps it; the frame to send.
+    pub fn number(&self, target: &Target, message: &Message, in_history: bool) -> Frame {
         let mut state = self.lock();
         state.last += 1;
         let seq = state.last;
-        state.kept_bytes += message.len();
-        state.kept.push_back((seq, target.clone(), message.clone()));
+        let kept = (!in_history).then(|| (target.clone(), message.clone()));
+        state.kept_bytes += kept.as_ref().map_or(0, |(_, message)| message.len());
+        state.kept.push_back((seq, kept));
         while state.kept.len() > OWN_KEPT || state.kept_bytes > OWN_KEPT_BYTES {
-            let Some((_, _, old)) = state.kept.pop_front() else { break };
-            state.kept_bytes -= old.len();
+            let Some((_, old)) = state.kept.pop_front() else { break };
+            state.kept_bytes -= old.map_or(0, |(_, message)| message.len());
         }
-        Frame { origin: self.origin, seq, message: Some(message.clone()) }
+        Frame { origin: self.origin, seq, message: Some(message.clone()), position: None }
     }
 
     /// A heartbeat: the latest number given out.
     #[must_use]
     pub fn heartbeat(&self) -> Frame {
-        Frame { origin: self.origin, seq: self.lock().last, message: None }
+        Frame { origin: self.origin, seq: self.lock().last, message: None, position: None }
     }
 
     /// Publications up to `upto` were on their way when the link failed:
-    /// those not yet delivered here are delivered now. How many (other
-    /// processes may not have them).
+    /// those not yet delivered here are delivered now (those kept: a
+    /// history publication reaches nobody unless the broker took it, and
+    /// then it is found in the history). How many may not have reached
+    /// other processes.
     pub fn deliver_unconfirmed(&self, upto: u64, deliver: &Deliver, status: &FanoutStatus) -> u64 {
         let mut state = self.lock();
-        let n = self.catch_up(&mut state, upto, deliver);
+        let n = upto.saturating_sub(state.delivered);
+        let (_, lost) = self.catch_up(&mut state, upto, deliver);
         status.unconfirmed.fetch_add(n, Ordering::Relaxed);
+        status.missed.fetch_add(lost, Ordering::Relaxed);
         n
     }
 
     /// An own frame came back from the broker (a publication, or a
-    /// heartbeat saying how far we are).
-    fn came_back(&self, target: Target, frame: Frame, deliver: &Deliver, status: &FanoutStatus) {
+    /// heartbeat saying how far we are); `seen`: its place in history was
+    /// delivered already.
+    fn came_back(&self, target: Target, frame: Frame, seen: bool, deliver: &Deliver, status: &FanoutStatus) {
         let mut state = self.lock();
         if frame.seq <= state.delivered {
             return; // delivered already, when the link failed
         }
         let before = frame.seq - u64::from(frame.message.is_some());
-        let replayed = self.catch_up(&mut state, before, deliver);
+        let (replayed, lost) = self.catch_up(&mut state, before, deliver);
         status.replayed.fetch_add(replayed, Ordering::Relaxed);
+        status.missed.fetch_add(lost, Ordering::Relaxed);
         if replayed > 0 {
             tracing::info!(
                 replayed,
                 "fan-out: our own publications missed by our subscription, delivered here from what we kept"
             );
         }
+        if lost > 0 {
+            tracing::warn!(lost, "fan-out: our own publications missed by our subscription and no longer kept");
+        }
         if let Some(message) = frame.message {
             state.delivered = frame.seq;
-            status.received.fetch_add(1, Ordering::Relaxed);
-            deliver(target, message);
+            if !seen {
+                status.received.fetch_add(1, Ordering::Relaxed);
+                deliver(target, message, frame.position);
+            }
         }
     }
 
-    /// Delivers what was kept after `delivered` up to `upto`; what was no
-    /// longer kept is counted missed.
-    fn catch_up(&self, state: &mut OwnState, upto: u64, deliver: &Deliver) -> u64 {
-        let mut delivered = 0;
+    /// Delivers what was kept after `delivered` up to `upto`: how many,
+    /// and how many were no longer kept (history publications are not
+    /// counted: the history gives them back).
+    fn catch_up(&self, state: &mut OwnState, upto: u64, deliver: &Deliver) -> (u64, u64) {
+        let (mut delivered, mut lost) = (0, 0);
+        // Numbers are kept in order: find the first after `delivered` once.
+        let start = state.kept.partition_point(|(seq, _)| *seq <= state.delivered);
+        let mut kept = state.kept.range(start..).peekable();
         while state.delivered < upto {
             state.delivered += 1;
             let seq = state.delivered;
-            if let Some((_, target, message)) = state.kept.iter().find(|(kept, ..)| *kept == seq) {
-                deliver(target.clone(), message.clone());
-                delivered += 1;
+            match kept.next_if(|(kept, _)| *kept == seq) {
+                Some((_, Some((target, message)))) => {
+                    deliver(target.clone(), message.clone(), None);
+                    delivered += 1;
+                }
+                Some((_, None)) => {}
+                None => lost += 1,
             }
         }
-        delivered
+        (delivered, lost)
     }
 }
 
@@ -325,6 +403,22 @@ impl Default for Own {
 /// Forgotten after this long without a word: a process that stopped.
 const ORIGIN_SILENCE: Duration = Duration::from_secs(600);
 
+/// Publications of a topic's history this process has not received: the
+/// ones after `after` up to `upto`, in the stream named `epoch`. The
+/// engine reads them from the broker's history and hands them to
+/// [`Receiver::fill`] before the publication that revealed the gap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    /// The topic.
+    pub topic: String,
+    /// The last offset delivered here.
+    pub after: u64,
+    /// The last offset missing.
+    pub upto: u64,
+    /// The stream.
+    pub epoch: String,
+}
+
 /// What a process receives: delivers it, and finds the gaps.
 pub struct Receiver {
     own: Arc<Own>,
@@ -332,11 +426,17 @@ pub struct Receiver {
     status: Arc<FanoutStatus>,
     /// Each other publisher's latest sequence number seen, and when.
     others: HashMap<u64, (u64, Instant)>,
+    /// The place of the latest publication delivered in each topic with
+    /// history.
+    tops: HashMap<String, Position>,
 }
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receiver").field("publishers", &self.others.len()).finish_non_exhaustive()
+        f.debug_struct("Receiver")
+            .field("publishers", &self.others.len())
+            .field("topics", &self.tops.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -344,19 +444,75 @@ impl Receiver {
     /// A receiver for the process whose own publications are `own`.
     #[must_use]
     pub fn new(own: Arc<Own>, deliver: Deliver, status: Arc<FanoutStatus>) -> Receiver {
-        Receiver { own, deliver, status, others: HashMap::new() }
+        Receiver { own, deliver, status, others: HashMap::new(), tops: HashMap::new() }
+    }
+
+    /// What is missing before `frame` in its topic's history, if anything
+    /// (the engine then fills it before calling [`accept`](Self::accept)).
+    #[must_use]
+    pub fn gap(&self, target: &Target, frame: &Frame) -> Option<Gap> {
+        let (Target::Topic(topic), Some(position)) = (target, &frame.position) else { return None };
+        let top = self.tops.get(topic)?;
+        (top.epoch == position.epoch && position.offset > top.offset + 1).then(|| Gap {
+            topic: topic.clone(),
+            after: top.offset,
+            upto: position.offset - 1,
+            epoch: top.epoch.clone(),
+        })
+    }
+
+    /// Where each topic with history is, as far as this process has
+    /// delivered (for an engine that checks them all after losing its
+    /// subscription for a while).
+    pub fn tops(&self) -> impl Iterator<Item = (&String, &Position)> {
+        self.tops.iter()
+    }
+
+    /// Publications read from the broker's history to close a gap, in
+    /// order: each is delivered unless it was already.
+    pub fn fill(&mut self, topic: &str, frames: impl IntoIterator<Item = Frame>) {
+        let target = Target::Topic(topic.to_owned());
+        for frame in frames {
+            let (Some(message), Some(position)) = (frame.message, frame.position) else { continue };
+            if self.seen(&target, Some(&position)) {
+                continue;
+            }
+            self.status.recovered.fetch_add(1, Ordering::Relaxed);
+            (self.deliver)(target.clone(), message, Some(position));
+        }
+    }
+
+    /// Whether a publication at `position` in `target` was delivered
+    /// already; if not, it is the topic's latest from now on.
+    fn seen(&mut self, target: &Target, position: Option<&Position>) -> bool {
+        let (Target::Topic(topic), Some(position)) = (target, position) else { return false };
+        match self.tops.get_mut(topic) {
+            Some(top) if top.epoch == position.epoch && position.offset <= top.offset => true,
+            Some(top) => {
+                *top = position.clone();
+                false
+            }
+            None => {
+                self.tops.insert(topic.clone(), position.clone());
+                false
+            }
+        }
     }
 
     /// A frame arrived on `target`'s channel (heartbeats: any target).
-    pub fn accept(&mut self, target: Target, frame: Frame, now: Instant) {
+    /// Returns how many publications of other processes it revealed as
+    /// missed.
+    pub fn accept(&mut self, target: Target, frame: Frame, now: Instant) -> u64 {
+        let seen = frame.message.is_some() && self.seen(&target, frame.position.as_ref());
         if frame.origin == self.own.origin {
-            return self.own.came_back(target, frame, &self.deliver, &self.status);
+            self.own.came_back(target, frame, seen, &self.deliver, &self.status);
+            return 0;
         }
         let is_message = frame.message.is_some();
         let (last, heard) = self.others.entry(frame.origin).or_insert((frame.seq - u64::from(is_message), now));
         *heard = now;
         if frame.seq <= *last {
-            return; // an old heartbeat, or a publication seen already
+            return 0; // an old heartbeat, or a publication seen already
         }
         let missed = frame.seq - *last - u64::from(is_message);
         *last = frame.seq;
@@ -365,16 +521,18 @@ impl Receiver {
             tracing::warn!(
                 missed,
                 publisher = %format_args!("{:016x}", frame.origin),
-                "fan-out: publications from another server never arrived here (our subscription was down); our clients did not get them"
+                "fan-out: publications from another server never arrived here (our subscription was down); \
+                 those in a topic's history are read from it, the others our clients did not get"
             );
         }
-        if let Some(message) = frame.message {
+        if let (Some(message), false) = (frame.message, seen) {
             self.status.received.fetch_add(1, Ordering::Relaxed);
-            (self.deliver)(target, message);
+            (self.deliver)(target, message, frame.position);
         }
         if self.others.len() > 64 {
             self.others.retain(|_, (_, heard)| now.duration_since(*heard) < ORIGIN_SILENCE);
         }
+        missed
     }
 }
 
@@ -387,7 +545,7 @@ mod tests {
     fn receiver(own: &Arc<Own>) -> (Receiver, Log, Arc<FanoutStatus>) {
         let log: Log = Arc::default();
         let sink = log.clone();
-        let deliver: Deliver = Arc::new(move |target, message| sink.lock().unwrap().push((target, message)));
+        let deliver: Deliver = Arc::new(move |target, message, _| sink.lock().unwrap().push((target, message)));
         let status = Arc::new(FanoutStatus::default());
         (Receiver::new(own.clone(), deliver, status.clone()), log, status)
     }
@@ -397,7 +555,7 @@ mod tests {
     }
 
     fn publication(origin: u64, seq: u64, text: &str) -> Frame {
-        Frame { origin, seq, message: Some(Message::from(text)) }
+        Frame { origin, seq, message: Some(Message::from(text)), position: None }
     }
 
     #[test]
@@ -405,7 +563,7 @@ mod tests {
         for message in
             [Some(Message::from("héllo")), Some(Message::from(vec![0u8, 255])), Some(Message::from("")), None]
         {
-            let frame = Frame { origin: 7, seq: 1 << 40, message };
+            let frame = Frame { origin: 7, seq: 1 << 40, message, position: None };
             assert_eq!(Frame::decode(&frame.encode()), Some(frame));
         }
         assert_eq!(Frame::decode(b"t"), None);
@@ -413,6 +571,44 @@ mod tests {
         let mut bad_text = publication(1, 1, "").encode();
         bad_text.push(0xff);
         assert_eq!(Frame::decode(&bad_text), None);
+        // With a place in history, for text and binary, the payload intact
+        // even when it has a newline of its own.
+        for message in [Message::from("line\nnext"), Message::from(vec![b'\n', 0])] {
+            let position = Some(Position { offset: 42, epoch: "e1".into() });
+            let frame = Frame { origin: 7, seq: 3, message: Some(message), position };
+            assert_eq!(Frame::decode(&frame.encode()), Some(frame));
+        }
+        assert_eq!(Frame::decode(&[&publication(1, 1, "").head(true)[..], b"no newline"].concat()), None);
+    }
+
+    fn at(origin: u64, seq: u64, offset: u64, text: &str) -> Frame {
+        let position = Some(Position { offset, epoch: "e".into() });
+        Frame { origin, seq, message: Some(Message::from(text)), position }
+    }
+
+    #[test]
+    fn a_gap_in_a_topics_offsets_is_reported_then_filled_and_nothing_comes_twice() {
+        let own = Arc::new(Own::with_origin(1));
+        let (mut receiver, log, status) = receiver(&own);
+        let room = Target::Topic("room".into());
+        let now = Instant::now();
+        receiver.accept(room.clone(), at(9, 1, 1, "1"), now);
+        let next = at(9, 4, 4, "4");
+        let gap = receiver.gap(&room, &next).expect("2 and 3 are missing");
+        assert_eq!((gap.topic.as_str(), gap.after, gap.upto, gap.epoch.as_str()), ("room", 1, 3, "e"));
+        receiver.fill("room", [at(9, 2, 2, "2"), at(9, 3, 3, "3")]);
+        assert_eq!(receiver.gap(&room, &next), None);
+        assert_eq!(receiver.accept(room.clone(), next, now), 2, "the publisher's numbers show two missed");
+        // The same publications again (a late copy): not delivered twice.
+        receiver.accept(room.clone(), at(9, 3, 3, "3"), now);
+        receiver.fill("room", [at(9, 4, 4, "4")]);
+        assert_eq!(texts(&log), ["1", "2", "3", "4"]);
+        assert_eq!((status.missed(), status.recovered(), status.received()), (2, 2, 2));
+        // A new epoch (the broker lost the stream): no gap to fill, a new start.
+        let reborn = Frame { position: Some(Position { offset: 1, epoch: "f".into() }), ..at(9, 5, 1, "new") };
+        assert_eq!(receiver.gap(&room, &reborn), None);
+        receiver.accept(room, reborn, now);
+        assert_eq!(texts(&log).last().unwrap(), "new");
     }
 
     #[test]
@@ -433,8 +629,8 @@ mod tests {
         let own = Arc::new(Own::with_origin(1));
         let (mut receiver, log, status) = receiver(&own);
         let now = Instant::now();
-        receiver.accept(Target::All, Frame { origin: 9, seq: 10, message: None }, now);
-        receiver.accept(Target::All, Frame { origin: 9, seq: 12, message: None }, now);
+        receiver.accept(Target::All, Frame { origin: 9, seq: 10, message: None, position: None }, now);
+        receiver.accept(Target::All, Frame { origin: 9, seq: 12, message: None, position: None }, now);
         assert_eq!(status.missed(), 2);
         receiver.accept(Target::All, publication(9, 13, "next"), now);
         assert_eq!((status.missed(), texts(&log)), (2, vec!["next".to_owned()]));
@@ -445,8 +641,10 @@ mod tests {
         let own = Arc::new(Own::with_origin(1));
         let (mut receiver, log, status) = receiver(&own);
         let topic = Target::Topic("room".into());
-        let frames: Vec<Frame> =
-            ["one", "two", "three", "four"].iter().map(|text| own.number(&topic, &Message::from(*text))).collect();
+        let frames: Vec<Frame> = ["one", "two", "three", "four"]
+            .iter()
+            .map(|text| own.number(&topic, &Message::from(*text), false))
+            .collect();
         let now = Instant::now();
         receiver.accept(topic.clone(), frames[0].clone(), now);
         // "two" and "three" were published while our subscription was down.
@@ -460,7 +658,8 @@ mod tests {
     fn own_publications_caught_in_a_failed_link_are_delivered_once() {
         let own = Arc::new(Own::with_origin(1));
         let (mut receiver, log, status) = receiver(&own);
-        let frames: Vec<Frame> = (0..4).map(|n| own.number(&Target::All, &Message::from(n.to_string()))).collect();
+        let frames: Vec<Frame> =
+            (0..4).map(|n| own.number(&Target::All, &Message::from(n.to_string()), false)).collect();
         let now = Instant::now();
         receiver.accept(Target::All, frames[0].clone(), now);
         // The link failed with 2..=4 on their way: delivered here at once.

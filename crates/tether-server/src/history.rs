@@ -102,11 +102,101 @@ pub(crate) struct History {
     streams: HashMap<String, Stream>,
     /// Publications since the last sweep of silent streams.
     since_sweep: usize,
+    /// The streams are a broker's (offsets and epochs come from it): what
+    /// this process has not seen, it must ask the broker.
+    mirror: bool,
+}
+
+/// What a subscriber gets from the history here.
+pub(crate) enum Lookup {
+    /// Where the topic is and, if a position was given, what came after it
+    /// (`None`: recovery failed).
+    Served(Position, Option<Vec<PreparedMessage>>),
+    /// This process has not seen enough of the stream: ask the broker.
+    AskBroker,
+}
+
+/// What a broker's history says of a topic: where it is, and the
+/// publications after the position asked about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerHistory {
+    /// The stream's latest place (offset 0 if nothing was published yet).
+    pub top: Position,
+    /// The publications after the position asked about, in order.
+    pub publications: Vec<(Position, tether_proto::Message)>,
 }
 
 impl History {
     pub(crate) fn new(config: HistoryConfig) -> History {
-        History { config, streams: HashMap::new(), since_sweep: 0 }
+        History { config, streams: HashMap::new(), since_sweep: 0, mirror: false }
+    }
+
+    /// From now on the offsets come from a broker (see [`Lookup::AskBroker`]).
+    pub(crate) fn become_mirror(&mut self) {
+        self.mirror = true;
+        self.streams.clear();
+    }
+
+    /// Answers a subscriber from what the broker said (`None`: it could
+    /// not be asked): where the topic is and, if `since` was given, the
+    /// publications after it — the broker's, then those this process
+    /// received meanwhile — if together they leave no gap (`None`:
+    /// recovery failed). `render` makes what subscribers receive of the
+    /// broker's publications. A topic this process had not seen is
+    /// started here from the broker's place, so later recoveries are
+    /// served without asking.
+    pub(crate) fn merge(
+        &mut self,
+        topic: &str,
+        since: Option<&Position>,
+        broker: Option<BrokerHistory>,
+        mut render: impl FnMut(&Position, &tether_proto::Message) -> PreparedMessage,
+        now: Instant,
+    ) -> (Option<Position>, Option<Vec<PreparedMessage>>) {
+        let Some(BrokerHistory { top, publications }) = broker else { return (None, None) };
+        let config = self.config.clone();
+        let mut complete = since.is_some_and(|since| since.epoch == top.epoch && since.offset <= top.offset);
+        let mut last = since.map_or(top.offset, |since| since.offset);
+        let mut missed = Vec::new();
+        for (place, message) in publications {
+            if place.epoch != top.epoch || place.offset <= last {
+                continue;
+            }
+            complete &= place.offset == last + 1;
+            last = place.offset;
+            missed.push((place.offset, render(&place, &message)));
+        }
+        // The broker gave everything up to its latest.
+        complete &= last >= top.offset;
+        let mut position = top.clone();
+        match self.streams.get_mut(topic).filter(|stream| stream.epoch == top.epoch) {
+            Some(stream) => {
+                // What arrived here while the broker was asked, after what it gave.
+                stream.trim(&config, now);
+                let newer: Vec<(u64, PreparedMessage)> = stream
+                    .entries
+                    .iter()
+                    .filter(|(offset, ..)| *offset > last)
+                    .map(|(offset, _, message)| (*offset, message.clone()))
+                    .collect();
+                if let Some((first, _)) = newer.first() {
+                    complete &= *first == last + 1;
+                }
+                complete &= newer.last().map_or(stream.top <= last, |(offset, _)| *offset == stream.top);
+                position.offset = position.offset.max(stream.top);
+                missed.extend(newer);
+            }
+            None => {
+                let stream = self.stream(topic, now);
+                *stream = Stream { epoch: top.epoch.clone(), top: top.offset.max(last), ..Stream::new(now) };
+                if complete {
+                    stream.entries.extend(missed.iter().map(|(offset, message)| (*offset, now, message.clone())));
+                    stream.trim(&config, now);
+                }
+            }
+        }
+        let missed = missed.into_iter().map(|(_, message)| message).collect();
+        (Some(position), since.map(|_| missed).filter(|_| complete))
     }
 
     /// The position the next publication in `topic` takes.
@@ -128,30 +218,54 @@ impl History {
         stream.trim(&config, now);
     }
 
+    /// Keeps `message`, a publication whose place the broker gave (the
+    /// history here then mirrors the broker's). `false` if it is here
+    /// already. A new epoch starts the stream anew; a gap (what the broker
+    /// could not give back) empties it, so recovery from before the gap
+    /// fails instead of skipping what is missing.
+    pub(crate) fn push_at(&mut self, topic: &str, position: &Position, message: PreparedMessage, now: Instant) -> bool {
+        let config = self.config.clone();
+        self.sweep(now);
+        let stream = self.stream(topic, now);
+        if stream.epoch != position.epoch {
+            *stream = Stream { epoch: position.epoch.clone(), ..Stream::new(now) };
+        } else if position.offset <= stream.top {
+            return false;
+        }
+        if position.offset != stream.top + 1 {
+            stream.entries.clear();
+        }
+        stream.top = position.offset;
+        stream.touched = now;
+        stream.entries.push_back((position.offset, now, message));
+        stream.trim(&config, now);
+        true
+    }
+
     /// Where `topic` is, and — if `since` is given — the publications
     /// after it, if all of them are still kept (`None`: recovery failed).
-    pub(crate) fn read(
-        &mut self,
-        topic: &str,
-        since: Option<&Position>,
-        now: Instant,
-    ) -> (Position, Option<Vec<PreparedMessage>>) {
+    pub(crate) fn read(&mut self, topic: &str, since: Option<&Position>, now: Instant) -> Lookup {
         let config = self.config.clone();
+        if self.mirror && !self.streams.contains_key(topic) {
+            return Lookup::AskBroker;
+        }
+        let mirror = self.mirror;
         let stream = self.stream(topic, now);
         stream.trim(&config, now);
         let position = stream.position();
-        let Some(since) = since else { return (position, None) };
-        if since.epoch != stream.epoch || since.offset > stream.top {
-            return (position, None);
-        }
+        let Some(since) = since else { return Lookup::Served(position, None) };
         // Complete only if the first publication after `since` is kept
         // (or there is none).
         let oldest = stream.entries.front().map_or(stream.top + 1, |(offset, ..)| *offset);
-        if since.offset + 1 < oldest {
-            return (position, None);
+        let covered = since.epoch == stream.epoch && since.offset <= stream.top && since.offset + 1 >= oldest;
+        if !covered {
+            // The broker may know better: this process may have started
+            // after the client's position, or the client may come from
+            // another epoch the broker still has.
+            return if mirror { Lookup::AskBroker } else { Lookup::Served(position, None) };
         }
         let missed = stream.entries.iter().filter(|(offset, ..)| *offset > since.offset);
-        (position, Some(missed.map(|(_, _, message)| message.clone()).collect()))
+        Lookup::Served(position, Some(missed.map(|(_, _, message)| message.clone()).collect()))
     }
 
     fn stream(&mut self, topic: &str, now: Instant) -> &mut Stream {
@@ -185,6 +299,18 @@ mod tests {
         position
     }
 
+    fn read(
+        history: &mut History,
+        topic: &str,
+        since: Option<&Position>,
+        now: Instant,
+    ) -> (Position, Option<Vec<PreparedMessage>>) {
+        match history.read(topic, since, now) {
+            Lookup::Served(position, missed) => (position, missed),
+            Lookup::AskBroker => panic!("a history of its own never asks a broker"),
+        }
+    }
+
     fn payloads(messages: &[PreparedMessage]) -> Vec<Vec<u8>> {
         messages.iter().map(|message| message.payload().to_vec()).collect()
     }
@@ -208,10 +334,10 @@ mod tests {
         let seen = publish(&mut history, "a", "1", now);
         publish(&mut history, "a", "2", now);
         publish(&mut history, "a", "3", now);
-        let (position, missed) = history.read("a", Some(&seen), now);
+        let (position, missed) = read(&mut history, "a", Some(&seen), now);
         assert_eq!(position.offset, 3);
         assert_eq!(payloads(&missed.unwrap()), [b"2".to_vec(), b"3".to_vec()]);
-        let (_, nothing) = history.read("a", Some(&position), now);
+        let (_, nothing) = read(&mut history, "a", Some(&position), now);
         assert_eq!(nothing.map(|m| m.len()), Some(0), "up to date: recovered, nothing to send");
     }
 
@@ -223,12 +349,12 @@ mod tests {
         for text in ["2", "3", "4"] {
             publish(&mut history, "a", text, now);
         }
-        assert!(history.read("a", Some(&seen), now).1.is_none(), "2 was trimmed");
+        assert!(read(&mut history, "a", Some(&seen), now).1.is_none(), "2 was trimmed");
         let kept_from_3 = Position { offset: 2, ..seen.clone() };
-        assert_eq!(history.read("a", Some(&kept_from_3), now).1.map(|m| m.len()), Some(2));
+        assert_eq!(read(&mut history, "a", Some(&kept_from_3), now).1.map(|m| m.len()), Some(2));
         // Another epoch, or an offset from the future: failed.
-        assert!(history.read("a", Some(&Position { epoch: "other".into(), ..seen.clone() }), now).1.is_none());
-        assert!(history.read("a", Some(&Position { offset: 9, ..seen }), now).1.is_none());
+        assert!(read(&mut history, "a", Some(&Position { epoch: "other".into(), ..seen.clone() }), now).1.is_none());
+        assert!(read(&mut history, "a", Some(&Position { offset: 9, ..seen }), now).1.is_none());
     }
 
     #[test]
@@ -239,11 +365,11 @@ mod tests {
         let seen = publish(&mut history, "a", "1", start);
         publish(&mut history, "a", "2", start);
         let later = start + ttl + Duration::from_secs(1);
-        assert!(history.read("a", Some(&seen), later).1.is_none(), "2 expired: cannot recover");
+        assert!(read(&mut history, "a", Some(&seen), later).1.is_none(), "2 expired: cannot recover");
         for n in 0..1024 {
             publish(&mut history, &format!("t{n}"), "x", later + ttl + Duration::from_secs(1));
         }
-        let (position, _) = history.read("a", None, later + ttl + Duration::from_secs(1));
+        let (position, _) = read(&mut history, "a", None, later + ttl + Duration::from_secs(1));
         assert!(position.epoch != seen.epoch && position.offset == 0, "forgotten, so a new epoch: {position:?}");
     }
 }

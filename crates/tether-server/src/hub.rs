@@ -25,7 +25,7 @@ use tether_proto::{CloseCode, CloseFrame, Message, PreparedMessage};
 use tokio::sync::broadcast;
 
 use crate::fanout::{Deliver, Engine, FanoutStatus, Target};
-use crate::history::{History, HistoryConfig, Position, Subscribed};
+use crate::history::{BrokerHistory, History, HistoryConfig, Lookup, Position, Subscribed};
 
 /// A connected client's number in its hub, unique for the hub's life.
 pub type ClientId = u64;
@@ -486,7 +486,8 @@ impl Hub {
     /// not an error: the hub serves local clients and keeps trying.
     #[cfg(feature = "redis")]
     pub fn with_redis(config: HubConfig, redis: impl Into<crate::redis::RedisConfig>) -> std::io::Result<Hub> {
-        let redis = redis.into();
+        let mut redis = redis.into();
+        redis.history.clone_from(&config.history);
         Hub::with_engine(config, |deliver| Ok(Box::new(crate::redis::Redis::start(redis, deliver)?)))
     }
 
@@ -500,22 +501,29 @@ impl Hub {
         config: HubConfig,
         start: impl FnOnce(Deliver) -> std::io::Result<Box<dyn Engine>>,
     ) -> std::io::Result<Hub> {
-        if config.history.is_some() {
-            let why = "topic history across processes needs offsets from one place (Redis Streams): not built yet";
-            return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, why));
-        }
         let hub = Hub::new(config);
         let weak = Arc::downgrade(&hub.inner);
-        let deliver: Deliver = Arc::new(move |target, message| {
+        let deliver: Deliver = Arc::new(move |target, message, position| {
             if let Some(inner) = weak.upgrade() {
                 let hub = Hub { inner };
-                match target {
-                    Target::All => hub.broadcast_local(&message),
-                    Target::Topic(topic) => hub.publish_local(&topic, &message),
+                match (target, position) {
+                    (Target::All, _) => hub.broadcast_local(&message),
+                    (Target::Topic(topic), None) => hub.publish_local(&topic, &message),
+                    (Target::Topic(topic), Some(position)) => hub.publish_at(&topic, &message, &position),
                 };
             }
         });
-        let _ = hub.inner.engine.set(start(deliver)?);
+        let engine = start(deliver)?;
+        if let Some(history) = &hub.inner.history {
+            if !engine.keeps_history() {
+                let why =
+                    format!("the {} engine keeps no topic history: offsets must come from one place", engine.name());
+                return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, why));
+            }
+            // This process's history now mirrors the broker's.
+            history.lock().unwrap_or_else(PoisonError::into_inner).become_mirror();
+        }
+        let _ = hub.inner.engine.set(engine);
         Ok(hub)
     }
 
@@ -705,7 +713,11 @@ impl Hub {
     }
 
     fn publish_local(&self, topic: &str, message: &Message) -> Delivery {
-        let Some(history) = &self.inner.history else {
+        // With an engine, only its broker numbers publications: one made
+        // while it is away reaches local subscribers without a place in
+        // history (and a client that recovers later will not get it).
+        let history = self.inner.history.as_ref().filter(|_| self.fanout().is_none());
+        let Some(history) = history else {
             let topics = self.inner.topics.read().unwrap_or_else(PoisonError::into_inner);
             let Some(members) = topics.get(topic) else { return Delivery::default() };
             return self.deliver(members.values(), &PreparedMessage::new(&self.render(topic, message, None)));
@@ -715,6 +727,22 @@ impl Hub {
         let position = history.next_position(topic, now);
         let prepared = PreparedMessage::new(&self.render(topic, message, Some(&position)));
         history.push(topic, &position, prepared.clone(), now);
+        let topics = self.inner.topics.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(members) = topics.get(topic) else { return Delivery::default() };
+        self.deliver(members.values(), &prepared)
+    }
+
+    /// A publication whose place in the topic's history the engine's
+    /// broker gave: kept (unless it was here already) and delivered.
+    fn publish_at(&self, topic: &str, message: &Message, position: &Position) -> Delivery {
+        let prepared = PreparedMessage::new(&self.render(topic, message, Some(position)));
+        let mut history =
+            self.inner.history.as_ref().map(|history| history.lock().unwrap_or_else(PoisonError::into_inner));
+        if let Some(history) = &mut history {
+            if !history.push_at(topic, position, prepared.clone(), Instant::now()) {
+                return Delivery::default();
+            }
+        }
         let topics = self.inner.topics.read().unwrap_or_else(PoisonError::into_inner);
         let Some(members) = topics.get(topic) else { return Delivery::default() };
         self.deliver(members.values(), &prepared)
@@ -741,39 +769,92 @@ impl Hub {
     /// publications, then every later one — nothing missed, nothing twice.
     /// Recovery fails (`recovered: Some(false)`, nothing sent) if the hub
     /// keeps no history, if the position is from another epoch, or if part
-    /// of what was missed is no longer kept. `None` if the client is not
-    /// connected.
+    /// of what was missed is no longer kept.
+    ///
+    /// With an engine whose broker keeps the history (Redis), a topic or a
+    /// position this process has not seen is asked of the broker without
+    /// blocking: the answer and the rest then follow when it replies.
+    /// `false` if the client is not connected.
     pub fn subscribe_from(
         &self,
         id: ClientId,
         topic: &str,
         since: Option<&Position>,
-        answer: impl FnOnce(&Subscribed) -> Option<Message>,
-    ) -> Option<Subscribed> {
-        let mut history =
-            self.inner.history.as_ref().map(|history| history.lock().unwrap_or_else(PoisonError::into_inner));
-        let (position, missed) = match &mut history {
-            Some(history) => {
-                let (position, missed) = history.read(topic, since, Instant::now());
-                (Some(position), missed)
-            }
-            None => (None, None),
+        answer: impl FnOnce(&Subscribed) -> Option<Message> + Send + 'static,
+    ) -> bool {
+        let Some(history) = &self.inner.history else {
+            let subscribed = Subscribed { position: None, recovered: since.map(|_| false), replayed: 0 };
+            return self.join_topic(id, topic, &subscribed, &[], answer);
         };
+        let mut history = history.lock().unwrap_or_else(PoisonError::into_inner);
+        match history.read(topic, since, Instant::now()) {
+            Lookup::Served(position, missed) => {
+                let recovered = since.map(|_| missed.is_some());
+                let missed = missed.unwrap_or_default();
+                let subscribed = Subscribed { position: Some(position), recovered, replayed: missed.len() };
+                self.join_topic(id, topic, &subscribed, &missed, answer)
+            }
+            Lookup::AskBroker => {
+                drop(history);
+                if !self.clients().contains_key(&id) {
+                    return false;
+                }
+                let weak = Arc::downgrade(&self.inner);
+                let (topic, since) = (topic.to_owned(), since.cloned());
+                let Some(engine) = self.fanout() else { return false };
+                engine.read_history(
+                    &topic.clone(),
+                    since.as_ref().map(|since| since.offset),
+                    Box::new(move |broker| {
+                        let Some(inner) = weak.upgrade() else { return };
+                        Hub { inner }.answer_from_broker(id, &topic, since.as_ref(), broker, answer);
+                    }),
+                );
+                true
+            }
+        }
+    }
+
+    fn answer_from_broker(
+        &self,
+        id: ClientId,
+        topic: &str,
+        since: Option<&Position>,
+        broker: Option<BrokerHistory>,
+        answer: impl FnOnce(&Subscribed) -> Option<Message>,
+    ) {
+        let Some(history) = &self.inner.history else { return };
+        let mut history = history.lock().unwrap_or_else(PoisonError::into_inner);
+        let render =
+            |place: &Position, message: &Message| PreparedMessage::new(&self.render(topic, message, Some(place)));
+        let (position, missed) = history.merge(topic, since, broker, render, Instant::now());
         let recovered = since.map(|_| missed.is_some());
         let missed = missed.unwrap_or_default();
         let subscribed = Subscribed { position, recovered, replayed: missed.len() };
+        self.join_topic(id, topic, &subscribed, &missed, answer);
+    }
+
+    /// Queues the answer and what was missed, then subscribes: called with
+    /// the history held, so no publication falls in between.
+    fn join_topic(
+        &self,
+        id: ClientId,
+        topic: &str,
+        subscribed: &Subscribed,
+        missed: &[PreparedMessage],
+        answer: impl FnOnce(&Subscribed) -> Option<Message>,
+    ) -> bool {
         {
             let clients = self.clients();
-            let member = clients.get(&id)?;
-            if let Some(answer) = answer(&subscribed) {
+            let Some(member) = clients.get(&id) else { return false };
+            if let Some(answer) = answer(subscribed) {
                 member.deliver(&PreparedMessage::new(&answer), &self.inner.config, &self.inner.drops);
             }
-            for message in &missed {
+            for message in missed {
                 member.deliver(message, &self.inner.config, &self.inner.drops);
             }
         }
-        self.subscribe(id, topic);
-        Some(subscribed)
+        self.subscribe(id, topic)
     }
 
     /// Sends `message` to one client.

@@ -31,7 +31,8 @@ use tether_proto::backoff::{Backoff, BackoffPolicy};
 use tether_proto::Message;
 use tokio::sync::{mpsc, watch};
 
-use crate::fanout::{Deliver, Engine, FanoutStatus, Frame, Own, Receiver, Target};
+use crate::fanout::{Deliver, Engine, FanoutStatus, Frame, Gap, Own, Receiver, Target};
+use crate::history::{BrokerHistory, HistoryConfig, Position};
 
 /// How to reach Redis, and how to use it.
 #[derive(Clone, PartialEq, Eq)]
@@ -53,6 +54,14 @@ pub struct RedisConfig {
     /// How long Redis has to answer a `PING`, a publication or a
     /// connection attempt before the link is declared dead. Default 2 s.
     pub health_timeout: Duration,
+    /// Topic history in Redis Streams (set by
+    /// [`Hub::with_redis`](crate::hub::Hub::with_redis) from the hub's
+    /// [`history`](crate::hub::HubConfig::history)): each topic
+    /// publication gets its offset from Redis and is kept in the stream
+    /// `<prefix>:s:{<topic>}` (its epoch and top offset in the hash
+    /// `<prefix>:m:{<topic>}`), so every process agrees on offsets and any
+    /// of them can give back what its subscription missed.
+    pub history: Option<HistoryConfig>,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -64,6 +73,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("client_cert", &self.client_cert.is_some())
             .field("health_interval", &self.health_interval)
             .field("health_timeout", &self.health_timeout)
+            .field("history", &self.history)
             .finish()
     }
 }
@@ -79,6 +89,7 @@ impl RedisConfig {
             client_cert: None,
             health_interval: Duration::from_secs(1),
             health_timeout: Duration::from_secs(2),
+            history: None,
         }
     }
 
@@ -120,6 +131,12 @@ impl RedisConfig {
             Target::All => format!("{}:b", self.prefix),
             Target::Topic(topic) => format!("{}:t:{topic}", self.prefix),
         }
+    }
+
+    /// A topic's stream and its meta hash (epoch `e`, top offset `s`);
+    /// the braces keep both in one Redis Cluster slot.
+    fn history_keys(&self, topic: &str) -> (String, String) {
+        (format!("{}:s:{{{topic}}}", self.prefix), format!("{}:m:{{{topic}}}", self.prefix))
     }
 
     fn heartbeat_channel(&self) -> String {
@@ -169,6 +186,31 @@ const PUBLISH_QUEUE: usize = 8192;
 /// Most publications in one pipeline.
 const BATCH: usize = 512;
 
+/// A topic publication with history, in one step: the next offset from
+/// the topic's meta hash (made with the given epoch if the stream is new,
+/// or was lost), the frame — its head, `offset:epoch\n`, the payload — into
+/// the stream (trimmed to the size, kept for the time to live) and out to
+/// the topic's channel. Atomic, so offsets, the stream and what
+/// subscribers see are in one order.
+///
+/// KEYS: stream, meta. ARGV: head, payload, size, ttl (s), channel, new
+/// epoch, meta ttl (s).
+const PUBLISH_WITH_HISTORY: &str = r"
+local epoch = redis.call('hget', KEYS[2], 'e')
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('del', KEYS[1])
+  redis.call('hset', KEYS[2], 'e', epoch)
+end
+local offset = redis.call('hincrby', KEYS[2], 's', 1)
+redis.call('expire', KEYS[2], ARGV[7])
+local frame = ARGV[1] .. offset .. ':' .. epoch .. '\n' .. ARGV[2]
+redis.call('xadd', KEYS[1], 'MAXLEN', ARGV[3], offset .. '-0', 'f', frame)
+redis.call('expire', KEYS[1], ARGV[4])
+redis.call('publish', ARGV[5], frame)
+return offset
+";
+
 /// The Redis engine: the publishing side, held by the hub; the two
 /// connections run as tasks in the runtime it was started in.
 #[derive(Debug)]
@@ -178,6 +220,93 @@ pub struct Redis {
     /// Dropped with the engine: the subscription ends (the publisher ends
     /// when the queue closes).
     _stop: watch::Sender<()>,
+    history: bool,
+    /// Reads topic histories for subscribers (see [`Engine::read_history`]).
+    reader: Arc<HistoryReader>,
+    links: Arc<Links>,
+}
+
+/// A connection for reading histories, made on first use and again after
+/// it fails; the runtime the engine was started in runs the reads.
+struct HistoryReader {
+    client: Client,
+    config: Arc<RedisConfig>,
+    runtime: tokio::runtime::Handle,
+    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+}
+
+impl std::fmt::Debug for HistoryReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryReader").finish_non_exhaustive()
+    }
+}
+
+/// Where a topic's stream is, made if it does not exist yet (so a
+/// subscriber's position is one later publications continue): its epoch
+/// and top offset. KEYS: meta, stream. ARGV: new epoch, meta ttl (s).
+const STREAM_TOP: &str = r"
+local epoch = redis.call('hget', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('del', KEYS[2])
+  redis.call('hset', KEYS[1], 'e', epoch, 's', 0)
+  redis.call('expire', KEYS[1], ARGV[2])
+end
+return {epoch, redis.call('hget', KEYS[1], 's') or '0'}
+";
+
+impl HistoryReader {
+    async fn read(&self, topic: &str, after: Option<u64>) -> Result<BrokerHistory, String> {
+        let mut connection = {
+            let mut held = self.connection.lock().await;
+            match held.as_ref() {
+                Some(connection) => connection.clone(),
+                None => {
+                    let made = self
+                        .client
+                        .get_multiplexed_async_connection_with_config(&options(&self.config))
+                        .await
+                        .map_err(|error| error.to_string())?;
+                    *held = Some(made.clone());
+                    made
+                }
+            }
+        };
+        let result = self.read_with(&mut connection, topic, after).await;
+        if result.is_err() {
+            *self.connection.lock().await = None;
+        }
+        result
+    }
+
+    async fn read_with(
+        &self,
+        connection: &mut MultiplexedConnection,
+        topic: &str,
+        after: Option<u64>,
+    ) -> Result<BrokerHistory, String> {
+        let config = &self.config;
+        let (stream, meta) = config.history_keys(topic);
+        let ttl =
+            config.history.as_ref().map_or(86_400, |history| history.ttl.as_secs().saturating_mul(100).max(86_400));
+        let (epoch, top): (String, u64) = redis::Script::new(STREAM_TOP)
+            .key(&meta)
+            .key(&stream)
+            .arg(format!("{:016x}", rand::random::<u64>()))
+            .arg(ttl)
+            .invoke_async(connection)
+            .await
+            .map_err(|error| error.to_string())?;
+        let mut publications = Vec::new();
+        if let Some(after) = after.filter(|after| *after < top) {
+            for frame in read_stream(connection, config, topic, after, top).await? {
+                if let (Some(message), Some(position)) = (frame.message, frame.position) {
+                    publications.push((position, message));
+                }
+            }
+        }
+        Ok(BrokerHistory { top: Position { offset: top, epoch }, publications })
+    }
 }
 
 /// Both connections' state: fan-out is up when both are.
@@ -232,17 +361,24 @@ impl Redis {
     /// certificates). Redis being away is not an error.
     pub fn start(config: RedisConfig, deliver: Deliver) -> std::io::Result<Redis> {
         let client = config.client()?;
+        let history = config.history.is_some();
         let config = Arc::new(config);
         let status = Arc::new(FanoutStatus::default());
         let own = Arc::new(Own::new());
         let links = Arc::new(Links::default());
         let (outgoing, queue) = mpsc::channel(PUBLISH_QUEUE);
         let (stop, stopped) = watch::channel(());
+        let reader = Arc::new(HistoryReader {
+            client: client.clone(),
+            config: config.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            connection: tokio::sync::Mutex::new(None),
+        });
         let receiver = Receiver::new(own.clone(), deliver.clone(), status.clone());
-        let context = Context { client, config, status: status.clone(), links };
+        let context = Context { client, config, status: status.clone(), links: links.clone() };
         tokio::spawn(subscriber(context.clone(), receiver, stopped));
         tokio::spawn(publisher(context, own, queue, deliver));
-        Ok(Redis { outgoing, status, _stop: stop })
+        Ok(Redis { outgoing, status, _stop: stop, history, reader, links })
     }
 }
 
@@ -251,12 +387,16 @@ impl Engine for Redis {
         "redis"
     }
 
+    /// Only the publishing link must be up: what our own subscription
+    /// misses meanwhile comes back to our clients when it resubscribes
+    /// (kept here, or read from the topic's history).
     fn publish(&self, target: &Target, message: &Message) -> bool {
-        if !self.status.is_up() || self.outgoing.try_send((target.clone(), message.clone())).is_err() {
+        let publishing = self.links.publishing.load(std::sync::atomic::Ordering::Relaxed);
+        if !publishing || self.outgoing.try_send((target.clone(), message.clone())).is_err() {
             let n = self.status.count_local_only();
             // The first of an outage is logged when it goes down; a full
             // queue is logged once per thousand.
-            if self.status.is_up() && n % 1000 == 1 {
+            if publishing && n % 1000 == 1 {
                 tracing::warn!(
                     local_only = n,
                     "redis: publishing is behind; publications reach this server's clients only"
@@ -269,6 +409,24 @@ impl Engine for Redis {
 
     fn status(&self) -> &FanoutStatus {
         &self.status
+    }
+
+    fn keeps_history(&self) -> bool {
+        self.history
+    }
+
+    fn read_history(&self, topic: &str, after: Option<u64>, done: Box<dyn FnOnce(Option<BrokerHistory>) + Send>) {
+        let reader = self.reader.clone();
+        let topic = topic.to_owned();
+        self.reader.runtime.spawn(async move {
+            match reader.read(&topic, after).await {
+                Ok(history) => done(Some(history)),
+                Err(error) => {
+                    tracing::warn!(%topic, %error, "redis: cannot read the topic's history; the subscriber is told recovery failed");
+                    done(None);
+                }
+            }
+        });
     }
 }
 
@@ -325,6 +483,20 @@ async fn subscribe(context: &Context, receiver: &mut Receiver, backoff: &mut Bac
         Ok(Err(error)) => return Ended::Failed(error.to_string()),
         Err(_) => return Ended::Failed(format!("no answer to PSUBSCRIBE within {timeout:?}")),
     }
+    // With history, a second connection reads the streams: what the
+    // subscription missed while it was down, and any gap it finds.
+    let mut reader = match &config.history {
+        None => None,
+        Some(_) => match client.get_multiplexed_async_connection_with_config(&options(config)).await {
+            Ok(reader) => Some(reader),
+            Err(error) => return Ended::Failed(error.to_string()),
+        },
+    };
+    if let Some(reader) = &mut reader {
+        if let Err(error) = catch_up(reader, config, receiver).await {
+            return Ended::Failed(error);
+        }
+    }
     backoff.reset();
     links.set(&links.subscribed, true, status, config);
     let mut check = tokio::time::interval(config.health_interval);
@@ -335,8 +507,19 @@ async fn subscribe(context: &Context, receiver: &mut Receiver, backoff: &mut Bac
                 let Some(message) = message else { return Ended::Failed("connection closed".to_owned()) };
                 // Heartbeats come on their own channel, for no target.
                 let Some(target) = config.target(message.get_channel_name()) else { continue };
-                if let Some(frame) = Frame::decode(message.get_payload_bytes()) {
-                    receiver.accept(target.unwrap_or(Target::All), frame, Instant::now());
+                let Some(frame) = Frame::decode(message.get_payload_bytes()) else { continue };
+                let target = target.unwrap_or(Target::All);
+                if let (Some(reader), Some(gap)) = (&mut reader, receiver.gap(&target, &frame)) {
+                    if let Err(error) = fill(reader, config, receiver, &gap).await {
+                        return Ended::Failed(error);
+                    }
+                }
+                let missed = receiver.accept(target, frame, Instant::now());
+                if let (Some(reader), true) = (&mut reader, missed > 0) {
+                    // Other topics may have lost publications too.
+                    if let Err(error) = catch_up(reader, config, receiver).await {
+                        return Ended::Failed(error);
+                    }
                 }
             }
             _ = check.tick() => {
@@ -346,6 +529,104 @@ async fn subscribe(context: &Context, receiver: &mut Receiver, backoff: &mut Bac
             }
         }
     }
+}
+
+fn options(config: &RedisConfig) -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.health_timeout))
+        .set_response_timeout(Some(config.health_timeout))
+}
+
+/// Most publications read from a stream at once.
+const READ_AT_ONCE: usize = 1000;
+
+/// Reads the publications of `topic` after offset `after` (up to `upto`)
+/// from its stream.
+async fn read_stream(
+    reader: &mut MultiplexedConnection,
+    config: &RedisConfig,
+    topic: &str,
+    after: u64,
+    upto: u64,
+) -> Result<Vec<Frame>, String> {
+    let (stream, _) = config.history_keys(topic);
+    let mut frames = Vec::new();
+    let mut next = after + 1;
+    while next <= upto {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&stream)
+            .arg(format!("{next}-0"))
+            .arg(format!("{upto}-0"))
+            .arg("COUNT")
+            .arg(READ_AT_ONCE)
+            .query_async(reader)
+            .await
+            .map_err(|error| error.to_string())?;
+        let read = reply.ids.len();
+        for entry in reply.ids {
+            let bytes = entry.map.get("f").cloned().and_then(|value| redis::from_redis_value::<Vec<u8>>(value).ok());
+            if let Some(frame) = bytes.as_deref().and_then(Frame::decode) {
+                next = frame.position.as_ref().map_or(next, |position| position.offset + 1);
+                frames.push(frame);
+            }
+        }
+        if read < READ_AT_ONCE {
+            break;
+        }
+    }
+    Ok(frames)
+}
+
+/// Closes a gap in a topic from its stream (what Redis still keeps of it).
+async fn fill(
+    reader: &mut MultiplexedConnection,
+    config: &RedisConfig,
+    receiver: &mut Receiver,
+    gap: &Gap,
+) -> Result<(), String> {
+    let frames = read_stream(reader, config, &gap.topic, gap.after, gap.upto).await?;
+    let found = frames.len() as u64;
+    let wanted = gap.upto - gap.after;
+    receiver.fill(
+        &gap.topic,
+        frames.into_iter().filter(|frame| frame.position.as_ref().is_some_and(|p| p.epoch == gap.epoch)),
+    );
+    if found < wanted {
+        tracing::warn!(
+            topic = %gap.topic,
+            lost = wanted - found,
+            "redis: publications missed by our subscription are no longer in the topic's history"
+        );
+    }
+    Ok(())
+}
+
+/// For every topic with history seen here, reads what was published
+/// since the last publication delivered here (after a reconnect, or once
+/// a publisher's numbers showed that some were missed).
+async fn catch_up(
+    reader: &mut MultiplexedConnection,
+    config: &RedisConfig,
+    receiver: &mut Receiver,
+) -> Result<(), String> {
+    let known: Vec<(String, Position)> =
+        receiver.tops().map(|(topic, position)| (topic.clone(), position.clone())).collect();
+    if known.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (topic, _) in &known {
+        pipe.cmd("HMGET").arg(config.history_keys(topic).1).arg("e").arg("s");
+    }
+    let tops: Vec<(Option<String>, Option<u64>)> = pipe.query_async(reader).await.map_err(|error| error.to_string())?;
+    for ((topic, position), (epoch, top)) in known.into_iter().zip(tops) {
+        let (Some(epoch), Some(top)) = (epoch, top) else { continue };
+        if epoch == position.epoch && top > position.offset {
+            let gap = Gap { topic, after: position.offset, upto: top, epoch };
+            fill(reader, config, receiver, &gap).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A `PING` on the subscribed connection, answered within `timeout`.
@@ -360,11 +641,8 @@ async fn ping(sink: &mut PubSubSink, timeout: Duration) -> Result<(), String> {
 async fn publisher(context: Context, own: Arc<Own>, mut queue: mpsc::Receiver<(Target, Message)>, deliver: Deliver) {
     let Context { client, config, status, links } = &context;
     let mut backoff = backoff();
-    let options = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(config.health_timeout))
-        .set_response_timeout(Some(config.health_timeout));
     loop {
-        let ended = match client.get_multiplexed_async_connection_with_config(&options).await {
+        let ended = match client.get_multiplexed_async_connection_with_config(&options(config)).await {
             Ok(connection) => {
                 backoff.reset();
                 links.set(&links.publishing, true, status, config);
@@ -393,6 +671,19 @@ async fn publish(
 ) -> Ended {
     let Context { config, status, .. } = context;
     let heartbeat_channel = config.heartbeat_channel();
+    // A restarted Redis has forgotten its scripts: loaded on every connection.
+    let script = match &config.history {
+        None => None,
+        Some(history) => match redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(PUBLISH_WITH_HISTORY)
+            .query_async::<String>(&mut connection)
+            .await
+        {
+            Ok(sha) => Some((sha, history.clone())),
+            Err(error) => return Ended::Failed(format!("cannot load the history script: {error}")),
+        },
+    };
     let mut heartbeat = tokio::time::interval(config.health_interval);
     let mut batch = Vec::with_capacity(BATCH);
     loop {
@@ -409,10 +700,35 @@ async fn publish(
         }
         let (mut last, mut publications) = (None, 0);
         for (target, message) in batch.drain(..) {
-            let frame = own.number(&target, &message);
+            let history = match (&script, &target) {
+                (Some(script), Target::Topic(topic)) => Some((script, topic)),
+                _ => None,
+            };
+            let frame = own.number(&target, &message, history.is_some());
             last = Some(frame.seq);
             publications += 1;
-            pipe.publish(config.channel(&target), frame.encode()).ignore();
+            match history {
+                None => {
+                    pipe.publish(config.channel(&target), frame.encode()).ignore();
+                }
+                Some(((sha, history), topic)) => {
+                    let (stream, meta) = config.history_keys(topic);
+                    let ttl = history.ttl.as_secs().max(1);
+                    pipe.cmd("EVALSHA")
+                        .arg(sha)
+                        .arg(2)
+                        .arg(stream)
+                        .arg(meta)
+                        .arg(frame.head(true))
+                        .arg(message.as_bytes())
+                        .arg(history.size.max(1))
+                        .arg(ttl)
+                        .arg(config.channel(&target))
+                        .arg(format!("{:016x}", rand::random::<u64>()))
+                        .arg(ttl.saturating_mul(100).max(86_400))
+                        .ignore();
+                }
+            }
         }
         if let Err(error) = pipe.exec_async(&mut connection).await {
             if let Some(last) = last {
