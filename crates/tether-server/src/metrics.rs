@@ -198,7 +198,7 @@ impl Metrics {
             if let Some(engine) = hub.fanout() {
                 let status = engine.status();
                 let engine = engine.name();
-                let rows: [(&str, &str, &str, u64); 8] = [
+                let rows: [(&str, &str, &str, u64); 9] = [
                     ("up", "gauge", "Whether fan-out to the other servers works now.", u64::from(status.is_up())),
                     ("outages_total", "counter", "Times the link was lost.", status.outages()),
                     ("published_total", "counter", "Publications acknowledged by the broker.", status.published()),
@@ -220,6 +220,12 @@ impl Metrics {
                         "counter",
                         "Other servers' publications that never arrived here (gaps in their numbers).",
                         status.missed(),
+                    ),
+                    (
+                        "recovered_total",
+                        "counter",
+                        "Of those missed, publications read back from a topic's history and delivered here.",
+                        status.recovered(),
                     ),
                     (
                         "replayed_total",

@@ -274,6 +274,13 @@ async fn a_password_and_an_acl_user_authenticate_and_a_wrong_one_is_never_up() {
     writeln!(file, "user default on >admin-secret ~* &* +@all").unwrap();
     // Only what the engine needs: its channels, publish/subscribe, ping.
     writeln!(file, "user fanout on >fan-secret resetchannels &tether:* +@pubsub +ping").unwrap();
+    // With history: its keys too, and what the scripts call.
+    writeln!(
+        file,
+        "user historian on >h-secret resetchannels &tether:* ~tether:* +@pubsub +ping +evalsha +eval +script|load \
+         +xadd +xrange +hget +hset +hincrby +expire +del"
+    )
+    .unwrap();
     drop(file);
     let port = tether_test_support::free_port();
     let _redis = RedisServer::start(port, &["--aclfile", acl.to_str().unwrap()]);
@@ -286,6 +293,14 @@ async fn a_password_and_an_acl_user_authenticate_and_a_wrong_one_is_never_up() {
         assert!(publish(&a, &a_log, &Target::Topic("t".into()), "hi"));
         wait_until("delivered", Duration::from_secs(5), || texts(&b_log) == ["hi"]).await;
     }
+    let historian = format!("redis://historian:h-secret@127.0.0.1:{port}");
+    let (a, a_log) = engine_with_history(&historian);
+    let (b, b_log) = engine_with_history(&historian);
+    wait_until("historians up", Duration::from_secs(10), || a.status().is_up() && b.status().is_up()).await;
+    assert!(a.publish(&Target::Topic("t".into()), &Message::from("kept")));
+    wait_until("delivered with its place", Duration::from_secs(5), || b_log.lock().unwrap().len() == 1).await;
+    assert_eq!(b_log.lock().unwrap()[0].1.offset, 1);
+    assert_eq!(a_log.lock().unwrap().len(), 1);
     let (wrong, wrong_log) = engine(fast(&format!("redis://fanout:wrong@127.0.0.1:{port}")));
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(!wrong.status().is_up());
