@@ -46,8 +46,12 @@ fn start_tether(redis_port: u16) -> (Running, String, Stderr) {
 }
 
 fn start_tether_with(redis_port: u16, extra: &[&str]) -> (Running, String, Stderr) {
+    start_tether_on("127.0.0.1:0", redis_port, extra)
+}
+
+fn start_tether_on(listen: &str, redis_port: u16, extra: &[&str]) -> (Running, String, Stderr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--topics", "--metrics", "--redis-health-ms", "200", "--redis"])
+        .args(["serve", "--listen", listen, "--topics", "--metrics", "--redis-health-ms", "200", "--redis"])
         .arg(format!("redis://127.0.0.1:{redis_port}"))
         .args(extra)
         .env_remove("TETHER_LOG")
@@ -326,4 +330,82 @@ async fn a_thousand_clients_recover_from_redis_on_a_restarted_server() {
     for ws in clients.iter_mut().take(10) {
         assert_eq!(next_json(ws).await["offset"], 10 + MISSED + 1);
     }
+}
+
+/// What a `Topics` app saw.
+#[derive(Default)]
+struct Seen {
+    publications: Vec<(u64, String)>,
+    subscribed: Vec<Option<bool>>,
+    failed: usize,
+}
+
+struct Collect(Arc<Mutex<Seen>>);
+
+impl tether::topics::TopicsHandler for Collect {
+    fn on_publication(&mut self, _: &tether::AppHandle, publication: tether::topics::Publication) {
+        let offset = publication.position.map_or(0, |position| position.offset);
+        self.0.lock().unwrap().publications.push((offset, publication.data.as_str().unwrap_or("").to_owned()));
+    }
+    fn on_subscribed(&mut self, _: &tether::AppHandle, _: &str, recovered: Option<bool>) {
+        self.0.lock().unwrap().subscribed.push(recovered);
+    }
+    fn on_recovery_failed(&mut self, _: &tether::AppHandle, _: &str) {
+        self.0.lock().unwrap().failed += 1;
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(15), "{what}: not within 15 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An `App` with `Topics` on a server that restarts: it reconnects,
+/// resubscribes from the last offset it saw, and gets every publication
+/// once, in order — the ones made on another server while its own was
+/// down included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_resubscribes_from_its_last_offset_after_its_server_restarts() {
+    let redis_port = tether_test_support::free_port();
+    let _redis = start_redis(redis_port);
+    let a = start_tether_with(redis_port, &["--history", "100"]);
+    let b_listen = format!("127.0.0.1:{}", tether_test_support::free_port());
+    let mut b = start_tether_on(&b_listen, redis_port, &["--history", "100"]);
+    for url in [&a.1, &b.1] {
+        wait_metric(url, "tether_redis_up", 1).await;
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let topics = tether::topics::Topics::new(Collect(seen.clone())).subscribe("room");
+    let backoff = tether::proto::backoff::BackoffPolicy::new(Duration::from_millis(50), Duration::from_millis(200));
+    let app =
+        tether::App::new(b.1.clone()).reconnect(tether::Reconnect::default().with_backoff(backoff)).handler(topics);
+    let handle = app.handle();
+    let running = tokio::spawn(app.run());
+    wait_for("subscribed", || seen.lock().unwrap().subscribed.len() == 1).await;
+    for n in 1..=5 {
+        publish(&a.1, "room", &format!("p{n}")).await;
+    }
+    wait_for("five", || seen.lock().unwrap().publications.len() == 5).await;
+    drop(b); // its server goes down
+    for n in 6..=10 {
+        publish(&a.1, "room", &format!("p{n}")).await;
+    }
+    b = start_tether_on(&b_listen, redis_port, &["--history", "100"]);
+    wait_for("resubscribed with recovery", || seen.lock().unwrap().subscribed.len() == 2).await;
+    wait_for("ten", || seen.lock().unwrap().publications.len() == 10).await;
+    publish(&a.1, "room", "p11").await;
+    wait_for("eleven", || seen.lock().unwrap().publications.len() == 11).await;
+    {
+        let seen = seen.lock().unwrap();
+        let expected: Vec<(u64, String)> = (1..=11).map(|n| (n, format!("p{n}"))).collect();
+        assert_eq!(seen.publications, expected, "each once, in order, with its offset");
+        assert_eq!(seen.subscribed, [None, Some(true)]);
+        assert_eq!(seen.failed, 0);
+    }
+    handle.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
+    drop(b);
 }

@@ -52,6 +52,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod position;
 pub mod prepared;
 pub mod proxy;
 pub mod time;

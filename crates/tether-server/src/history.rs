@@ -44,15 +44,7 @@ impl HistoryConfig {
     }
 }
 
-/// A place in a topic's stream: the offset of a publication (0 before the
-/// first), in the stream named by `epoch`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Position {
-    /// The publication's offset.
-    pub offset: u64,
-    /// The stream's name.
-    pub epoch: String,
-}
+pub use tether_proto::position::Position;
 
 /// What subscribing gave a client.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -67,6 +67,7 @@ pub mod server;
 mod split;
 mod stream;
 pub mod tls;
+pub mod topics;
 mod websocket;
 
 pub use app::{App, AppHandle, Handler, Reconnect, Stopped};
