@@ -68,7 +68,15 @@ pub enum FanoutKind {
     /// writer task per client.
     #[value(name = "tokio-tungstenite", alias = "tungstenite")]
     Tungstenite,
+    /// Two tether reactor servers sharing one `redis-server` (started by
+    /// the benchmark): the subscribers split between them, the publisher on
+    /// the first; every publication goes through Redis (pipelined) to both.
+    #[value(name = "tether-redis", alias = "redis")]
+    TetherRedis,
 }
+
+/// Servers of the cross-server run (`tether-redis`).
+const REDIS_SERVERS: usize = 2;
 
 impl FanoutKind {
     /// The name in flags and in the report.
@@ -78,6 +86,7 @@ impl FanoutKind {
             FanoutKind::Tether => "tether",
             FanoutKind::TetherReactor => "tether reactor",
             FanoutKind::Tungstenite => "tokio-tungstenite",
+            FanoutKind::TetherRedis => "tether reactor ×2 via Redis",
         }
     }
 
@@ -88,6 +97,7 @@ impl FanoutKind {
             FanoutKind::Tether => "tether",
             FanoutKind::TetherReactor => "tether-reactor",
             FanoutKind::Tungstenite => "tokio-tungstenite",
+            FanoutKind::TetherRedis => "tether-redis",
         }
     }
 }
@@ -166,13 +176,13 @@ pub struct FanoutArgs {
 ///
 /// # Errors
 /// The runtime cannot be built or the port bound.
-pub fn run_server(kind: FanoutKind, port: u16, threads: usize) -> io::Result<()> {
+pub fn run_server(kind: FanoutKind, port: u16, threads: usize, redis: Option<&str>) -> io::Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let on_runtime = |server: std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<()>>>>| {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(server)
     };
     match kind {
-        FanoutKind::TetherReactor => reactor_server(addr, threads),
+        FanoutKind::TetherReactor | FanoutKind::TetherRedis => reactor_server(addr, threads, redis),
         FanoutKind::Tether => on_runtime(Box::pin(tether_server(addr))),
         FanoutKind::Tungstenite => on_runtime(Box::pin(tungstenite_server(addr))),
     }
@@ -203,7 +213,7 @@ async fn tether_server(addr: SocketAddr) -> io::Result<()> {
 }
 
 /// tether's reactor: the same topics, callbacks on one event loop.
-fn reactor_server(addr: SocketAddr, threads: usize) -> io::Result<()> {
+fn reactor_server(addr: SocketAddr, threads: usize, redis: Option<&str>) -> io::Result<()> {
     use tether::reactor::{Conn, Reactor, Service};
 
     struct Topics;
@@ -222,7 +232,25 @@ fn reactor_server(addr: SocketAddr, threads: usize) -> io::Result<()> {
 
     let mut config = tether::ServerConfig::default();
     config.protocol = config.protocol.with_deflate(None);
-    config.hub = Some(tether::Hub::default());
+    // The Redis engine's connections run on a runtime of their own thread;
+    // the reactor's loop on this one.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    config.hub = Some(match redis {
+        Some(url) => {
+            let _entered = runtime.enter();
+            let hub = tether::Hub::with_redis(tether::hub::HubConfig::default(), url)?;
+            // Subscribers may arrive before fan-out is up: wait for it.
+            let started = Instant::now();
+            while !hub.fanout_status().is_some_and(tether::fanout::FanoutStatus::is_up) {
+                if started.elapsed() > Duration::from_secs(10) {
+                    return Err(io::Error::other("redis fan-out did not come up"));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            hub
+        }
+        None => tether::Hub::default(),
+    });
     let reactor = Reactor::bind_threads(addr, config, threads.max(1))?;
     crate::servers::announce(reactor.local_addr()?)?;
     reactor.run_with(|_| Topics)
@@ -517,7 +545,15 @@ async fn publisher(mut tcp: TcpStream, load: Load, shared: Rc<Shared>, started: 
 
 /// Runs one fan-out load against the server at `addr` (process
 /// `server_pid`). Must be called inside a `LocalSet`.
-async fn run_load(addr: SocketAddr, server_pid: u32, load: Load) -> io::Result<Measured> {
+/// Every server's CPU seconds so far.
+fn servers_cpu(pids: &[u32]) -> io::Result<f64> {
+    pids.iter().map(|&pid| crate::sys::cpu_seconds(pid)).sum()
+}
+
+/// Subscribers are spread over `addrs` in turn; the publisher is on the
+/// first. The server CPU is that of every process in `server_pids`.
+async fn run_load(addrs: &[SocketAddr], server_pids: &[u32], load: Load) -> io::Result<Measured> {
+    let addr = addrs[0];
     let shared = Rc::new(Shared {
         origin: Instant::now(),
         next_seq: Cell::new(0),
@@ -544,7 +580,8 @@ async fn run_load(addr: SocketAddr, server_pid: u32, load: Load) -> io::Result<M
             while started < load.subscribers && opening.len() < OPEN_CONCURRENCY {
                 let source = wire::source_ip(started % SOURCES);
                 let index = started;
-                opening.spawn_local(async move { (index, wire::open_ws(addr, source, "/sub").await) });
+                let to = addrs[index % addrs.len()];
+                opening.spawn_local(async move { (index, wire::open_ws(to, source, "/sub").await) });
                 started += 1;
             }
             match opening.join_next().await {
@@ -579,14 +616,14 @@ async fn run_load(addr: SocketAddr, server_pid: u32, load: Load) -> io::Result<M
     }
     tokio::time::sleep(load.warmup).await;
     let (delivered0, published0, t0) = (shared.delivered.get(), shared.next_seq.get(), Instant::now());
-    let (client0, server0) = (crate::sys::cpu_seconds(std::process::id())?, crate::sys::cpu_seconds(server_pid)?);
+    let (client0, server0) = (crate::sys::cpu_seconds(std::process::id())?, servers_cpu(server_pids)?);
     let machine0 = crate::sys::machine_busy_seconds()?;
     shared.latency.borrow_mut().reset();
     shared.counting.set(true);
     tokio::time::sleep(load.duration).await;
     shared.counting.set(false);
     let (delivered1, published1, t1) = (shared.delivered.get(), shared.next_seq.get(), Instant::now());
-    let (client1, server1) = (crate::sys::cpu_seconds(std::process::id())?, crate::sys::cpu_seconds(server_pid)?);
+    let (client1, server1) = (crate::sys::cpu_seconds(std::process::id())?, servers_cpu(server_pids)?);
     let machine1 = crate::sys::machine_busy_seconds()?;
     tasks.abort_all();
     if publishing.is_finished() {
@@ -616,6 +653,48 @@ async fn run_load(addr: SocketAddr, server_pid: u32, load: Load) -> io::Result<M
         lost_subscribers: shared.lost.get(),
         backlog,
     })
+}
+
+/// A `redis-server` for the cross-server run, on a free port, killed when
+/// dropped.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> io::Result<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|error| io::Error::new(error.kind(), format!("redis-server: {error}")))?;
+        let server = RedisServer { child, port };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(io::Error::other("redis-server did not start"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 // ---- the benchmark -------------------------------------------------------------------
@@ -680,24 +759,36 @@ pub fn bench(args: &FanoutArgs) -> io::Result<()> {
         };
         for rep in 1..=args.reps {
             for &kind in &servers {
-                let server = crate::ServerGuard::spawn_args(
-                    kind.name(),
-                    &[
-                        "fanout-server",
-                        kind.arg(),
-                        "0",
-                        "--cpu",
-                        &args.server_cpu.to_string(),
-                        "--threads",
-                        &args.server_threads.to_string(),
-                    ],
-                )?;
+                let redis = (kind == FanoutKind::TetherRedis).then(RedisServer::start).transpose()?;
+                let mut spawn = vec![
+                    "fanout-server".to_owned(),
+                    kind.arg().to_owned(),
+                    "0".to_owned(),
+                    "--cpu".to_owned(),
+                    args.server_cpu.to_string(),
+                    "--threads".to_owned(),
+                    args.server_threads.to_string(),
+                ];
+                if let Some(redis) = &redis {
+                    spawn.extend(["--redis".to_owned(), redis.url()]);
+                }
+                let spawn: Vec<&str> = spawn.iter().map(String::as_str).collect();
+                let count = if redis.is_some() { REDIS_SERVERS } else { 1 };
+                let servers = (0..count)
+                    .map(|_| crate::ServerGuard::spawn_args(kind.name(), &spawn))
+                    .collect::<io::Result<Vec<_>>>()?;
+                let addrs: Vec<SocketAddr> = servers.iter().map(|server| server.addr).collect();
+                let mut pids: Vec<u32> = servers.iter().map(crate::ServerGuard::pid).collect();
+                pids.extend(redis.as_ref().map(RedisServer::pid));
                 let local = tokio::task::LocalSet::new();
-                let result = runtime.block_on(local.run_until(run_load(server.addr, server.pid(), load)));
-                let rss_peak = crate::sys::status_bytes(server.pid(), "VmHWM").unwrap_or(0);
-                let rss_end = crate::sys::status_bytes(server.pid(), "VmRSS").unwrap_or(0);
+                let result = runtime.block_on(local.run_until(run_load(&addrs, &pids, load)));
+                let rss = |field| {
+                    servers.iter().map(|server| crate::sys::status_bytes(server.pid(), field).unwrap_or(0)).sum()
+                };
+                let (rss_peak, rss_end) = (rss("VmHWM"), rss("VmRSS"));
                 drop(local);
-                drop(server);
+                drop(servers);
+                drop(redis);
                 match result {
                     Ok(measured) => {
                         let note = RunNote {

@@ -147,6 +147,9 @@ enum Cmd {
         /// is not pinned and may use every CPU.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Fan out through this Redis (`tether-redis`).
+        #[arg(long)]
+        redis: Option<String>,
     },
 }
 
@@ -311,7 +314,7 @@ fn main() {
         }
         return;
     }
-    if let Some(Cmd::FanoutServer { kind, port, cpu, threads }) = cli.command {
+    if let Some(Cmd::FanoutServer { kind, port, cpu, threads, redis }) = cli.command {
         sys::die_with_parent();
         if threads <= 1 {
             if let Err(error) = sys::pin_to_cpu(cpu) {
@@ -319,7 +322,7 @@ fn main() {
             }
         }
         let _ = sys::raise_nofile_limit();
-        if let Err(error) = fanout::run_server(kind, port, threads) {
+        if let Err(error) = fanout::run_server(kind, port, threads, redis.as_deref()) {
             eprintln!("{} fan-out server: {error}", kind.name());
             std::process::exit(1);
         }

@@ -47,7 +47,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     health: Option<String>,
     /// Fan broadcasts and topics out to every server using this Redis:
-    /// redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB].
+    /// `redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]`.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
     /// The Redis channels' namespace: servers with different prefixes on one Redis do not see
