@@ -54,6 +54,14 @@ pub struct ServeArgs {
     /// each other's messages.
     #[arg(long, value_name = "PREFIX", default_value = "tether", requires = "redis")]
     redis_prefix: String,
+    /// Redis behind Sentinel: ask these sentinels (HOST:PORT, comma-separated) for the
+    /// master at every connection, so a failover is followed; --redis then gives the
+    /// scheme, user, password and database.
+    #[arg(long, value_name = "HOST:PORT,…", value_delimiter = ',', requires = "redis")]
+    redis_sentinel: Vec<String>,
+    /// The master's name among the sentinels.
+    #[arg(long, value_name = "NAME", default_value = "mymaster", requires = "redis_sentinel")]
+    redis_master: String,
     /// PEM certificates to trust for a rediss:// URL, instead of the system's.
     #[arg(long, value_name = "FILE", requires = "redis")]
     redis_ca: Option<PathBuf>,
@@ -244,6 +252,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             if let Some(path) = &args.redis_ca {
                 let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
                 redis.ca_pem = Some(pem);
+            }
+            if !args.redis_sentinel.is_empty() {
+                redis.sentinel = Some(tether::redis::SentinelConfig {
+                    nodes: args.redis_sentinel.clone(),
+                    master: args.redis_master.clone(),
+                });
             }
             redis.health_interval = std::time::Duration::from_millis(args.redis_health_ms.max(1));
             redis.health_timeout = redis.health_interval * 2;

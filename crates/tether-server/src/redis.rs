@@ -62,6 +62,20 @@ pub struct RedisConfig {
     /// `<prefix>:m:{<topic>}`), so every process agrees on offsets and any
     /// of them can give back what its subscription missed.
     pub history: Option<HistoryConfig>,
+    /// Redis behind Sentinel: the master's address is asked of these
+    /// sentinels (`host:port`) at every connection, so a failover is
+    /// followed; the URL's host and port are then not used (its user,
+    /// password, database and scheme are).
+    pub sentinel: Option<SentinelConfig>,
+}
+
+/// Where the sentinels are, and the master's name among them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// The sentinels, `host:port`.
+    pub nodes: Vec<String>,
+    /// The name the sentinels monitor the master under.
+    pub master: String,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -74,6 +88,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("health_interval", &self.health_interval)
             .field("health_timeout", &self.health_timeout)
             .field("history", &self.history)
+            .field("sentinel", &self.sentinel)
             .finish()
     }
 }
@@ -90,6 +105,7 @@ impl RedisConfig {
             health_interval: Duration::from_secs(1),
             health_timeout: Duration::from_secs(2),
             history: None,
+            sentinel: None,
         }
     }
 
@@ -100,7 +116,43 @@ impl RedisConfig {
         self
     }
 
+    /// The client for Redis now: the URL's, or the master the sentinels
+    /// name.
+    async fn connect_to(&self, fixed: &Client) -> Result<Client, String> {
+        let Some(sentinel) = &self.sentinel else { return Ok(fixed.clone()) };
+        let mut errors = Vec::new();
+        for node in &sentinel.nodes {
+            let asked = async {
+                let mut connection = Client::open(format!("redis://{node}"))
+                    .map_err(|error| error.to_string())?
+                    .get_multiplexed_async_connection_with_config(&options(self))
+                    .await
+                    .map_err(|error| error.to_string())?;
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(&sentinel.master)
+                    .query_async::<Option<(String, u16)>>(&mut connection)
+                    .await
+                    .map_err(|error| error.to_string())
+            };
+            match tokio::time::timeout(self.health_timeout, asked).await {
+                Ok(Ok(Some((host, port)))) => {
+                    let url = with_address(&self.url, &host, port);
+                    return self.client_for(&url).map_err(|error| error.to_string());
+                }
+                Ok(Ok(None)) => errors.push(format!("{node}: no master named {:?}", sentinel.master)),
+                Ok(Err(error)) => errors.push(format!("{node}: {error}")),
+                Err(_) => errors.push(format!("{node}: no answer")),
+            }
+        }
+        Err(format!("no sentinel named the master: {}", errors.join("; ")))
+    }
+
     fn client(&self) -> std::io::Result<Client> {
+        self.client_for(&self.url)
+    }
+
+    fn client_for(&self, url: &str) -> std::io::Result<Client> {
         let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
         let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
         if self.prefix.is_empty() || !self.prefix.chars().all(valid) {
@@ -109,7 +161,7 @@ impl RedisConfig {
                 self.prefix
             )));
         }
-        let url = redact(&self.url);
+        let shown = redact(url);
         let tls = self.ca_pem.is_some() || self.client_cert.is_some();
         let client = if tls {
             let certificates = redis::TlsCertificates {
@@ -119,11 +171,11 @@ impl RedisConfig {
                     .map(|(cert, key)| redis::ClientTlsConfig { client_cert: cert.clone(), client_key: key.clone() }),
                 root_cert: self.ca_pem.clone(),
             };
-            Client::build_with_tls(self.url.as_str(), certificates)
+            Client::build_with_tls(url, certificates)
         } else {
-            Client::open(self.url.as_str())
+            Client::open(url)
         };
-        client.map_err(|error| invalid(format!("redis URL {url}: {error}")))
+        client.map_err(|error| invalid(format!("redis URL {shown}: {error}")))
     }
 
     fn channel(&self, target: &Target) -> String {
@@ -164,6 +216,17 @@ impl From<String> for RedisConfig {
     fn from(url: String) -> RedisConfig {
         RedisConfig::new(url)
     }
+}
+
+/// `url` with its host and port replaced.
+fn with_address(url: &str, host: &str, port: u16) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (credentials, rest) = match rest.rsplit_once('@') {
+        Some((credentials, rest)) => (format!("{credentials}@"), rest),
+        None => (String::new(), rest),
+    };
+    let path = rest.find('/').map_or("", |at| &rest[at..]);
+    format!("{scheme}://{credentials}{host}:{port}{path}")
 }
 
 /// The URL without its password, for logs.
@@ -263,7 +326,9 @@ impl HistoryReader {
                 Some(connection) => connection.clone(),
                 None => {
                     let made = self
-                        .client
+                        .config
+                        .connect_to(&self.client)
+                        .await?
                         .get_multiplexed_async_connection_with_config(&options(&self.config))
                         .await
                         .map_err(|error| error.to_string())?;
@@ -471,6 +536,10 @@ async fn subscriber(context: Context, mut receiver: Receiver, mut stopped: watch
 async fn subscribe(context: &Context, receiver: &mut Receiver, backoff: &mut Backoff) -> Ended {
     let Context { client, config, status, links } = context;
     let timeout = config.health_timeout;
+    let client = match config.connect_to(client).await {
+        Ok(client) => client,
+        Err(error) => return Ended::Failed(error),
+    };
     let pubsub = match tokio::time::timeout(timeout, client.get_async_pubsub()).await {
         Ok(Ok(pubsub)) => pubsub,
         Ok(Err(error)) => return Ended::Failed(error.to_string()),
@@ -642,13 +711,20 @@ async fn publisher(context: Context, own: Arc<Own>, mut queue: mpsc::Receiver<(T
     let Context { client, config, status, links } = &context;
     let mut backoff = backoff();
     loop {
-        let ended = match client.get_multiplexed_async_connection_with_config(&options(config)).await {
+        let connected = match config.connect_to(client).await {
+            Ok(client) => client
+                .get_multiplexed_async_connection_with_config(&options(config))
+                .await
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(error),
+        };
+        let ended = match connected {
             Ok(connection) => {
                 backoff.reset();
                 links.set(&links.publishing, true, status, config);
                 publish(connection, &context, &own, &mut queue, &deliver).await
             }
-            Err(error) => Ended::Failed(error.to_string()),
+            Err(error) => Ended::Failed(error),
         };
         links.set(&links.publishing, false, status, config);
         match ended {
@@ -745,5 +821,30 @@ async fn publish(
             return Ended::Failed(error.to_string());
         }
         status.count_published(publications);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_keeps_its_credentials_and_database_when_its_address_changes() {
+        assert_eq!(with_address("redis://u:p@old:1/3", "10.0.0.2", 6380), "redis://u:p@10.0.0.2:6380/3");
+        assert_eq!(with_address("rediss://old", "h", 1), "rediss://h:1");
+        assert_eq!(redact("redis://user:secret@host:1/0"), "redis://user:***@host:1/0");
+        assert_eq!(redact("redis://host"), "redis://host");
+    }
+
+    #[test]
+    fn channels_are_named_under_the_prefix_and_read_back() {
+        let config = RedisConfig::new("redis://x").with_prefix("blue");
+        for target in [Target::All, Target::Topic("room:1".into())] {
+            assert_eq!(config.target(&config.channel(&target)), Some(Some(target)));
+        }
+        assert_eq!(config.target(&config.heartbeat_channel()), Some(None));
+        assert_eq!(config.target("green:b"), None);
+        assert_eq!(config.target("bluex:b"), None);
+        assert_eq!(config.history_keys("room"), ("blue:s:{room}".to_owned(), "blue:m:{room}".to_owned()));
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tether::fanout::{Deliver, Engine, Target};
 use tether::history::{HistoryConfig, Position};
-use tether::redis::{Redis, RedisConfig};
+use tether::redis::{Redis, RedisConfig, SentinelConfig};
 use tether::Message;
 
 /// A `redis-server` started by the test, killed when dropped.
@@ -392,4 +392,72 @@ async fn with_history_every_process_agrees_on_offsets_and_reads_back_what_it_mis
     let recovered = a.status().recovered() + b.status().recovered();
     println!("recovered from the stream: a {}, b {}", a.status().recovered(), b.status().recovered());
     assert!(recovered > 0, "the cut lost some publications in transit, read back from the stream");
+}
+
+/// Redis behind Sentinel: the master is killed; the sentinel promotes its
+/// replica; the engine asks the sentinel again when it reconnects and
+/// fan-out resumes on the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_sentinel_a_failover_is_followed() {
+    let master = RedisServer::plain();
+    let replica_port = tether_test_support::free_port();
+    let master_port = master.port.to_string();
+    let replica = RedisServer::start(replica_port, &["--replicaof", "127.0.0.1", &master_port]);
+    let cli = |port: u16, args: &[&str]| {
+        let output = Command::new("redis-cli").arg("-p").arg(port.to_string()).args(args).output().unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    wait_until("replica in sync", Duration::from_secs(10), || {
+        cli(replica_port, &["INFO", "replication"]).contains("master_link_status:up")
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!("tether-sentinel-{}-{replica_port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("sentinel.conf");
+    let sentinel_port = tether_test_support::free_port();
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {} 1\n\
+             sentinel down-after-milliseconds mymaster 500\nsentinel failover-timeout mymaster 3000\n",
+            master.port
+        ),
+    )
+    .unwrap();
+    let sentinel = Command::new("redis-server")
+        .arg(&conf)
+        .arg("--sentinel")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server --sentinel");
+    let _sentinel = RedisServer { child: sentinel, port: sentinel_port };
+    wait_until("the sentinel knows the replica", Duration::from_secs(15), || {
+        cli(sentinel_port, &["SENTINEL", "replicas", "mymaster"]).contains(&replica_port.to_string())
+    })
+    .await;
+
+    let mut config = fast("redis://127.0.0.1:1");
+    config.sentinel =
+        Some(SentinelConfig { nodes: vec![format!("127.0.0.1:{sentinel_port}")], master: "mymaster".to_owned() });
+    let (a, a_log) = engine(config);
+    wait_until("up through the sentinel", Duration::from_secs(10), || a.status().is_up()).await;
+    assert!(publish(&a, &a_log, &Target::All, "before"));
+    wait_until("delivered", Duration::from_secs(5), || texts(&a_log) == ["before"]).await;
+
+    drop(master);
+    wait_until("down", Duration::from_secs(5), || !a.status().is_up()).await;
+    wait_until("failed over", Duration::from_secs(20), || {
+        cli(sentinel_port, &["SENTINEL", "get-master-addr-by-name", "mymaster"]).contains(&replica_port.to_string())
+    })
+    .await;
+    wait_until("up on the new master", Duration::from_secs(15), || a.status().is_up()).await;
+    assert!(publish(&a, &a_log, &Target::All, "after"));
+    wait_until("delivered after the failover", Duration::from_secs(5), || {
+        texts(&a_log).last().map(String::as_str) == Some("after")
+    })
+    .await;
+    assert!(cli(replica_port, &["INFO", "replication"]).contains("role:master"));
+    drop(replica);
+    let _ = std::fs::remove_dir_all(&dir);
 }
