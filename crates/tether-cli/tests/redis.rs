@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tether::{CloseCode, Message, WebSocket};
+use tether_test_support::RedisServer;
 
 struct Running(Child);
 
@@ -21,19 +22,8 @@ impl Drop for Running {
     }
 }
 
-fn start_redis(port: u16) -> Running {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server (installed by scripts/install-deps.sh)");
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Running(child)
+fn start_redis(port: u16) -> RedisServer {
+    RedisServer::start(port, &[])
 }
 
 /// What a server wrote to stderr so far, line by line.
@@ -196,17 +186,24 @@ async fn next_json(ws: &mut WebSocket) -> serde_json::Value {
     serde_json::from_str(message.as_text().unwrap()).unwrap()
 }
 
+/// Two `tether serve --topics --history 100` sharing the Redis on
+/// `redis_port`, both with fan-out up.
+async fn two_servers_with_history(redis_port: u16) -> ((Running, String, Stderr), (Running, String, Stderr)) {
+    let a = start_tether_with(redis_port, &["--history", "100"]);
+    let b = start_tether_with(redis_port, &["--history", "100"]);
+    for url in [&a.1, &b.1] {
+        wait_metric(url, "tether_redis_up", 1).await;
+    }
+    (a, b)
+}
+
 /// With `--history`, offsets come from Redis: a client that saw a
 /// publication on one server recovers what it missed on another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_history_a_client_recovers_on_another_server_what_it_missed() {
     let redis_port = tether_test_support::free_port();
     let _redis = start_redis(redis_port);
-    let a = start_tether_with(redis_port, &["--history", "100"]);
-    let b = start_tether_with(redis_port, &["--history", "100"]);
-    for url in [&a.1, &b.1] {
-        wait_metric(url, "tether_redis_up", 1).await;
-    }
+    let (a, b) = two_servers_with_history(redis_port).await;
     let mut on_a = subscriber(&a.1, "room").await;
     publish(&b.1, "room", "one").await;
     let one = next_json(&mut on_a).await;
@@ -260,11 +257,7 @@ async fn a_thousand_clients_recover_from_redis_on_a_restarted_server() {
     const MISSED: u64 = 20;
     let redis_port = tether_test_support::free_port();
     let _redis = start_redis(redis_port);
-    let a = start_tether_with(redis_port, &["--history", "100"]);
-    let b = start_tether_with(redis_port, &["--history", "100"]);
-    for url in [&a.1, &b.1] {
-        wait_metric(url, "tether_redis_up", 1).await;
-    }
+    let (a, b) = two_servers_with_history(redis_port).await;
     let mut watcher = subscriber(&a.1, "room").await;
     for n in 1..=10 {
         publish(&a.1, "room", &format!("before {n}")).await;

@@ -742,3 +742,68 @@ mod tests {
         assert!(!dir.exists());
     }
 }
+
+/// A `redis-server` (installed by `scripts/install-deps.sh`) on
+/// `127.0.0.1:port`, without persistence, started and accepting
+/// connections; killed when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    /// On `port`, with `extra` arguments (`--tls-port` in them replaces
+    /// the plain port; `--sentinel` with a config file makes a sentinel).
+    ///
+    /// # Panics
+    /// It cannot be started, or does not accept connections within 10 s.
+    #[must_use]
+    pub fn start(port: u16, extra: &[&str]) -> RedisServer {
+        let mut command = Command::new("redis-server");
+        if !extra.contains(&"--sentinel") {
+            command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+            if !extra.contains(&"--tls-port") {
+                command.args(["--port", &port.to_string()]);
+            }
+        }
+        let child = command
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by scripts/install-deps.sh)");
+        let server = RedisServer { child, port };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "redis-server on {port} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// On a free port, plain.
+    #[must_use]
+    pub fn plain() -> RedisServer {
+        RedisServer::start(free_port(), &[])
+    }
+
+    /// Its port.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

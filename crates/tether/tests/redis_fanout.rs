@@ -7,8 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,49 +16,7 @@ use tether::history::{HistoryConfig, Position};
 use tether::redis::{Redis, RedisConfig, SentinelConfig};
 use tether::Message;
 
-/// A `redis-server` started by the test, killed when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl RedisServer {
-    fn start(port: u16, extra: &[&str]) -> RedisServer {
-        let mut args = vec!["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
-        let port_text = port.to_string();
-        if !extra.contains(&"--tls-port") {
-            args.extend(["--port", &port_text]);
-        }
-        args.extend(extra);
-        let child = Command::new("redis-server")
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (installed by scripts/install-deps.sh)");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisServer { child, port }
-    }
-
-    fn plain() -> RedisServer {
-        RedisServer::start(tether_test_support::free_port(), &[])
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
+use tether_test_support::RedisServer;
 
 /// What one engine delivered to its "clients", in order.
 type Log = Arc<Mutex<Vec<(Target, String)>>>;
@@ -229,7 +186,7 @@ async fn a_redis_restart_while_two_servers_publish_loses_nothing_uncounted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_open_link_is_noticed_within_the_health_timeout() {
     let redis = RedisServer::plain();
-    let proxy = tether_test_support::stall_proxy(redis.port);
+    let proxy = tether_test_support::stall_proxy(redis.port());
     let (a, _log) = engine(fast(&format!("redis://127.0.0.1:{}", proxy.port())));
     wait_until("up", Duration::from_secs(10), || a.status().is_up()).await;
     // The proxy stops forwarding but keeps every socket open: TCP sees
@@ -367,7 +324,7 @@ async fn with_history_every_process_agrees_on_offsets_and_reads_back_what_it_mis
     })
     .await;
     let killed = Command::new("redis-cli")
-        .args(["-p", &redis.port.to_string(), "CLIENT", "KILL", "TYPE", "pubsub"])
+        .args(["-p", &redis.port().to_string(), "CLIENT", "KILL", "TYPE", "pubsub"])
         .output()
         .expect("redis-cli (installed with redis-server)");
     assert!(killed.status.success(), "{killed:?}");
@@ -401,7 +358,7 @@ async fn with_history_every_process_agrees_on_offsets_and_reads_back_what_it_mis
 async fn behind_sentinel_a_failover_is_followed() {
     let master = RedisServer::plain();
     let replica_port = tether_test_support::free_port();
-    let master_port = master.port.to_string();
+    let master_port = master.port().to_string();
     let replica = RedisServer::start(replica_port, &["--replicaof", "127.0.0.1", &master_port]);
     let cli = |port: u16, args: &[&str]| {
         let output = Command::new("redis-cli").arg("-p").arg(port.to_string()).args(args).output().unwrap();
@@ -420,18 +377,12 @@ async fn behind_sentinel_a_failover_is_followed() {
         format!(
             "port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {} 1\n\
              sentinel down-after-milliseconds mymaster 500\nsentinel failover-timeout mymaster 3000\n",
-            master.port
+            master.port()
         ),
     )
     .unwrap();
-    let sentinel = Command::new("redis-server")
-        .arg(&conf)
-        .arg("--sentinel")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server --sentinel");
-    let _sentinel = RedisServer { child: sentinel, port: sentinel_port };
+    let sentinel = RedisServer::start(sentinel_port, &[conf.to_str().unwrap(), "--sentinel"]);
+    let _sentinel = sentinel;
     wait_until("the sentinel knows the replica", Duration::from_secs(15), || {
         cli(sentinel_port, &["SENTINEL", "replicas", "mymaster"]).contains(&replica_port.to_string())
     })
