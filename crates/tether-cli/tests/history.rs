@@ -54,6 +54,16 @@ async fn publish(publisher: &mut WebSocket, topic: &str, data: Value) {
     publisher.send(json!({ "op": "publish", "topic": topic, "data": data }).to_string()).await.unwrap();
 }
 
+fn metrics(url: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 fn position(publication: &Value) -> Value {
     json!({ "offset": publication["offset"], "epoch": publication["epoch"] })
 }
@@ -93,7 +103,7 @@ async fn recovers_what_it_missed_in_order_exactly_once(engine: &str) {
 }
 
 async fn a_position_the_history_cannot_serve_fails_recovery(engine: &str) {
-    let (_server, url) = serve(engine, &["--history", "2"]);
+    let (_server, url) = serve(engine, &["--history", "2", "--metrics"]);
     // Subscribed itself, the publisher knows when its publications are done.
     let (mut publisher, _) = subscribe(&url, "room", None).await;
     let (mut ws, _) = subscribe(&url, "room", None).await;
@@ -106,6 +116,10 @@ async fn a_position_the_history_cannot_serve_fails_recovery(engine: &str) {
     for expected in [json!("seen"), json!(0), json!(1), json!(2)] {
         assert_eq!(next(&mut publisher).await["data"], expected);
     }
+    // The history holds what it may, and says so.
+    let metrics = metrics(&url);
+    assert!(metrics.contains("tether_history_topics 1\n"), "{metrics}");
+    assert!(metrics.contains("tether_history_publications 2\n"), "{metrics}");
     // Three missed, two kept: recovery fails, and nothing is replayed.
     let (mut ws, answer) = subscribe(&url, "room", Some(&position(&seen))).await;
     assert_eq!((answer["recovered"].clone(), answer["offset"].clone()), (json!(false), json!(4)), "{answer}");

@@ -59,6 +59,17 @@ pub struct Subscribed {
     pub replayed: usize,
 }
 
+/// What the topic histories hold now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kept {
+    /// Topics with a stream.
+    pub topics: usize,
+    /// Publications kept.
+    pub publications: usize,
+    /// Their framed bytes.
+    pub bytes: usize,
+}
+
 /// One topic's stream.
 struct Stream {
     epoch: String,
@@ -189,6 +200,16 @@ impl History {
         }
         let missed = missed.into_iter().map(|(_, message)| message).collect();
         (Some(position), since.map(|_| missed).filter(|_| complete))
+    }
+
+    /// What is kept now (walks every topic: for a metrics scrape).
+    pub(crate) fn kept(&self) -> Kept {
+        let mut kept = Kept { topics: self.streams.len(), ..Kept::default() };
+        for stream in self.streams.values() {
+            kept.publications += stream.entries.len();
+            kept.bytes += stream.entries.iter().map(|(_, _, message)| message.len()).sum::<usize>();
+        }
+        kept
     }
 
     /// The position the next publication in `topic` takes.

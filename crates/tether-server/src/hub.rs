@@ -25,7 +25,7 @@ use tether_proto::{CloseCode, CloseFrame, Message, PreparedMessage};
 use tokio::sync::broadcast;
 
 use crate::fanout::{Deliver, Engine, FanoutStatus, Target};
-use crate::history::{BrokerHistory, History, HistoryConfig, Lookup, Position, Subscribed};
+use crate::history::{BrokerHistory, History, HistoryConfig, Kept, Lookup, Position, Subscribed};
 
 /// A connected client's number in its hub, unique for the hub's life.
 pub type ClientId = u64;
@@ -753,6 +753,13 @@ impl Hub {
             Some(render) => render(topic, message, position),
             None => message.clone(),
         }
+    }
+
+    /// What the topic histories hold now, if the hub keeps history.
+    #[must_use]
+    pub fn history_kept(&self) -> Option<Kept> {
+        let history = self.inner.history.as_ref()?;
+        Some(history.lock().unwrap_or_else(PoisonError::into_inner).kept())
     }
 
     /// How topic publications are shown to subscribers (see [`Render`]);

@@ -195,6 +195,17 @@ impl Metrics {
                 "Connections closed for being too slow (the close policy).",
                 vec![(String::new(), drops.closed_connections)],
             );
+            if let Some(kept) = hub.history_kept() {
+                let one = |value: usize| vec![(String::new(), value as u64)];
+                metric("tether_history_topics", "gauge", "Topics whose history is kept here.", one(kept.topics));
+                metric(
+                    "tether_history_publications",
+                    "gauge",
+                    "Publications kept in topic histories.",
+                    one(kept.publications),
+                );
+                metric("tether_history_bytes", "gauge", "Bytes of the publications kept (framed).", one(kept.bytes));
+            }
             if let Some(engine) = hub.fanout() {
                 let status = engine.status();
                 let engine = engine.name();
