@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// scheme, user, password and database.
     #[arg(long, value_name = "HOST:PORT,…", value_delimiter = ',', requires = "redis")]
     redis_sentinel: Vec<String>,
+    /// --redis lists the seed nodes of a Redis Cluster, comma-separated.
+    #[arg(long, requires = "redis")]
+    redis_cluster: bool,
     /// The master's name among the sentinels.
     #[arg(long, value_name = "NAME", default_value = "mymaster", requires = "redis_sentinel")]
     redis_master: String,
@@ -253,6 +256,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
                 redis.ca_pem = Some(pem);
             }
+            redis.cluster = args.redis_cluster;
             if !args.redis_sentinel.is_empty() {
                 redis.sentinel = Some(tether::redis::SentinelConfig {
                     nodes: args.redis_sentinel.clone(),

@@ -271,9 +271,8 @@ struct OwnState {
     last: u64,
     /// Delivered here up to this number (from the broker or not).
     delivered: u64,
-    /// Recent publications by number: the message, or `None` for one in
-    /// a topic's history (the history gives it back, with its place).
-    kept: VecDeque<(u64, Option<(Target, Message)>)>,
+    /// Recent publications, by number.
+    kept: VecDeque<(u64, Target, Message)>,
     kept_bytes: usize,
 }
 
@@ -304,18 +303,24 @@ impl Own {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Numbers `message` and, unless it goes into a topic's history
-    /// (`in_history`), keeps it; the frame to send.
+    /// Numbers `message` and keeps it; the frame to send. A publication
+    /// that goes into a topic's history (`in_history`) is not numbered
+    /// here (sequence 0): its offset in the topic orders it and finds its
+    /// gaps, and on a cluster publications of different topics travel
+    /// through different nodes, so one sequence across them would show
+    /// gaps that are only reordering.
     pub fn number(&self, target: &Target, message: &Message, in_history: bool) -> Frame {
+        if in_history {
+            return Frame { origin: self.origin, seq: 0, message: Some(message.clone()), position: None };
+        }
         let mut state = self.lock();
         state.last += 1;
         let seq = state.last;
-        let kept = (!in_history).then(|| (target.clone(), message.clone()));
-        state.kept_bytes += kept.as_ref().map_or(0, |(_, message)| message.len());
-        state.kept.push_back((seq, kept));
+        state.kept_bytes += message.len();
+        state.kept.push_back((seq, target.clone(), message.clone()));
         while state.kept.len() > OWN_KEPT || state.kept_bytes > OWN_KEPT_BYTES {
-            let Some((_, old)) = state.kept.pop_front() else { break };
-            state.kept_bytes -= old.map_or(0, |(_, message)| message.len());
+            let Some((_, _, old)) = state.kept.pop_front() else { break };
+            state.kept_bytes -= old.len();
         }
         Frame { origin: self.origin, seq, message: Some(message.clone()), position: None }
     }
@@ -327,10 +332,10 @@ impl Own {
     }
 
     /// Publications up to `upto` were on their way when the link failed:
-    /// those not yet delivered here are delivered now (those kept: a
-    /// history publication reaches nobody unless the broker took it, and
-    /// then it is found in the history). How many may not have reached
-    /// other processes.
+    /// those not yet delivered here are delivered now. How many may not
+    /// have reached other processes. (Publications with history are not
+    /// numbered here: one reaches nobody unless the broker took it, and
+    /// then it is read back from the history.)
     pub fn deliver_unconfirmed(&self, upto: u64, deliver: &Deliver, status: &FanoutStatus) -> u64 {
         let mut state = self.lock();
         let n = upto.saturating_sub(state.delivered);
@@ -341,9 +346,8 @@ impl Own {
     }
 
     /// An own frame came back from the broker (a publication, or a
-    /// heartbeat saying how far we are); `seen`: its place in history was
-    /// delivered already.
-    fn came_back(&self, target: Target, frame: Frame, seen: bool, deliver: &Deliver, status: &FanoutStatus) {
+    /// heartbeat saying how far we are).
+    fn came_back(&self, target: Target, frame: Frame, deliver: &Deliver, status: &FanoutStatus) {
         let mut state = self.lock();
         if frame.seq <= state.delivered {
             return; // delivered already, when the link failed
@@ -363,30 +367,26 @@ impl Own {
         }
         if let Some(message) = frame.message {
             state.delivered = frame.seq;
-            if !seen {
-                status.received.fetch_add(1, Ordering::Relaxed);
-                deliver(target, message, frame.position);
-            }
+            status.received.fetch_add(1, Ordering::Relaxed);
+            deliver(target, message, None);
         }
     }
 
     /// Delivers what was kept after `delivered` up to `upto`: how many,
-    /// and how many were no longer kept (history publications are not
-    /// counted: the history gives them back).
+    /// and how many were no longer kept.
     fn catch_up(&self, state: &mut OwnState, upto: u64, deliver: &Deliver) -> (u64, u64) {
         let (mut delivered, mut lost) = (0, 0);
         // Numbers are kept in order: find the first after `delivered` once.
-        let start = state.kept.partition_point(|(seq, _)| *seq <= state.delivered);
+        let start = state.kept.partition_point(|(seq, ..)| *seq <= state.delivered);
         let mut kept = state.kept.range(start..).peekable();
         while state.delivered < upto {
             state.delivered += 1;
             let seq = state.delivered;
-            match kept.next_if(|(kept, _)| *kept == seq) {
-                Some((_, Some((target, message)))) => {
+            match kept.next_if(|(kept, ..)| *kept == seq) {
+                Some((_, target, message)) => {
                     deliver(target.clone(), message.clone(), None);
                     delivered += 1;
                 }
-                Some((_, None)) => {}
                 None => lost += 1,
             }
         }
@@ -468,17 +468,30 @@ impl Receiver {
         self.tops.iter()
     }
 
-    /// Publications read from the broker's history to close a gap, in
-    /// order: each is delivered unless it was already.
-    pub fn fill(&mut self, topic: &str, frames: impl IntoIterator<Item = Frame>) {
-        let target = Target::Topic(topic.to_owned());
+    /// Publications read from the broker's history to close `gap`, in
+    /// order: each is delivered unless it was already. Those of the gap
+    /// the history no longer had are counted missed (and logged).
+    pub fn fill(&mut self, gap: &Gap, frames: impl IntoIterator<Item = Frame>) {
+        let target = Target::Topic(gap.topic.clone());
+        let mut found = 0;
         for frame in frames {
             let (Some(message), Some(position)) = (frame.message, frame.position) else { continue };
+            let in_gap = position.epoch == gap.epoch && (gap.after + 1..=gap.upto).contains(&position.offset);
+            found += u64::from(in_gap);
             if self.seen(&target, Some(&position)) {
                 continue;
             }
-            self.status.recovered.fetch_add(1, Ordering::Relaxed);
+            self.status.recovered.fetch_add(u64::from(in_gap), Ordering::Relaxed);
             (self.deliver)(target.clone(), message, Some(position));
+        }
+        let lost = (gap.upto - gap.after).saturating_sub(found);
+        if lost > 0 {
+            self.status.missed.fetch_add(lost, Ordering::Relaxed);
+            tracing::warn!(
+                topic = %gap.topic,
+                lost,
+                "fan-out: publications our subscription missed are no longer in the topic's history; our clients did not get them"
+            );
         }
     }
 
@@ -503,9 +516,16 @@ impl Receiver {
     /// Returns how many publications of other processes it revealed as
     /// missed.
     pub fn accept(&mut self, target: Target, frame: Frame, now: Instant) -> u64 {
-        let seen = frame.message.is_some() && self.seen(&target, frame.position.as_ref());
+        if let (Some(message), Some(position)) = (&frame.message, &frame.position) {
+            // A publication with history: its topic's offsets order it.
+            if !self.seen(&target, Some(position)) {
+                self.status.received.fetch_add(1, Ordering::Relaxed);
+                (self.deliver)(target, message.clone(), frame.position);
+            }
+            return 0;
+        }
         if frame.origin == self.own.origin {
-            self.own.came_back(target, frame, seen, &self.deliver, &self.status);
+            self.own.came_back(target, frame, &self.deliver, &self.status);
             return 0;
         }
         let is_message = frame.message.is_some();
@@ -525,9 +545,9 @@ impl Receiver {
                  those in a topic's history are read from it, the others our clients did not get"
             );
         }
-        if let (Some(message), false) = (frame.message, seen) {
+        if let Some(message) = frame.message {
             self.status.received.fetch_add(1, Ordering::Relaxed);
-            (self.deliver)(target, message, frame.position);
+            (self.deliver)(target, message, None);
         }
         if self.others.len() > 64 {
             self.others.retain(|_, (_, heard)| now.duration_since(*heard) < ORIGIN_SILENCE);
@@ -596,14 +616,18 @@ mod tests {
         let next = at(9, 4, 4, "4");
         let gap = receiver.gap(&room, &next).expect("2 and 3 are missing");
         assert_eq!((gap.topic.as_str(), gap.after, gap.upto, gap.epoch.as_str()), ("room", 1, 3, "e"));
-        receiver.fill("room", [at(9, 2, 2, "2"), at(9, 3, 3, "3")]);
+        receiver.fill(&gap, [at(9, 2, 2, "2"), at(9, 3, 3, "3")]);
         assert_eq!(receiver.gap(&room, &next), None);
-        assert_eq!(receiver.accept(room.clone(), next, now), 2, "the publisher's numbers show two missed");
+        receiver.accept(room.clone(), next, now);
         // The same publications again (a late copy): not delivered twice.
         receiver.accept(room.clone(), at(9, 3, 3, "3"), now);
-        receiver.fill("room", [at(9, 4, 4, "4")]);
+        receiver.fill(&Gap { after: 3, upto: 4, ..gap.clone() }, [at(9, 4, 4, "4")]);
         assert_eq!(texts(&log), ["1", "2", "3", "4"]);
-        assert_eq!((status.missed(), status.recovered(), status.received()), (2, 2, 2));
+        assert_eq!((status.missed(), status.recovered(), status.received()), (0, 2, 2));
+        // A gap the history no longer covers: what is missing is counted.
+        let hole = Gap { after: 4, upto: 7, ..gap };
+        receiver.fill(&hole, [at(9, 7, 7, "7")]);
+        assert_eq!((status.missed(), status.recovered(), texts(&log).len()), (2, 3, 5));
         // A new epoch (the broker lost the stream): no gap to fill, a new start.
         let reborn = Frame { position: Some(Position { offset: 1, epoch: "f".into() }), ..at(9, 5, 1, "new") };
         assert_eq!(receiver.gap(&room, &reborn), None);

@@ -67,6 +67,12 @@ pub struct RedisConfig {
     /// followed; the URL's host and port are then not used (its user,
     /// password, database and scheme are).
     pub sentinel: Option<SentinelConfig>,
+    /// Redis Cluster: `url` lists the seed nodes, comma-separated. Keyed
+    /// commands (a topic's history) go to the node of their slot, one at
+    /// a time (a pipeline may not span slots); publications use classic
+    /// pub/sub, which a cluster delivers to every node, so the
+    /// subscription is made on any one node.
+    pub cluster: bool,
 }
 
 /// Where the sentinels are, and the master's name among them.
@@ -89,6 +95,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("health_timeout", &self.health_timeout)
             .field("history", &self.history)
             .field("sentinel", &self.sentinel)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -106,6 +113,7 @@ impl RedisConfig {
             health_timeout: Duration::from_secs(2),
             history: None,
             sentinel: None,
+            cluster: false,
         }
     }
 
@@ -149,7 +157,67 @@ impl RedisConfig {
     }
 
     fn client(&self) -> std::io::Result<Client> {
+        if self.cluster {
+            // Checked now (every URL and the cluster client's rules); the
+            // subscription's client is made per node as it connects.
+            let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+            if self.ca_pem.is_some() || self.client_cert.is_some() || self.sentinel.is_some() {
+                return Err(invalid("redis cluster: TLS and Sentinel are not supported with it yet".to_owned()));
+            }
+            redis::cluster::ClusterClient::new(self.nodes())
+                .map_err(|error| invalid(format!("redis cluster: {error}")))?;
+            return self.client_for(self.nodes()[0]);
+        }
         self.client_for(&self.url)
+    }
+
+    /// The URLs of the nodes (one, unless a cluster's seeds).
+    fn nodes(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).filter(|url| !url.is_empty()).collect()
+    }
+
+    /// A connection for commands: to Redis (or the master the sentinels
+    /// name), or to the cluster.
+    async fn link(&self, fixed: &Client) -> Result<Link, String> {
+        if self.cluster {
+            let client = redis::cluster::ClusterClientBuilder::new(self.nodes())
+                .connection_timeout(self.health_timeout)
+                .response_timeout(self.health_timeout)
+                .build()
+                .map_err(|error| error.to_string())?;
+            let cluster = client.get_async_connection().await.map_err(|error| error.to_string())?;
+            let node = self
+                .subscription_client(fixed)
+                .await?
+                .get_multiplexed_async_connection_with_config(&options(self))
+                .await
+                .map_err(|error| error.to_string())?;
+            return Ok(Link::Cluster { cluster, node });
+        }
+        let client = self.connect_to(fixed).await?;
+        client
+            .get_multiplexed_async_connection_with_config(&options(self))
+            .await
+            .map(Link::Single)
+            .map_err(|error| error.to_string())
+    }
+
+    /// The client to subscribe with: Redis's, the master's, or the first
+    /// cluster node that answers (every node gets every publication).
+    async fn subscription_client(&self, fixed: &Client) -> Result<Client, String> {
+        if !self.cluster {
+            return self.connect_to(fixed).await;
+        }
+        let mut errors = Vec::new();
+        for node in self.nodes() {
+            let client = self.client_for(node).map_err(|error| error.to_string())?;
+            match tokio::time::timeout(self.health_timeout, client.get_multiplexed_async_connection()).await {
+                Ok(Ok(_)) => return Ok(client),
+                Ok(Err(error)) => errors.push(format!("{}: {error}", redact(node))),
+                Err(_) => errors.push(format!("{}: no answer", redact(node))),
+            }
+        }
+        Err(format!("no cluster node answered: {}", errors.join("; ")))
     }
 
     fn client_for(&self, url: &str) -> std::io::Result<Client> {
@@ -215,6 +283,84 @@ impl From<&str> for RedisConfig {
 impl From<String> for RedisConfig {
     fn from(url: String) -> RedisConfig {
         RedisConfig::new(url)
+    }
+}
+
+/// A connection for commands, to one Redis or to a cluster.
+#[derive(Clone)]
+enum Link {
+    Single(MultiplexedConnection),
+    /// Keyed commands go to their slot's node; publications without a key
+    /// all go through one node, so they stay in order (the cluster hands
+    /// them to every node).
+    Cluster {
+        cluster: redis::cluster_async::ClusterConnection,
+        node: MultiplexedConnection,
+    },
+}
+
+impl Link {
+    /// Sends `unkeyed` (publications, heartbeats: in this order) and
+    /// `keyed` (publications with history: in order per topic).
+    async fn send(&mut self, unkeyed: &redis::Pipeline, keyed: &redis::Pipeline) -> redis::RedisResult<()> {
+        if !unkeyed.is_empty() {
+            match self {
+                Link::Single(connection) | Link::Cluster { node: connection, .. } => {
+                    unkeyed.query_async::<redis::Value>(connection).await?;
+                }
+            }
+        }
+        if !keyed.is_empty() {
+            self.run::<redis::Value>(keyed).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `pipe`'s commands: as one pipeline, or — on a cluster, where a
+    /// pipeline may not span slots — each on its own, all sent before any
+    /// answer is awaited (those for one node leave in order).
+    async fn run<T: redis::FromRedisValue>(&mut self, pipe: &redis::Pipeline) -> redis::RedisResult<T> {
+        match self {
+            Link::Single(connection) => pipe.query_async(connection).await,
+            Link::Cluster { cluster: connection, .. } => {
+                let sends = pipe.cmd_iter().map(|command| {
+                    let mut connection = connection.clone();
+                    let command = command.clone();
+                    async move { command.query_async::<redis::Value>(&mut connection).await }
+                });
+                let answers: Vec<redis::Value> =
+                    futures_util::future::join_all(sends).await.into_iter().collect::<Result<_, _>>()?;
+                redis::from_redis_value(redis::Value::Array(answers)).map_err(Into::into)
+            }
+        }
+    }
+}
+
+impl redis::aio::ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Link::Single(connection) => connection.req_packed_command(cmd),
+            Link::Cluster { cluster, .. } => cluster.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Link::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Link::Cluster { cluster, .. } => cluster.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Single(connection) => connection.get_db(),
+            Link::Cluster { cluster, .. } => cluster.get_db(),
+        }
     }
 }
 
@@ -295,7 +441,7 @@ struct HistoryReader {
     client: Client,
     config: Arc<RedisConfig>,
     runtime: tokio::runtime::Handle,
-    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    connection: tokio::sync::Mutex<Option<Link>>,
 }
 
 impl std::fmt::Debug for HistoryReader {
@@ -325,13 +471,7 @@ impl HistoryReader {
             match held.as_ref() {
                 Some(connection) => connection.clone(),
                 None => {
-                    let made = self
-                        .config
-                        .connect_to(&self.client)
-                        .await?
-                        .get_multiplexed_async_connection_with_config(&options(&self.config))
-                        .await
-                        .map_err(|error| error.to_string())?;
+                    let made = self.config.link(&self.client).await?;
                     *held = Some(made.clone());
                     made
                 }
@@ -344,12 +484,7 @@ impl HistoryReader {
         result
     }
 
-    async fn read_with(
-        &self,
-        connection: &mut MultiplexedConnection,
-        topic: &str,
-        after: Option<u64>,
-    ) -> Result<BrokerHistory, String> {
+    async fn read_with(&self, connection: &mut Link, topic: &str, after: Option<u64>) -> Result<BrokerHistory, String> {
         let config = &self.config;
         let (stream, meta) = config.history_keys(topic);
         let ttl =
@@ -536,11 +671,11 @@ async fn subscriber(context: Context, mut receiver: Receiver, mut stopped: watch
 async fn subscribe(context: &Context, receiver: &mut Receiver, backoff: &mut Backoff) -> Ended {
     let Context { client, config, status, links } = context;
     let timeout = config.health_timeout;
-    let client = match config.connect_to(client).await {
+    let subscribing = match config.subscription_client(client).await {
         Ok(client) => client,
         Err(error) => return Ended::Failed(error),
     };
-    let pubsub = match tokio::time::timeout(timeout, client.get_async_pubsub()).await {
+    let pubsub = match tokio::time::timeout(timeout, subscribing.get_async_pubsub()).await {
         Ok(Ok(pubsub)) => pubsub,
         Ok(Err(error)) => return Ended::Failed(error.to_string()),
         Err(_) => return Ended::Failed(format!("no answer within {timeout:?}")),
@@ -556,9 +691,9 @@ async fn subscribe(context: &Context, receiver: &mut Receiver, backoff: &mut Bac
     // subscription missed while it was down, and any gap it finds.
     let mut reader = match &config.history {
         None => None,
-        Some(_) => match client.get_multiplexed_async_connection_with_config(&options(config)).await {
+        Some(_) => match config.link(client).await {
             Ok(reader) => Some(reader),
-            Err(error) => return Ended::Failed(error.to_string()),
+            Err(error) => return Ended::Failed(error),
         },
     };
     if let Some(reader) = &mut reader {
@@ -612,7 +747,7 @@ const READ_AT_ONCE: usize = 1000;
 /// Reads the publications of `topic` after offset `after` (up to `upto`)
 /// from its stream.
 async fn read_stream(
-    reader: &mut MultiplexedConnection,
+    reader: &mut Link,
     config: &RedisConfig,
     topic: &str,
     after: u64,
@@ -647,37 +782,16 @@ async fn read_stream(
 }
 
 /// Closes a gap in a topic from its stream (what Redis still keeps of it).
-async fn fill(
-    reader: &mut MultiplexedConnection,
-    config: &RedisConfig,
-    receiver: &mut Receiver,
-    gap: &Gap,
-) -> Result<(), String> {
+async fn fill(reader: &mut Link, config: &RedisConfig, receiver: &mut Receiver, gap: &Gap) -> Result<(), String> {
     let frames = read_stream(reader, config, &gap.topic, gap.after, gap.upto).await?;
-    let found = frames.len() as u64;
-    let wanted = gap.upto - gap.after;
-    receiver.fill(
-        &gap.topic,
-        frames.into_iter().filter(|frame| frame.position.as_ref().is_some_and(|p| p.epoch == gap.epoch)),
-    );
-    if found < wanted {
-        tracing::warn!(
-            topic = %gap.topic,
-            lost = wanted - found,
-            "redis: publications missed by our subscription are no longer in the topic's history"
-        );
-    }
+    receiver.fill(gap, frames);
     Ok(())
 }
 
 /// For every topic with history seen here, reads what was published
 /// since the last publication delivered here (after a reconnect, or once
 /// a publisher's numbers showed that some were missed).
-async fn catch_up(
-    reader: &mut MultiplexedConnection,
-    config: &RedisConfig,
-    receiver: &mut Receiver,
-) -> Result<(), String> {
+async fn catch_up(reader: &mut Link, config: &RedisConfig, receiver: &mut Receiver) -> Result<(), String> {
     let known: Vec<(String, Position)> =
         receiver.tops().map(|(topic, position)| (topic.clone(), position.clone())).collect();
     if known.is_empty() {
@@ -687,7 +801,7 @@ async fn catch_up(
     for (topic, _) in &known {
         pipe.cmd("HMGET").arg(config.history_keys(topic).1).arg("e").arg("s");
     }
-    let tops: Vec<(Option<String>, Option<u64>)> = pipe.query_async(reader).await.map_err(|error| error.to_string())?;
+    let tops: Vec<(Option<String>, Option<u64>)> = reader.run(&pipe).await.map_err(|error| error.to_string())?;
     for ((topic, position), (epoch, top)) in known.into_iter().zip(tops) {
         let (Some(epoch), Some(top)) = (epoch, top) else { continue };
         if epoch == position.epoch && top > position.offset {
@@ -711,14 +825,7 @@ async fn publisher(context: Context, own: Arc<Own>, mut queue: mpsc::Receiver<(T
     let Context { client, config, status, links } = &context;
     let mut backoff = backoff();
     loop {
-        let connected = match config.connect_to(client).await {
-            Ok(client) => client
-                .get_multiplexed_async_connection_with_config(&options(config))
-                .await
-                .map_err(|error| error.to_string()),
-            Err(error) => Err(error),
-        };
-        let ended = match connected {
+        let ended = match config.link(client).await {
             Ok(connection) => {
                 backoff.reset();
                 links.set(&links.publishing, true, status, config);
@@ -739,7 +846,7 @@ async fn publisher(context: Context, own: Arc<Own>, mut queue: mpsc::Receiver<(T
 }
 
 async fn publish(
-    mut connection: MultiplexedConnection,
+    mut connection: Link,
     context: &Context,
     own: &Own,
     queue: &mut mpsc::Receiver<(Target, Message)>,
@@ -763,7 +870,9 @@ async fn publish(
     let mut heartbeat = tokio::time::interval(config.health_interval);
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let mut pipe = redis::pipe();
+        // Publications and heartbeats; publications with history (keyed by
+        // their topic: on a cluster each goes to its topic's node).
+        let (mut pipe, mut keyed) = (redis::pipe(), redis::pipe());
         tokio::select! {
             taken = queue.recv_many(&mut batch, BATCH) => {
                 if taken == 0 {
@@ -790,7 +899,8 @@ async fn publish(
                 Some(((sha, history), topic)) => {
                     let (stream, meta) = config.history_keys(topic);
                     let ttl = history.ttl.as_secs().max(1);
-                    pipe.cmd("EVALSHA")
+                    keyed
+                        .cmd("EVALSHA")
                         .arg(sha)
                         .arg(2)
                         .arg(stream)
@@ -806,7 +916,7 @@ async fn publish(
                 }
             }
         }
-        if let Err(error) = pipe.exec_async(&mut connection).await {
+        if let Err(error) = connection.send(&pipe, &keyed).await {
             if let Some(last) = last {
                 // Redis may or may not have taken them: our clients get
                 // them now (once), other servers perhaps not.
