@@ -19,7 +19,15 @@
 //!
 //! The URL takes what the `redis` crate takes:
 //! `redis[s]://[[user]:password@]host[:port][/db]`. For `rediss://` with a
-//! private CA, give its PEM in [`RedisConfig::ca_pem`].
+//! private CA, give its PEM in [`RedisConfig::ca_pem`]. Behind Sentinel
+//! ([`RedisConfig::sentinel`]) the master is asked for at every
+//! connection; on a cluster ([`RedisConfig::cluster`]) the URL lists seed
+//! nodes.
+//!
+//! With history ([`RedisConfig::history`]), a topic publication goes
+//! through one Lua script that takes its offset, appends it to the topic's
+//! stream and publishes it; a subscription that missed some reads them
+//! back from the stream (see [`history`](crate::history)).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
