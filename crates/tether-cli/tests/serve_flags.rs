@@ -124,6 +124,13 @@ fn basic_auth_from_a_flag() {
     assert!(http(&url, &upgrade("")).starts_with("HTTP/1.1 401"));
     // "ada:lovelace" in base64.
     assert!(http(&url, &upgrade("Authorization: Basic YWRhOmxvdmVsYWNl\r\n")).starts_with("HTTP/1.1 101"));
+    // Credentials in the URL are sent as Basic authentication, as the
+    // Python clients do.
+    let with_credentials = url.replace("ws://", "ws://ada:lovelace@");
+    let (stdout, stderr, _) = connect(&with_credentials, &[], "in\n");
+    assert_eq!(stdout, "< in\n", "{stderr}");
+    let (_, stderr, _) = connect(&url.replace("ws://", "ws://ada:wrong@"), &[], "out\n");
+    assert!(stderr.contains("401"), "a wrong password is refused: {stderr}");
 }
 
 #[test]

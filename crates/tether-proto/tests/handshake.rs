@@ -314,3 +314,19 @@ fn input_that_is_not_http_is_refused_at_its_first_byte_not_at_a_timeout() {
     let mut reader = HeadReader::new(HandshakeLimits::default());
     assert!(reader.feed(b"GET /\tHTTP/1.1\r\nX-Name: caf\xc3\xa9\r\n\r\n").unwrap().is_some());
 }
+
+#[test]
+fn credentials_in_the_uri_are_sent_as_basic_authentication_unless_the_caller_sent_its_own() {
+    let target = Target::parse("ws://ada:love%20lace@example.com/").unwrap();
+    let (_, request) = ClientHandshake::with_key(&target, ClientHandshakeConfig::default(), KEY.into()).unwrap();
+    let request = String::from_utf8(request).unwrap();
+    // "ada:love lace" in base64.
+    assert!(request.contains("Authorization: Basic YWRhOmxvdmUgbGFjZQ==\r\n"), "{request}");
+    assert!(request.contains("Host: example.com\r\n") && !request.contains("ada@"), "{request}");
+    let mut config = ClientHandshakeConfig::default();
+    config.headers.push(("Authorization".into(), "Bearer t0ken".into()));
+    let (_, request) = ClientHandshake::with_key(&target, config, KEY.into()).unwrap();
+    let request = String::from_utf8(request).unwrap();
+    assert_eq!(request.matches("Authorization").count(), 1, "{request}");
+    assert!(request.contains("Authorization: Bearer t0ken\r\n"));
+}

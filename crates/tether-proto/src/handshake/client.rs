@@ -154,6 +154,10 @@ impl ClientHandshake {
         if !has("User-Agent") {
             request.push_str(concat!("User-Agent: tether/", env!("CARGO_PKG_VERSION"), "\r\n"));
         }
+        // Credentials in the URI, unless the caller set the header itself.
+        if let Some(credentials) = target.credentials.as_ref().filter(|_| !has("Authorization")) {
+            request.push_str(&format!("Authorization: {}\r\n", credentials.basic()));
+        }
         for (name, value) in &config.headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }

@@ -13,4 +13,4 @@ pub use client::{ClientAccepted, ClientHandshake, ClientHandshakeConfig, Handsha
 pub use head::{HeadError, HeadReader, Request, Response};
 pub use headers::Headers;
 pub use server::{accept_request, reason_phrase, Accepted, Rejection, ServerHandshakeConfig};
-pub use uri::{Target, UriError};
+pub use uri::{Credentials, Target, UriError};

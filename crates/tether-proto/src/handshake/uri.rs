@@ -13,6 +13,53 @@ pub struct Target {
     pub port: u16,
     /// The request target: path and query, at least `/`.
     pub resource: String,
+    /// `user:password@` from the URI, percent-decoded: sent as HTTP Basic
+    /// authentication (as both Python libraries do), never shown.
+    pub credentials: Option<Credentials>,
+}
+
+/// A user name and password from a URI.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name.
+    pub user: String,
+    /// The password (empty if the URI gave none).
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.user).field("password", &"***").finish()
+    }
+}
+
+impl Credentials {
+    /// The `Authorization` header's value.
+    #[must_use]
+    pub fn basic(&self) -> String {
+        use base64::Engine as _;
+        let pair = format!("{}:{}", self.user, self.password);
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+    }
+}
+
+/// `%XX` escapes decoded; `None` if one is malformed or the result is not
+/// UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(at + 1..at + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            at += 3;
+        } else {
+            out.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A URI that is not a usable WebSocket URI.
@@ -31,8 +78,8 @@ impl Target {
     /// Parses `ws://host[:port][/path][?query]` or `wss://…`.
     ///
     /// # Errors
-    /// Another scheme, a missing host, a bad port, user info (credentials
-    /// belong in headers, not URIs), or a fragment (§3: "MUST NOT" have one).
+    /// Another scheme, a missing host, a bad port, malformed user info, or
+    /// a fragment (§3: "MUST NOT" have one).
     pub fn parse(uri: &str) -> Result<Target, UriError> {
         let error = |why: &str| UriError(format!("{why}: {uri:?}"));
         let (scheme, rest) = uri.split_once("://").ok_or_else(|| error("no scheme"))?;
@@ -46,9 +93,14 @@ impl Target {
         }
         let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, resource) = rest.split_at(authority_end);
-        if authority.contains('@') {
-            return Err(error("user info is not supported"));
-        }
+        let (credentials, authority) = match authority.rsplit_once('@') {
+            None => (None, authority),
+            Some((userinfo, authority)) => {
+                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                let decode = |part| percent_decode(part).ok_or_else(|| error("malformed user info"));
+                (Some(Credentials { user: decode(user)?, password: decode(password)? }), authority)
+            }
+        };
         let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
             let (host, after) = bracketed.split_once(']').ok_or_else(|| error("unclosed IPv6 bracket"))?;
             (host, after.strip_prefix(':'))
@@ -78,7 +130,7 @@ impl Target {
         } else {
             resource.to_owned()
         };
-        Ok(Target { secure, host: host.to_owned(), port, resource })
+        Ok(Target { secure, host: host.to_owned(), port, resource, credentials })
     }
 
     /// The `Host` header value: brackets around IPv6, the port only if not the default.
@@ -117,7 +169,13 @@ mod tests {
         let target = Target::parse("ws://localhost:9001/chat?room=1").unwrap();
         assert_eq!(
             target,
-            Target { secure: false, host: "localhost".into(), port: 9001, resource: "/chat?room=1".into() }
+            Target {
+                secure: false,
+                host: "localhost".into(),
+                port: 9001,
+                resource: "/chat?room=1".into(),
+                credentials: None
+            }
         );
         let target = Target::parse("wss://[::1]/").unwrap();
         assert_eq!((target.host.as_str(), target.port, target.host_header()), ("::1", 443, "[::1]".to_owned()));
@@ -132,9 +190,22 @@ mod tests {
     #[test]
     fn rejects_what_is_not_a_websocket_uri() {
         for bad in
-            ["http://x/", "ws://", "ws://:80/", "ws://h:99999/", "ws://u:p@h/", "ws://h/#frag", "ws://[::1/", "x"]
+            ["http://x/", "ws://", "ws://:80/", "ws://h:99999/", "ws://u:%zz@h/", "ws://h/#frag", "ws://[::1/", "x"]
         {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn user_info_becomes_basic_authentication_and_is_never_shown() {
+        let target = Target::parse("wss://al%40ice:p%3Ass@h:8443/x").unwrap();
+        let credentials = target.credentials.clone().unwrap();
+        assert_eq!((credentials.user.as_str(), credentials.password.as_str()), ("al@ice", "p:ss"));
+        assert_eq!(credentials.basic(), "Basic YWxAaWNlOnA6c3M=");
+        assert_eq!((target.host.as_str(), target.port), ("h", 8443));
+        assert_eq!(target.to_string(), "wss://h:8443/x", "no password in what is shown");
+        assert!(!format!("{target:?}").contains("p:ss"), "nor in Debug");
+        let only_user = Target::parse("ws://bob@h/").unwrap().credentials.unwrap();
+        assert_eq!((only_user.user.as_str(), only_user.password.as_str()), ("bob", ""));
     }
 }
