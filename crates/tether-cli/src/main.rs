@@ -64,6 +64,10 @@ struct ConnectArgs {
     /// Largest message accepted, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_message_size: usize,
+    /// Print messages as they are, one per line, without the `< ` prefix
+    /// (binary messages as raw bytes): for pipes.
+    #[arg(long)]
+    raw: bool,
 }
 
 /// The program's logger (the library never installs one): warnings by
@@ -193,18 +197,39 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
                 }
             },
             received = socket.recv() => match received {
-                Ok(Some(Message::Text(text))) => println!("< {text}"),
-                Ok(Some(Message::Binary(bytes))) => println!("< (binary) {} bytes: {}", bytes.len(), hex_preview(&bytes)),
+                Ok(Some(message)) => show(&message, args.raw)?,
                 Ok(None) => break,
                 Err(error) => bail!("connection failed: {error}"),
             },
             () = sleep_until(close_deadline) => bail!("the server did not answer the close within 10 s"),
         }
     }
+    // The exit status says how it ended: 0 for a normal close (1000, 1001,
+    // or no code), an error otherwise, as websocat and wsdump do.
     match socket.close_frame() {
+        Some(frame) if ![CloseCode::NORMAL, CloseCode::GOING_AWAY].contains(&frame.code) => {
+            bail!("connection closed: {frame}")
+        }
         Some(frame) => eprintln!("Connection closed: {frame}."),
         None => eprintln!("Connection closed."),
     }
+    Ok(())
+}
+
+/// Prints a received message: `< text`, or for pipes (`raw`) as it is.
+fn show(message: &Message, raw: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match (message, raw) {
+        (Message::Text(text), false) => writeln!(out, "< {text}")?,
+        (Message::Binary(bytes), false) => writeln!(out, "< (binary) {} bytes: {}", bytes.len(), hex_preview(bytes))?,
+        (Message::Text(text), true) => writeln!(out, "{text}")?,
+        (Message::Binary(bytes), true) => {
+            out.write_all(bytes)?;
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
     Ok(())
 }
 

@@ -27,18 +27,27 @@ fn spawn_connect(url: &str, env: &[(&str, &str)]) -> Child {
 }
 
 fn connect_with_env(url: &str, input: &str, env: &[(&str, &str)]) -> (String, String) {
-    let mut child = spawn_connect(url, env);
+    let (stdout, stderr, _) = run_connect(spawn_connect(url, env), input);
+    (stdout, stderr)
+}
+
+/// Feeds `input` to a `tether connect` and waits for it: what it printed,
+/// and how it exited.
+fn run_connect(mut child: Child, input: &str) -> (String, String, std::process::ExitStatus) {
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         assert!(Instant::now() < deadline, "tether connect did not exit");
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
     let mut stdout = String::new();
     let mut stderr = String::new();
     child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    (stdout, stderr)
+    (stdout, stderr, status)
 }
 
 #[test]
@@ -53,9 +62,25 @@ fn connect_sends_each_line_and_prints_each_echo_then_closes_cleanly() {
 #[test]
 fn serve_enforces_max_message_size_with_1009() {
     let (_server, url) = serve(&["--max-message-size", "10"]);
-    let (stdout, stderr) = connect(&url, "0123456789\n01234567890\n");
+    let (stdout, stderr, status) = run_connect(spawn_connect(&url, &[]), "0123456789\n01234567890\n");
     assert_eq!(stdout, "< 0123456789\n", "stderr: {stderr}");
     assert!(stderr.contains("1009"), "{stderr}");
+    assert!(!status.success(), "a close that is not normal is a failure for scripts: {status}");
+}
+
+#[test]
+fn connect_exits_zero_after_a_normal_close_and_prints_raw_messages_for_pipes() {
+    let (_server, url) = serve(&[]);
+    let child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["connect", "--raw", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (stdout, stderr, status) = run_connect(child, "plain\n{\"json\": 1}\n");
+    assert_eq!(stdout, "plain\n{\"json\": 1}\n", "{stderr}");
+    assert!(status.success(), "{status}: {stderr}");
 }
 
 #[test]
