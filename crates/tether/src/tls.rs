@@ -34,9 +34,53 @@ fn config_error(what: &str, error: impl std::fmt::Display) -> Error {
 
 /// The rustls client configuration for `roots`, offering ALPN `http/1.1`.
 ///
+/// Built once per kind of roots (and per CA file, until it changes) and
+/// then reused: the system's store is not read again on every connection,
+/// and a reconnection resumes its TLS session (one round trip, no
+/// certificate check) because the session cache lives in the
+/// configuration.
+///
 /// # Errors
 /// An unreadable or empty CA file, or no usable native roots.
 pub fn client_config(roots: &TrustRoots) -> Result<Arc<rustls::ClientConfig>> {
+    /// Built configurations, by what they were built from. A handful at
+    /// most: one per kind of roots and per CA file in use.
+    static BUILT: std::sync::Mutex<Vec<(Built, Arc<rustls::ClientConfig>)>> = std::sync::Mutex::new(Vec::new());
+    const KEPT: usize = 16;
+    let key = match roots {
+        TrustRoots::Custom(config) => return Ok(config.clone()),
+        TrustRoots::Webpki => Built::Webpki,
+        TrustRoots::Native => Built::Native,
+        // A changed file (another CA, a renewed one) makes a new
+        // configuration: it is read (a few kilobytes), not parsed, to tell.
+        TrustRoots::CaFile(path) => {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            std::fs::read(path).map_err(|e| config_error(&path.display().to_string(), e))?.hash(&mut hasher);
+            Built::CaFile(path.clone(), hasher.finish())
+        }
+    };
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, config)) = built.iter().find(|(made_from, _)| *made_from == key) {
+        return Ok(config.clone());
+    }
+    let config = build_client_config(roots)?;
+    if built.len() == KEPT {
+        built.remove(0);
+    }
+    built.push((key, config.clone()));
+    Ok(config)
+}
+
+/// What a client configuration was built from.
+#[derive(PartialEq, Eq)]
+enum Built {
+    Webpki,
+    Native,
+    CaFile(PathBuf, u64),
+}
+
+fn build_client_config(roots: &TrustRoots) -> Result<Arc<rustls::ClientConfig>> {
     let mut store = rustls::RootCertStore::empty();
     match roots {
         TrustRoots::Custom(config) => return Ok(config.clone()),
@@ -102,4 +146,30 @@ pub fn server_config(
         .map_err(|e| config_error("certificate and key", e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_configuration_is_built_once_and_again_when_its_ca_file_changes() {
+        let first = client_config(&TrustRoots::Webpki).unwrap();
+        assert!(Arc::ptr_eq(&first, &client_config(&TrustRoots::Webpki).unwrap()));
+        let dir = std::env::temp_dir().join(format!("tether-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ca.pem");
+        let write_ca = || {
+            let ca = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+            std::fs::write(&file, ca.cert.pem()).unwrap();
+        };
+        write_ca();
+        let roots = TrustRoots::CaFile(file.clone());
+        let a = client_config(&roots).unwrap();
+        assert!(Arc::ptr_eq(&a, &client_config(&roots).unwrap()), "reused");
+        write_ca();
+        let b = client_config(&roots).unwrap();
+        assert!(!Arc::ptr_eq(&a, &b), "a new CA file, a new configuration");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

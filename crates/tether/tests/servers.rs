@@ -490,6 +490,31 @@ async fn a_tls_client_past_the_connection_cap_is_closed_not_answered_in_plain_te
     }
 }
 
+/// The client's TLS configuration is built once and kept (with its session
+/// cache), so a reconnection resumes its TLS session: one round trip, no
+/// certificate chain sent or checked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wss_reconnection_resumes_its_tls_session_on_every_engine() {
+    let cert = tether_test_support::TestCert::new();
+    let client = ClientConfig::default().trust(tether::TrustRoots::CaFile(cert.ca_path().to_owned()));
+    for engine in ENGINES {
+        let mut config = ServerConfig::default();
+        config.tls = Some(tether::tls::server_config_from_pem(cert.cert_path(), cert.key_path()).unwrap());
+        let server = start(engine, config, echo()).await;
+        let handshake = |ws: &tether::WebSocket| match ws.get_ref() {
+            tether::MaybeTlsStream::ClientTls(tls) => tls.get_ref().1.handshake_kind(),
+            other => panic!("not TLS: {other:?}"),
+        };
+        let mut first = tether::connect_with(&server.wss_url(), &client).await.unwrap();
+        // The session ticket comes after the handshake, with the first data.
+        first.send("hello").await.unwrap();
+        assert_eq!(first.recv().await.unwrap(), Some(Message::from("hello")));
+        first.close(CloseCode::NORMAL, "").await.unwrap();
+        let second = tether::connect_with(&server.wss_url(), &client).await.unwrap();
+        assert_eq!(handshake(&second), Some(rustls::HandshakeKind::Resumed), "{engine:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_is_served_by_every_engine_and_plain_text_on_its_port_is_answered_in_plain_text() {
     let cert = tether_test_support::TestCert::new();
