@@ -55,6 +55,10 @@ struct ConnectArgs {
     /// PEM file of certificate authorities to trust for wss:// (default: Mozilla's roots).
     #[arg(long)]
     cafile: Option<PathBuf>,
+    /// Accept any server certificate for wss:// (testing only: the connection is encrypted but
+    /// not authenticated).
+    #[arg(long, short = 'k', conflicts_with = "cafile")]
+    insecure: bool,
     /// Extra handshake header, as "Name: value" (repeatable).
     #[arg(long = "header", short = 'H')]
     headers: Vec<String>,
@@ -170,6 +174,9 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let mut config = ClientConfig::default();
     config.protocol = Config::default().with_max_message_size(args.max_message_size);
     config.protocols = args.protocols;
+    if args.insecure {
+        config.trust = TrustRoots::InsecureAcceptAny;
+    }
     if let Some(cafile) = args.cafile {
         config.trust = TrustRoots::CaFile(cafile);
     }

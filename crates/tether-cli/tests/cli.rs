@@ -195,6 +195,32 @@ fn bench_speaks_wss_with_the_certificate_it_is_told_to_trust_and_counts_tls_refu
 }
 
 #[test]
+fn connect_k_accepts_a_certificate_nobody_vouches_for_and_says_it_only_when_asked() {
+    let cert = tether_test_support::TestCert::new();
+    let (cert_path, key_path) = (cert.cert_path().to_str().unwrap(), cert.key_path().to_str().unwrap());
+    let (_server, url) = serve(&["--tls-cert", cert_path, "--tls-key", key_path]);
+    let run = |flags: &[&str]| {
+        let child = Command::new(env!("CARGO_BIN_EXE_tether"))
+            .arg("connect")
+            .args(flags)
+            .arg(&url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        run_connect(child, "over tls\n")
+    };
+    let (stdout, stderr, status) = run(&["-k"]);
+    assert_eq!(stdout, "< over tls\n", "{stderr}");
+    assert!(status.success(), "{stderr}");
+    // Without -k the self-signed certificate is refused, and said so.
+    let (stdout, stderr, status) = run(&[]);
+    assert!(stdout.is_empty() && !status.success(), "{stdout}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+}
+
+#[test]
 fn bench_counts_what_a_broadcast_server_relays_from_the_other_clients() {
     let (_server, url) = serve(&["--broadcast"]);
     let report = bench(&url, &["--clients", "3", "--rate", "20", "--duration", "1.5"]);

@@ -22,6 +22,10 @@ pub enum TrustRoots {
     CaFile(PathBuf),
     /// A complete rustls configuration of your own.
     Custom(Arc<rustls::ClientConfig>),
+    /// **Any certificate, for testing only** (`tether connect -k`, `curl
+    /// -k`): the connection is encrypted, but anyone in between can read
+    /// and change it. Never in production.
+    InsecureAcceptAny,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -51,6 +55,7 @@ pub fn client_config(roots: &TrustRoots) -> Result<Arc<rustls::ClientConfig>> {
         TrustRoots::Custom(config) => return Ok(config.clone()),
         TrustRoots::Webpki => Built::Webpki,
         TrustRoots::Native => Built::Native,
+        TrustRoots::InsecureAcceptAny => Built::Insecure,
         // A changed file (another CA, a renewed one) makes a new
         // configuration: it is read (a few kilobytes), not parsed, to tell.
         TrustRoots::CaFile(path) => {
@@ -77,6 +82,7 @@ pub fn client_config(roots: &TrustRoots) -> Result<Arc<rustls::ClientConfig>> {
 enum Built {
     Webpki,
     Native,
+    Insecure,
     CaFile(PathBuf, u64),
 }
 
@@ -84,6 +90,17 @@ fn build_client_config(roots: &TrustRoots) -> Result<Arc<rustls::ClientConfig>> 
     let mut store = rustls::RootCertStore::empty();
     match roots {
         TrustRoots::Custom(config) => return Ok(config.clone()),
+        TrustRoots::InsecureAcceptAny => {
+            let provider = provider();
+            let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| config_error("TLS versions", e))?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            return Ok(Arc::new(config));
+        }
         TrustRoots::Webpki => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         TrustRoots::Native => {
             let found = rustls_native_certs::load_native_certs();
@@ -146,6 +163,47 @@ pub fn server_config(
         .map_err(|e| config_error("certificate and key", e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Accepts any server certificate ([`TrustRoots::InsecureAcceptAny`]);
+/// the handshake's signatures are still checked, so the peer must hold
+/// the key of the certificate it shows.
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 #[cfg(test)]
