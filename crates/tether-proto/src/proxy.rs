@@ -12,25 +12,10 @@
 
 use std::fmt;
 
-use base64::Engine as _;
-
 use crate::handshake::{Response, Target};
 
-/// A user name and password for the proxy.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// The user name.
-    pub user: String,
-    /// The password.
-    pub password: String,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never print the password.
-        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
-    }
-}
+/// A user name and password for the proxy: the same as a URI's.
+pub use crate::handshake::Credentials;
 
 /// The kind of proxy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,9 +196,7 @@ pub fn connect_request(host: &str, port: u16, credentials: Option<&Credentials>)
     let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
     let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
     if let Some(credentials) = credentials {
-        let token =
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", credentials.user, credentials.password));
-        request.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
+        request.push_str(&format!("Proxy-Authorization: {}\r\n", credentials.basic()));
     }
     request.push_str("\r\n");
     request.into_bytes()

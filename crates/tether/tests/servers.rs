@@ -490,6 +490,13 @@ async fn a_tls_client_past_the_connection_cap_is_closed_not_answered_in_plain_te
     }
 }
 
+/// A server configuration serving wss:// with `cert`.
+fn wss_config(cert: &tether_test_support::TestCert) -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.tls = Some(tether::tls::server_config_from_pem(cert.cert_path(), cert.key_path()).unwrap());
+    config
+}
+
 /// The client's TLS configuration is built once and kept (with its session
 /// cache), so a reconnection resumes its TLS session: one round trip, no
 /// certificate chain sent or checked again.
@@ -498,9 +505,7 @@ async fn a_wss_reconnection_resumes_its_tls_session_on_every_engine() {
     let cert = tether_test_support::TestCert::new();
     let client = ClientConfig::default().trust(tether::TrustRoots::CaFile(cert.ca_path().to_owned()));
     for engine in ENGINES {
-        let mut config = ServerConfig::default();
-        config.tls = Some(tether::tls::server_config_from_pem(cert.cert_path(), cert.key_path()).unwrap());
-        let server = start(engine, config, echo()).await;
+        let server = start(engine, wss_config(&cert), echo()).await;
         let handshake = |ws: &tether::WebSocket| match ws.get_ref() {
             tether::MaybeTlsStream::ClientTls(tls) => tls.get_ref().1.handshake_kind(),
             other => panic!("not TLS: {other:?}"),
@@ -520,9 +525,7 @@ async fn wss_is_served_by_every_engine_and_plain_text_on_its_port_is_answered_in
     let cert = tether_test_support::TestCert::new();
     let client = ClientConfig::default().trust(tether::TrustRoots::CaFile(cert.ca_path().to_owned()));
     for engine in ENGINES {
-        let mut config = ServerConfig::default();
-        config.tls = Some(tether::tls::server_config_from_pem(cert.cert_path(), cert.key_path()).unwrap());
-        let server = start(engine, config, echo()).await;
+        let server = start(engine, wss_config(&cert), echo()).await;
         let mut ws = tether::connect_with(&server.wss_url(), &client).await.unwrap();
         for message in [Message::from("secret"), Message::from(vec![9u8; 3 << 20]), Message::from("x".repeat(70_000))] {
             ws.send(message.clone()).await.unwrap();
