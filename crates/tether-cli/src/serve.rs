@@ -62,6 +62,11 @@ pub struct ServeArgs {
     /// --redis lists the seed nodes of a Redis Cluster, comma-separated.
     #[arg(long, requires = "redis")]
     redis_cluster: bool,
+    /// On the cluster (Redis 7+), topics use sharded pub/sub: a publication stays in its
+    /// topic's shard, and each server subscribes only to the topics its clients follow.
+    /// Needs --history.
+    #[arg(long, requires_all = ["redis_cluster", "history"])]
+    redis_sharded: bool,
     /// The master's name among the sentinels.
     #[arg(long, value_name = "NAME", default_value = "mymaster", requires = "redis_sentinel")]
     redis_master: String,
@@ -257,6 +262,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 redis.ca_pem = Some(pem);
             }
             redis.cluster = args.redis_cluster;
+            redis.sharded = args.redis_sharded;
             if !args.redis_sentinel.is_empty() {
                 redis.sentinel = Some(tether::redis::SentinelConfig {
                     nodes: args.redis_sentinel.clone(),

@@ -56,10 +56,31 @@ pub trait Engine: Send + Sync {
         false
     }
 
+    /// Whether this process hears every topic's publications (classic
+    /// pub/sub: the broker sends it everything under its namespace), or
+    /// only those of the topics it follows ([`follow`](Self::follow);
+    /// sharded pub/sub, where a subscription per topic is what keeps a
+    /// publication inside its shard).
+    fn hears_every_topic(&self) -> bool {
+        true
+    }
+
+    /// The hub starts following `topic` (its first local subscriber came,
+    /// or a subscriber's recovery is about to be asked of the broker) or
+    /// stops (`false`: nobody here wants it any more). Called only when
+    /// [`hears_every_topic`](Self::hears_every_topic) is `false`, in the
+    /// order the hub decided them; it must not block.
+    fn follow(&self, topic: &str, follow: bool) {
+        let _ = (topic, follow);
+    }
+
     /// Asks the broker's history where `topic` is and, if `after` is
     /// given, for the publications after that offset; `done` gets the
     /// answer, or `None` if the broker cannot be asked. Called from any
-    /// thread, an event loop's included: it must not block.
+    /// thread, an event loop's included: it must not block. An engine
+    /// that hears only followed topics answers only once the
+    /// subscription to a topic followed before the call is in place, so
+    /// every publication after the answer's top arrives.
     fn read_history(&self, topic: &str, after: Option<u64>, done: Box<dyn FnOnce(Option<BrokerHistory>) + Send>) {
         let _ = (topic, after);
         done(None);
@@ -119,7 +140,9 @@ impl FanoutStatus {
     }
 
     /// Publications on their way to the broker when the link failed: this
-    /// process's clients got them; other processes may not have.
+    /// process's clients got them; other processes may not have. (A topic
+    /// publication with history reached everyone if the broker took it,
+    /// and no one if not.)
     #[must_use]
     pub fn unconfirmed(&self) -> u64 {
         self.unconfirmed.load(Ordering::Relaxed)
@@ -159,6 +182,12 @@ impl FanoutStatus {
     /// The broker acknowledged `n` more publications.
     pub fn count_published(&self, n: usize) {
         self.published.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// `n` publications were on their way when the link failed (see
+    /// [`unconfirmed`](Self::unconfirmed)).
+    pub fn count_unconfirmed(&self, n: u64) {
+        self.unconfirmed.fetch_add(n, Ordering::Relaxed);
     }
 
     /// One more publication reached local clients only; the count so far.
@@ -459,6 +488,12 @@ impl Receiver {
             upto: position.offset - 1,
             epoch: top.epoch.clone(),
         })
+    }
+
+    /// Forgets where `topic` is (this process stopped following it: what
+    /// it publishes meanwhile is no gap here).
+    pub fn forget(&mut self, topic: &str) {
+        self.tops.remove(topic);
     }
 
     /// Where each topic with history is, as far as this process has

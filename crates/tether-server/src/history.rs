@@ -108,6 +108,10 @@ pub(crate) struct History {
     /// The streams are a broker's (offsets and epochs come from it): what
     /// this process has not seen, it must ask the broker.
     mirror: bool,
+    /// Subscribers' recoveries being asked of the broker, per topic (the
+    /// hub follows a topic while any is; see
+    /// [`Engine::follow`](crate::fanout::Engine::follow)).
+    asking: HashMap<String, u32>,
 }
 
 /// What a subscriber gets from the history here.
@@ -131,7 +135,34 @@ pub struct BrokerHistory {
 
 impl History {
     pub(crate) fn new(config: HistoryConfig) -> History {
-        History { config, streams: HashMap::new(), since_sweep: 0, mirror: false }
+        History { config, streams: HashMap::new(), since_sweep: 0, mirror: false, asking: HashMap::new() }
+    }
+
+    /// Forgets `topic`'s stream: this process stops hearing the topic, or
+    /// starts again after a time it did not hear (what it kept would
+    /// pass for complete).
+    pub(crate) fn forget(&mut self, topic: &str) {
+        self.streams.remove(topic);
+    }
+
+    /// A recovery in `topic` is being asked of the broker.
+    pub(crate) fn ask(&mut self, topic: &str) {
+        *self.asking.entry(topic.to_owned()).or_default() += 1;
+    }
+
+    /// The broker answered one.
+    pub(crate) fn answered(&mut self, topic: &str) {
+        if let Some(count) = self.asking.get_mut(topic) {
+            *count -= 1;
+            if *count == 0 {
+                self.asking.remove(topic);
+            }
+        }
+    }
+
+    /// Whether a recovery in `topic` is being asked of the broker.
+    pub(crate) fn is_asking(&self, topic: &str) -> bool {
+        self.asking.contains_key(topic)
     }
 
     /// From now on the offsets come from a broker (see [`Lookup::AskBroker`]).

@@ -633,6 +633,7 @@ impl Hub {
     }
 
     pub(crate) fn leave(&self, id: ClientId) {
+        let mut following = self.following();
         let removed = {
             let mut clients = self.inner.clients.write().unwrap_or_else(PoisonError::into_inner);
             let removed = clients.remove(&id);
@@ -642,43 +643,97 @@ impl Hub {
         if let Some(member) = removed {
             let mut topics = self.inner.topics.write().unwrap_or_else(PoisonError::into_inner);
             let held = std::mem::take(&mut member.lock().topics);
-            for topic in &held {
-                remove_member(&mut topics, topic, id);
-            }
+            let emptied: Vec<&str> =
+                held.iter().filter(|topic| remove_member(&mut topics, topic, id)).map(|topic| &**topic).collect();
             drop(topics);
+            if let Some(history) = following.as_deref_mut() {
+                for topic in emptied {
+                    self.unfollow_if_unwanted(history, topic);
+                }
+            }
             let _ = self.inner.events.send(HubEvent::Left(id));
         }
     }
 
     /// Subscribes a client to a topic; `false` if it is not connected.
     pub fn subscribe(&self, id: ClientId, topic: &str) -> bool {
+        let mut following = self.following();
+        self.subscribe_following(id, topic, following.as_deref_mut())
+    }
+
+    /// [`subscribe`](Self::subscribe), with the history held if the hub
+    /// follows topics (see [`following`](Self::following)).
+    fn subscribe_following(&self, id: ClientId, topic: &str, following: Option<&mut History>) -> bool {
         let mut clients = self.inner.clients.write().unwrap_or_else(PoisonError::into_inner);
         let Some(member) = clients.get_mut(&id) else { return false };
         let mut state = member.lock();
         if let Err(at) = state.topics.binary_search_by(|held| (**held).cmp(topic)) {
             state.topics.insert(at, topic.into());
             drop(state);
-            self.inner
-                .topics
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(topic.to_owned())
-                .or_default()
-                .insert(id, member.clone());
+            let first = {
+                let mut topics = self.inner.topics.write().unwrap_or_else(PoisonError::into_inner);
+                let members = topics.entry(topic.to_owned()).or_default();
+                members.insert(id, member.clone());
+                members.len() == 1
+            };
+            drop(clients);
+            if let (true, Some(history)) = (first, following) {
+                if !history.is_asking(topic) {
+                    self.set_followed(history, topic, true);
+                }
+            }
         }
         true
     }
 
     /// Unsubscribes a client from a topic.
     pub fn unsubscribe(&self, id: ClientId, topic: &str) {
+        let mut following = self.following();
         let mut clients = self.inner.clients.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(member) = clients.get_mut(&id) {
             let mut state = member.lock();
             if let Ok(at) = state.topics.binary_search_by(|held| (**held).cmp(topic)) {
                 state.topics.remove(at);
                 drop(state);
-                remove_member(&mut self.inner.topics.write().unwrap_or_else(PoisonError::into_inner), topic, id);
+                let emptied =
+                    remove_member(&mut self.inner.topics.write().unwrap_or_else(PoisonError::into_inner), topic, id);
+                drop(clients);
+                if let (true, Some(history)) = (emptied, following.as_deref_mut()) {
+                    self.unfollow_if_unwanted(history, topic);
+                }
             }
+        }
+    }
+
+    /// With an engine that hears only the topics this process follows
+    /// (sharded pub/sub), the history, held: whoever follows or lets go
+    /// of a topic, or records one of its publications, holds it first,
+    /// so those happen in one order. `None` with any other engine.
+    fn following(&self) -> Option<std::sync::MutexGuard<'_, History>> {
+        if self.fanout().is_none_or(Engine::hears_every_topic) {
+            return None;
+        }
+        Some(self.inner.history.as_ref()?.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Whether this process follows `topic`: it has subscribers here, or
+    /// one's recovery is being asked of the broker.
+    fn is_followed(&self, history: &History, topic: &str) -> bool {
+        history.is_asking(topic) || self.inner.topics.read().unwrap_or_else(PoisonError::into_inner).contains_key(topic)
+    }
+
+    /// Starts or stops following `topic`. Either way what the history held
+    /// of it goes: it was not heard while not followed.
+    fn set_followed(&self, history: &mut History, topic: &str, follow: bool) {
+        history.forget(topic);
+        if let Some(engine) = self.fanout() {
+            engine.follow(topic, follow);
+        }
+    }
+
+    fn unfollow_if_unwanted(&self, history: &mut History, topic: &str) {
+        if !self.is_followed(history, topic) {
+            self.set_followed(history, topic, false);
         }
     }
 
@@ -739,6 +794,10 @@ impl Hub {
         let mut history =
             self.inner.history.as_ref().map(|history| history.lock().unwrap_or_else(PoisonError::into_inner));
         if let Some(history) = &mut history {
+            // One on its way when this process let go of its topic.
+            if self.fanout().is_some_and(|engine| !engine.hears_every_topic()) && !self.is_followed(history, topic) {
+                return Delivery::default();
+            }
             if !history.push_at(topic, position, prepared.clone(), Instant::now()) {
                 return Delivery::default();
             }
@@ -791,21 +850,38 @@ impl Hub {
     ) -> bool {
         let Some(history) = &self.inner.history else {
             let subscribed = Subscribed { position: None, recovered: since.map(|_| false), replayed: 0 };
-            return self.join_topic(id, topic, &subscribed, &[], answer);
+            return self.join_topic(id, topic, &subscribed, &[], answer, None);
         };
         let mut history = history.lock().unwrap_or_else(PoisonError::into_inner);
-        match history.read(topic, since, Instant::now()) {
+        // What a process that follows topics kept of one it does not
+        // follow now is not to be trusted: it was not listening.
+        let follows = self.fanout().is_some_and(|engine| !engine.hears_every_topic());
+        let lookup = if follows && !self.is_followed(&history, topic) {
+            Lookup::AskBroker
+        } else {
+            history.read(topic, since, Instant::now())
+        };
+        match lookup {
             Lookup::Served(position, missed) => {
                 let recovered = since.map(|_| missed.is_some());
                 let missed = missed.unwrap_or_default();
                 let subscribed = Subscribed { position: Some(position), recovered, replayed: missed.len() };
-                self.join_topic(id, topic, &subscribed, &missed, answer)
+                self.join_topic(id, topic, &subscribed, &missed, answer, follows.then_some(&mut *history))
             }
             Lookup::AskBroker => {
-                drop(history);
                 if !self.clients().contains_key(&id) {
                     return false;
                 }
+                if follows {
+                    // Followed from now until the broker answers, so the
+                    // subscription is in place before the stream is read.
+                    let followed = self.is_followed(&history, topic);
+                    history.ask(topic);
+                    if !followed {
+                        self.set_followed(&mut history, topic, true);
+                    }
+                }
+                drop(history);
                 let weak = Arc::downgrade(&self.inner);
                 let (topic, since) = (topic.to_owned(), since.cloned());
                 let Some(engine) = self.fanout() else { return false };
@@ -838,7 +914,12 @@ impl Hub {
         let recovered = since.map(|_| missed.is_some());
         let missed = missed.unwrap_or_default();
         let subscribed = Subscribed { position, recovered, replayed: missed.len() };
-        self.join_topic(id, topic, &subscribed, &missed, answer);
+        let follows = self.fanout().is_some_and(|engine| !engine.hears_every_topic());
+        self.join_topic(id, topic, &subscribed, &missed, answer, follows.then_some(&mut *history));
+        if follows {
+            history.answered(topic);
+            self.unfollow_if_unwanted(&mut history, topic);
+        }
     }
 
     /// Queues the answer and what was missed, then subscribes: called with
@@ -850,6 +931,7 @@ impl Hub {
         subscribed: &Subscribed,
         missed: &[PreparedMessage],
         answer: impl FnOnce(&Subscribed) -> Option<Message>,
+        following: Option<&mut History>,
     ) -> bool {
         {
             let clients = self.clients();
@@ -861,7 +943,7 @@ impl Hub {
                 member.deliver(message, &self.inner.config, &self.inner.drops);
             }
         }
-        self.subscribe(id, topic)
+        self.subscribe_following(id, topic, following)
     }
 
     /// Sends `message` to one client.
@@ -906,15 +988,16 @@ impl Hub {
 }
 
 /// Takes `id` out of `topic`'s members, and the topic out of the index
-/// once nobody is subscribed to it.
-fn remove_member(topics: &mut HashMap<String, IdMap<Arc<Member>>>, topic: &str, id: ClientId) {
-    if let Some(members) = topics.get_mut(topic) {
-        members.remove(&id);
-        if members.is_empty() {
-            topics.remove(topic);
-        } else {
-            release_spare_capacity(members);
-        }
+/// once nobody is subscribed to it (then `true`).
+fn remove_member(topics: &mut HashMap<String, IdMap<Arc<Member>>>, topic: &str, id: ClientId) -> bool {
+    let Some(members) = topics.get_mut(topic) else { return false };
+    members.remove(&id);
+    if members.is_empty() {
+        topics.remove(topic);
+        true
+    } else {
+        release_spare_capacity(members);
+        false
     }
 }
 

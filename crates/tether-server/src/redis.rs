@@ -28,6 +28,11 @@
 //! through one Lua script that takes its offset, appends it to the topic's
 //! stream and publishes it; a subscription that missed some reads them
 //! back from the stream (see [`history`](crate::history)).
+//!
+//! On a cluster with [`RedisConfig::sharded`], topics use sharded pub/sub
+//! instead (see [`sharded`]): broadcasts and heartbeats stay classic.
+
+mod sharded;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,6 +86,14 @@ pub struct RedisConfig {
     /// pub/sub, which a cluster delivers to every node, so the
     /// subscription is made on any one node.
     pub cluster: bool,
+    /// On a cluster (Redis 7+), topic publications use sharded pub/sub:
+    /// each stays in the shard of its topic's slot (classic pub/sub copies
+    /// every publication to every node), and a process subscribes only
+    /// to the topics its clients follow (the hub says which). Needs
+    /// [`history`](Self::history): publications of different topics then
+    /// travel different paths, and only a topic's own offsets order them
+    /// and show what was missed.
+    pub sharded: bool,
 }
 
 /// Where the sentinels are, and the master's name among them.
@@ -104,6 +117,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("history", &self.history)
             .field("sentinel", &self.sentinel)
             .field("cluster", &self.cluster)
+            .field("sharded", &self.sharded)
             .finish()
     }
 }
@@ -122,6 +136,7 @@ impl RedisConfig {
             history: None,
             sentinel: None,
             cluster: false,
+            sharded: false,
         }
     }
 
@@ -165,10 +180,20 @@ impl RedisConfig {
     }
 
     fn client(&self) -> std::io::Result<Client> {
+        let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+        if self.sharded && !self.cluster {
+            return Err(invalid("redis: sharded pub/sub is for a cluster (--redis-cluster)".to_owned()));
+        }
+        if self.sharded && self.history.is_none() {
+            return Err(invalid(
+                "redis: sharded pub/sub needs topic history (--history N): topics travel through different \
+                 shards, and only their offsets show what was missed"
+                    .to_owned(),
+            ));
+        }
         if self.cluster {
             // Checked now (every URL and the cluster client's rules); the
             // subscription's client is made per node as it connects.
-            let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
             if self.ca_pem.is_some() || self.client_cert.is_some() || self.sentinel.is_some() {
                 return Err(invalid("redis cluster: TLS and Sentinel are not supported with it yet".to_owned()));
             }
@@ -254,9 +279,12 @@ impl RedisConfig {
         client.map_err(|error| invalid(format!("redis URL {shown}: {error}")))
     }
 
+    /// A target's channel; with sharded pub/sub a topic's is in the slot
+    /// of its history keys, so the history script may `SPUBLISH` to it.
     fn channel(&self, target: &Target) -> String {
         match target {
             Target::All => format!("{}:b", self.prefix),
+            Target::Topic(topic) if self.sharded => format!("{}:t:{{{}}}", self.prefix, slot_tag(topic)),
             Target::Topic(topic) => format!("{}:t:{topic}", self.prefix),
         }
     }
@@ -264,7 +292,8 @@ impl RedisConfig {
     /// A topic's stream and its meta hash (epoch `e`, top offset `s`);
     /// the braces keep both in one Redis Cluster slot.
     fn history_keys(&self, topic: &str) -> (String, String) {
-        (format!("{}:s:{{{topic}}}", self.prefix), format!("{}:m:{{{topic}}}", self.prefix))
+        let tag = slot_tag(topic);
+        (format!("{}:s:{{{tag}}}", self.prefix), format!("{}:m:{{{tag}}}", self.prefix))
     }
 
     fn heartbeat_channel(&self) -> String {
@@ -277,9 +306,59 @@ impl RedisConfig {
         match rest {
             "b" => Some(Some(Target::All)),
             "h" => Some(None),
+            _ if self.sharded => {
+                let tag = rest.strip_prefix("t:{")?.strip_suffix('}')?;
+                Some(Some(Target::Topic(from_slot_tag(tag)?)))
+            }
             _ => rest.strip_prefix("t:").map(|topic| Some(Target::Topic(topic.to_owned()))),
         }
     }
+}
+
+/// A topic as a Redis Cluster hash tag (what sits between `{` and `}`):
+/// the topic itself when it can be, else with `%`, `{` and `}`
+/// percent-escaped, and `%` alone for the empty topic (a tag must not be
+/// empty or hold a brace, or the slot would be the whole key's). One
+/// topic, one tag; two topics, two tags.
+fn slot_tag(topic: &str) -> std::borrow::Cow<'_, str> {
+    if topic.is_empty() {
+        return "%".into();
+    }
+    if !topic.contains(['%', '{', '}']) {
+        return topic.into();
+    }
+    let mut tag = String::with_capacity(topic.len() + 8);
+    for c in topic.chars() {
+        match c {
+            '%' => tag.push_str("%25"),
+            '{' => tag.push_str("%7B"),
+            '}' => tag.push_str("%7D"),
+            c => tag.push(c),
+        }
+    }
+    tag.into()
+}
+
+/// The topic a [`slot_tag`] was made from.
+fn from_slot_tag(tag: &str) -> Option<String> {
+    if tag == "%" {
+        return Some(String::new());
+    }
+    let mut topic = String::with_capacity(tag.len());
+    let mut rest = tag;
+    while let Some(at) = rest.find('%') {
+        topic.push_str(&rest[..at]);
+        let escaped = rest.get(at..at + 3)?;
+        topic.push(match escaped {
+            "%25" => '%',
+            "%7B" => '{',
+            "%7D" => '}',
+            _ => return None,
+        });
+        rest = &rest[at + 3..];
+    }
+    topic.push_str(rest);
+    Some(topic)
 }
 
 impl From<&str> for RedisConfig {
@@ -411,7 +490,7 @@ const BATCH: usize = 512;
 /// subscribers see are in one order.
 ///
 /// KEYS: stream, meta. ARGV: head, payload, size, ttl (s), channel, new
-/// epoch, meta ttl (s).
+/// epoch, meta ttl (s), `publish` or `spublish` (sharded pub/sub).
 const PUBLISH_WITH_HISTORY: &str = r"
 local epoch = redis.call('hget', KEYS[2], 'e')
 if not epoch then
@@ -424,7 +503,7 @@ redis.call('expire', KEYS[2], ARGV[7])
 local frame = ARGV[1] .. offset .. ':' .. epoch .. '\n' .. ARGV[2]
 redis.call('xadd', KEYS[1], 'MAXLEN', ARGV[3], offset .. '-0', 'f', frame)
 redis.call('expire', KEYS[1], ARGV[4])
-redis.call('publish', ARGV[5], frame)
+redis.call(ARGV[8], ARGV[5], frame)
 return offset
 ";
 
@@ -441,6 +520,10 @@ pub struct Redis {
     /// Reads topic histories for subscribers (see [`Engine::read_history`]).
     reader: Arc<HistoryReader>,
     links: Arc<Links>,
+    /// What the hub follows, to the sharded subscription (with sharded
+    /// pub/sub only).
+    follow: Option<mpsc::UnboundedSender<sharded::Follow>>,
+    health_timeout: Duration,
 }
 
 /// A connection for reading histories, made on first use and again after
@@ -517,11 +600,13 @@ impl HistoryReader {
     }
 }
 
-/// Both connections' state: fan-out is up when both are.
+/// The connections' state: fan-out is up when all are.
 #[derive(Debug, Default)]
 struct Links {
     subscribed: std::sync::atomic::AtomicBool,
     publishing: std::sync::atomic::AtomicBool,
+    /// The sharded subscription (always up without sharded pub/sub).
+    sharded: std::sync::atomic::AtomicBool,
     /// When fan-out went down, for the recovery's log line.
     down_since: std::sync::Mutex<Option<Instant>>,
 }
@@ -530,7 +615,7 @@ impl Links {
     fn set(&self, link: &std::sync::atomic::AtomicBool, up: bool, status: &FanoutStatus, config: &RedisConfig) {
         use std::sync::atomic::Ordering::Relaxed;
         link.store(up, Relaxed);
-        let both = self.subscribed.load(Relaxed) && self.publishing.load(Relaxed);
+        let both = self.subscribed.load(Relaxed) && self.publishing.load(Relaxed) && self.sharded.load(Relaxed);
         let was = status.set_up(both);
         let mut down_since = self.down_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if was && !both {
@@ -583,10 +668,21 @@ impl Redis {
             connection: tokio::sync::Mutex::new(None),
         });
         let receiver = Receiver::new(own.clone(), deliver.clone(), status.clone());
+        let health_timeout = config.health_timeout;
+        let sharded = config.sharded;
         let context = Context { client, config, status: status.clone(), links: links.clone() };
+        let follow = if sharded {
+            let (follow, commands) = mpsc::unbounded_channel();
+            let receiver = Receiver::new(own.clone(), deliver.clone(), status.clone());
+            tokio::spawn(sharded::run(context.clone(), receiver, commands, stopped.clone()));
+            Some(follow)
+        } else {
+            links.sharded.store(true, std::sync::atomic::Ordering::Relaxed);
+            None
+        };
         tokio::spawn(subscriber(context.clone(), receiver, stopped));
         tokio::spawn(publisher(context, own, queue, deliver));
-        Ok(Redis { outgoing, status, _stop: stop, history, reader, links })
+        Ok(Redis { outgoing, status, _stop: stop, history, reader, links, follow, health_timeout })
     }
 }
 
@@ -623,10 +719,36 @@ impl Engine for Redis {
         self.history
     }
 
+    fn hears_every_topic(&self) -> bool {
+        self.follow.is_none()
+    }
+
+    fn follow(&self, topic: &str, follow: bool) {
+        if let Some(commands) = &self.follow {
+            let command = if follow { sharded::Follow::Start } else { sharded::Follow::Stop };
+            let _ = commands.send(command(topic.to_owned()));
+        }
+    }
+
     fn read_history(&self, topic: &str, after: Option<u64>, done: Box<dyn FnOnce(Option<BrokerHistory>) + Send>) {
         let reader = self.reader.clone();
         let topic = topic.to_owned();
+        // With sharded pub/sub, the topic is subscribed before its stream
+        // is read.
+        let barrier = self.follow.as_ref().map(|commands| {
+            let (answer, barrier) = tokio::sync::oneshot::channel();
+            let _ = commands.send(sharded::Follow::Barrier(answer));
+            barrier
+        });
+        let limit = self.health_timeout;
         self.reader.runtime.spawn(async move {
+            if let Some(barrier) = barrier {
+                if !sharded::passed(barrier, limit).await {
+                    tracing::warn!(%topic, "redis: the sharded subscription is down; the subscriber is told recovery failed");
+                    done(None);
+                    return;
+                }
+            }
             match reader.read(&topic, after).await {
                 Ok(history) => done(Some(history)),
                 Err(error) => {
@@ -720,18 +842,8 @@ async fn subscribe(context: &Context, receiver: &mut Receiver, backoff: &mut Bac
                 // Heartbeats come on their own channel, for no target.
                 let Some(target) = config.target(message.get_channel_name()) else { continue };
                 let Some(frame) = Frame::decode(message.get_payload_bytes()) else { continue };
-                let target = target.unwrap_or(Target::All);
-                if let (Some(reader), Some(gap)) = (&mut reader, receiver.gap(&target, &frame)) {
-                    if let Err(error) = fill(reader, config, receiver, &gap).await {
-                        return Ended::Failed(error);
-                    }
-                }
-                let missed = receiver.accept(target, frame, Instant::now());
-                if let (Some(reader), true) = (&mut reader, missed > 0) {
-                    // Other topics may have lost publications too.
-                    if let Err(error) = catch_up(reader, config, receiver).await {
-                        return Ended::Failed(error);
-                    }
+                if let Err(error) = receive(&mut reader, config, receiver, target.unwrap_or(Target::All), frame).await {
+                    return Ended::Failed(error);
                 }
             }
             _ = check.tick() => {
@@ -741,6 +853,26 @@ async fn subscribe(context: &Context, receiver: &mut Receiver, backoff: &mut Bac
             }
         }
     }
+}
+
+/// Delivers what arrived on `target`'s channel, after what is missing
+/// before it in its topic (read from the stream, if there is a `reader`).
+async fn receive(
+    reader: &mut Option<Link>,
+    config: &RedisConfig,
+    receiver: &mut Receiver,
+    target: Target,
+    frame: Frame,
+) -> Result<(), String> {
+    if let (Some(reader), Some(gap)) = (&mut *reader, receiver.gap(&target, &frame)) {
+        fill(reader, config, receiver, &gap).await?;
+    }
+    let missed = receiver.accept(target, frame, Instant::now());
+    if let (Some(reader), true) = (reader, missed > 0) {
+        // Other topics may have lost publications too.
+        catch_up(reader, config, receiver).await?;
+    }
+    Ok(())
 }
 
 fn options(config: &RedisConfig) -> AsyncConnectionConfig {
@@ -891,15 +1023,14 @@ async fn publish(
                 pipe.publish(&heartbeat_channel, own.heartbeat().encode()).ignore();
             }
         }
-        let (mut last, mut publications) = (None, 0);
+        let mut sent = Batch::default();
         for (target, message) in batch.drain(..) {
             let history = match (&script, &target) {
                 (Some(script), Target::Topic(topic)) => Some((script, topic)),
                 _ => None,
             };
             let frame = own.number(&target, &message, history.is_some());
-            last = Some(frame.seq);
-            publications += 1;
+            sent.add(&frame);
             match history {
                 None => {
                     pipe.publish(config.channel(&target), frame.encode()).ignore();
@@ -920,12 +1051,13 @@ async fn publish(
                         .arg(config.channel(&target))
                         .arg(format!("{:016x}", rand::random::<u64>()))
                         .arg(ttl.saturating_mul(100).max(86_400))
+                        .arg(if config.sharded { "spublish" } else { "publish" })
                         .ignore();
                 }
             }
         }
         if let Err(error) = connection.send(&pipe, &keyed).await {
-            if let Some(last) = last {
+            if let Some(last) = sent.last_numbered {
                 // Redis may or may not have taken them: our clients get
                 // them now (once), other servers perhaps not.
                 let unconfirmed = own.deliver_unconfirmed(last, deliver, status);
@@ -936,9 +1068,42 @@ async fn publish(
                     );
                 }
             }
+            if sent.in_history > 0 {
+                // Those Redis took come back, or are read from the stream;
+                // the others reached nobody.
+                status.count_unconfirmed(sent.in_history);
+                tracing::warn!(
+                    unconfirmed = sent.in_history,
+                    "redis: topic publications on their way when the link failed; whoever's Redis took reach every server, \
+                     the others reach none"
+                );
+            }
             return Ended::Failed(error.to_string());
         }
-        status.count_published(publications);
+        status.count_published(sent.publications);
+    }
+}
+
+/// What one pipeline carries, for when it fails.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Batch {
+    /// The last publication numbered here (those up to it not yet
+    /// delivered here are, if the pipeline fails).
+    last_numbered: Option<u64>,
+    /// Publications in all.
+    publications: usize,
+    /// Topic publications into a history: numbered by the broker, not here.
+    in_history: u64,
+}
+
+impl Batch {
+    fn add(&mut self, frame: &Frame) {
+        self.publications += 1;
+        if frame.position.is_none() && frame.seq == 0 {
+            self.in_history += 1;
+        } else {
+            self.last_numbered = Some(frame.seq);
+        }
     }
 }
 
@@ -964,5 +1129,37 @@ mod tests {
         assert_eq!(config.target("green:b"), None);
         assert_eq!(config.target("bluex:b"), None);
         assert_eq!(config.history_keys("room"), ("blue:s:{room}".to_owned(), "blue:m:{room}".to_owned()));
+        let mut sharded = config.clone();
+        sharded.sharded = true;
+        assert_eq!(sharded.channel(&Target::Topic("room".into())), "blue:t:{room}");
+        for topic in ["room", "", "%", "{", "}x", "a{b}c%7B", "100%"] {
+            let target = Target::Topic(topic.into());
+            assert_eq!(sharded.target(&sharded.channel(&target)), Some(Some(target)), "{topic:?}");
+        }
+        assert_eq!(sharded.target(&sharded.channel(&Target::All)), Some(Some(Target::All)));
+    }
+
+    #[test]
+    fn a_failed_batch_knows_its_last_numbered_publication_whatever_follows_it() {
+        let own = Own::new();
+        let mut batch = Batch::default();
+        let room = Target::Topic("room".into());
+        batch.add(&own.number(&Target::All, &Message::from("x"), false));
+        batch.add(&own.number(&room, &Message::from("y"), true));
+        assert_eq!(batch, Batch { last_numbered: Some(1), publications: 2, in_history: 1 });
+    }
+
+    #[test]
+    fn every_topic_has_its_own_hash_tag_without_braces_in_it() {
+        let topics = ["room", "", "%", "%25", "{", "%7B", "}x", "a{b}c", "é{"];
+        let tags: Vec<String> = topics.iter().map(|topic| slot_tag(topic).into_owned()).collect();
+        for (topic, tag) in topics.iter().zip(&tags) {
+            assert!(!tag.is_empty() && !tag.contains(['{', '}']), "{topic:?} -> {tag:?}");
+            assert_eq!(from_slot_tag(tag).as_deref(), Some(*topic));
+        }
+        let distinct: std::collections::HashSet<&String> = tags.iter().collect();
+        assert_eq!(distinct.len(), topics.len(), "{tags:?}");
+        assert_eq!(slot_tag("room"), "room", "a plain topic is its own tag");
+        assert_eq!(from_slot_tag("%7"), None);
     }
 }

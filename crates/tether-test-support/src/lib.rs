@@ -807,3 +807,84 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// A Redis Cluster of `redis-server`s on loopback, each node a primary
+/// with its share of the slots, state `ok`; stopped (and its files
+/// removed) when dropped.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    /// `count` primaries (at least 3, as `redis-cli --cluster create`
+    /// wants), no replicas.
+    ///
+    /// # Panics
+    /// The cluster cannot be made, or is not `ok` within 15 s.
+    #[must_use]
+    pub fn start(count: usize) -> RedisCluster {
+        let dir = std::env::temp_dir().join(format!("tether-cluster-{}-{}", std::process::id(), free_port()));
+        let nodes: Vec<RedisServer> = (0..count)
+            .map(|_| {
+                let port = free_port();
+                let node_dir = dir.join(port.to_string());
+                std::fs::create_dir_all(&node_dir).expect("cluster dir");
+                RedisServer::start(port, &["--cluster-enabled", "yes", "--dir", node_dir.to_str().expect("utf-8")])
+            })
+            .collect();
+        let cluster = RedisCluster { nodes, dir };
+        let addresses: Vec<String> = cluster.ports().iter().map(|port| format!("127.0.0.1:{port}")).collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stdout));
+        let started = Instant::now();
+        while !cluster.ports().iter().all(|port| cluster.cli(*port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        {
+            assert!(started.elapsed() < Duration::from_secs(15), "the cluster is not ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// Every node's port.
+    #[must_use]
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(RedisServer::port).collect()
+    }
+
+    /// The seed nodes, `redis://127.0.0.1:<port>` comma-separated.
+    #[must_use]
+    pub fn url(&self) -> String {
+        self.nodes.iter().map(RedisServer::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// What `redis-cli -p port args…` prints.
+    ///
+    /// # Panics
+    /// `redis-cli` cannot be run.
+    #[must_use]
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        let output = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().expect("redis-cli");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs `redis-cli args…` on every node; what each printed.
+    #[must_use]
+    pub fn cli_all(&self, args: &[&str]) -> Vec<String> {
+        self.ports().iter().map(|port| self.cli(*port, args)).collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -16,7 +16,7 @@ use tether::history::{HistoryConfig, Position};
 use tether::redis::{Redis, RedisConfig, SentinelConfig};
 use tether::Message;
 
-use tether_test_support::RedisServer;
+use tether_test_support::{RedisCluster, RedisServer};
 
 /// What one engine delivered to its "clients", in order.
 type Log = Arc<Mutex<Vec<(Target, String)>>>;
@@ -423,37 +423,9 @@ async fn behind_sentinel_a_failover_is_followed() {
 /// too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_every_topic_keeps_its_own_offsets_everywhere() {
-    let dir = std::env::temp_dir().join(format!(
-        "tether-cluster-{}-{}",
-        std::process::id(),
-        tether_test_support::free_port()
-    ));
-    let ports: Vec<u16> = (0..3).map(|_| tether_test_support::free_port()).collect();
-    let nodes: Vec<RedisServer> = ports
-        .iter()
-        .map(|port| {
-            let node_dir = dir.join(port.to_string());
-            std::fs::create_dir_all(&node_dir).unwrap();
-            let node_dir = node_dir.to_str().unwrap().to_owned();
-            RedisServer::start(*port, &["--cluster-enabled", "yes", "--dir", &node_dir])
-        })
-        .collect();
-    let addresses: Vec<String> = ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
-    let created = Command::new("redis-cli")
-        .arg("--cluster")
-        .arg("create")
-        .args(&addresses)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stdout));
-    let state = |port: u16| {
-        let output = Command::new("redis-cli").args(["-p", &port.to_string(), "CLUSTER", "INFO"]).output().unwrap();
-        String::from_utf8_lossy(&output.stdout).contains("cluster_state:ok")
-    };
-    wait_until("cluster ok", Duration::from_secs(15), || ports.iter().all(|port| state(*port))).await;
-
-    let url = ports.iter().map(|port| format!("redis://127.0.0.1:{port}")).collect::<Vec<_>>().join(",");
+    let cluster = RedisCluster::start(3);
+    let ports = cluster.ports();
+    let url = cluster.url();
     let on_cluster = || {
         let mut config = fast(&url);
         config.cluster = true;
@@ -490,14 +462,6 @@ async fn on_a_cluster_every_topic_keeps_its_own_offsets_everywhere() {
         a_log.lock().unwrap().len() == total && b_log.lock().unwrap().len() == total
     })
     .await;
-    let by_topic = |log: &Placed| {
-        let mut topics: HashMap<String, Vec<(u64, String)>> = HashMap::new();
-        for (text, position) in log.lock().unwrap().iter() {
-            let topic = text.split(':').next().unwrap().to_owned();
-            topics.entry(topic).or_default().push((position.offset, text.clone()));
-        }
-        topics
-    };
     let (a_topics, b_topics) = (by_topic(&a_log), by_topic(&b_log));
     assert_eq!(a_topics, b_topics, "the same publications at the same places on both");
     for (topic, placed) in &a_topics {
@@ -505,6 +469,137 @@ async fn on_a_cluster_every_topic_keeps_its_own_offsets_everywhere() {
         assert_eq!(offsets, (1..=30).collect::<Vec<u64>>(), "{topic}: every offset once, in order");
     }
     println!("recovered from the streams after the cut: a {}, b {}", a.status().recovered(), b.status().recovered());
-    drop(nodes);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Publications of each topic, by topic: offsets and texts, in the order
+/// they were delivered.
+fn by_topic(log: &Placed) -> HashMap<String, Vec<(u64, String)>> {
+    let mut topics: HashMap<String, Vec<(u64, String)>> = HashMap::new();
+    for (text, position) in log.lock().unwrap().iter() {
+        let topic = text.split(':').next().unwrap().to_owned();
+        topics.entry(topic).or_default().push((position.offset, text.clone()));
+    }
+    topics
+}
+
+/// Follows `topic` and waits until the subscription is in place (the
+/// engine answers a history read only then).
+async fn follow(engine: &Redis, topic: &str) {
+    engine.follow(topic, true);
+    let (answered, answer) = tokio::sync::oneshot::channel();
+    engine.read_history(
+        topic,
+        None,
+        Box::new(move |history| {
+            let _ = answered.send(history.is_some());
+        }),
+    );
+    assert_eq!(answer.await, Ok(true), "{topic}: subscribed and read");
+}
+
+/// The ids of the clients with sharded subscriptions on a node.
+fn sharded_subscribers(cluster: &RedisCluster, port: u16) -> Vec<String> {
+    let list = cluster.cli(port, &["CLIENT", "LIST"]);
+    list.lines()
+        .filter(|line| line.split(' ').any(|field| field.strip_prefix("ssub=").is_some_and(|n| n != "0")))
+        .filter_map(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")).map(str::to_owned))
+        .collect()
+}
+
+/// Sharded pub/sub on a three-node cluster: each process hears only the
+/// topics it follows, each topic's publications stay in its shard (the
+/// nodes hold one shard channel per followed topic, and no classic
+/// channel carries them), offsets are contiguous and the same on both
+/// processes, and what a cut of every sharded subscription made them miss
+/// is read back from the streams. A topic let go is unsubscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sharded_pub_sub_a_process_hears_only_what_it_follows_and_loses_nothing() {
+    let cluster = RedisCluster::start(3);
+    let sharded = || {
+        let mut config = fast(&cluster.url());
+        config.cluster = true;
+        config.sharded = true;
+        config
+    };
+    let (a, a_log) = engine_with_history_on(sharded());
+    let (b, b_log) = engine_with_history_on(sharded());
+    assert!(!a.hears_every_topic());
+    wait_until("both up", Duration::from_secs(10), || a.status().is_up() && b.status().is_up()).await;
+    let topics: Vec<String> = (0..6).map(|n| format!("t{n}")).collect();
+    for topic in &topics[0..4] {
+        follow(&a, topic).await;
+    }
+    for topic in &topics[2..6] {
+        follow(&b, topic).await;
+    }
+    let channels: usize = cluster
+        .cli_all(&["PUBSUB", "SHARDCHANNELS", "tether:t:*"])
+        .iter()
+        .map(|listed| listed.lines().filter(|line| !line.is_empty()).count())
+        .sum();
+    assert_eq!(channels, 6, "one shard channel per followed topic, on its slot's node");
+    assert!(cluster.cli_all(&["PUBSUB", "CHANNELS", "tether:t:*"]).iter().all(|listed| listed.trim().is_empty()));
+
+    let publish_round = |round: usize| {
+        for topic in &topics {
+            let target = Target::Topic(topic.clone());
+            assert!(a.publish(&target, &Message::from(format!("{topic}:a{round}"))));
+            assert!(b.publish(&target, &Message::from(format!("{topic}:b{round}"))));
+        }
+    };
+    for round in 0..10 {
+        publish_round(round);
+    }
+    wait_until("all delivered", Duration::from_secs(10), || {
+        a_log.lock().unwrap().len() == 4 * 20 && b_log.lock().unwrap().len() == 4 * 20
+    })
+    .await;
+    // Every sharded subscription cut, on every node, while publishing goes on.
+    let mut cut = 0;
+    for port in cluster.ports() {
+        for id in sharded_subscribers(&cluster, port) {
+            cut += cluster.cli(port, &["CLIENT", "KILL", "ID", &id]).trim().parse::<usize>().unwrap_or(0);
+        }
+    }
+    assert!(cut >= 2, "both processes' sharded subscriptions cut ({cut} connections)");
+    for round in 10..15 {
+        publish_round(round);
+    }
+    wait_until("all delivered after the cut", Duration::from_secs(15), || {
+        a_log.lock().unwrap().len() == 4 * 30 && b_log.lock().unwrap().len() == 4 * 30
+    })
+    .await;
+    let (a_topics, b_topics) = (by_topic(&a_log), by_topic(&b_log));
+    let heard = |topics: &HashMap<String, Vec<(u64, String)>>| {
+        let mut heard: Vec<String> = topics.keys().cloned().collect();
+        heard.sort();
+        heard
+    };
+    assert_eq!(heard(&a_topics), topics[0..4], "a hears only what it follows");
+    assert_eq!(heard(&b_topics), topics[2..6], "b hears only what it follows");
+    for topic in &topics[2..4] {
+        assert_eq!(a_topics[topic], b_topics[topic], "{topic}: the same publications at the same places on both");
+    }
+    for (topic, placed) in a_topics.iter().chain(&b_topics) {
+        let offsets: Vec<u64> = placed.iter().map(|(offset, _)| *offset).collect();
+        assert_eq!(offsets, (1..=30).collect::<Vec<u64>>(), "{topic}: every offset once, in order");
+    }
+    assert_eq!((a.status().missed(), b.status().missed()), (0, 0), "nothing lost for good");
+    println!("recovered from the streams after the cut: a {}, b {}", a.status().recovered(), b.status().recovered());
+
+    // Let go of t0: its channel is unsubscribed, and a hears it no more.
+    a.follow("t0", false);
+    let shard_subscribers = |channel: &str| -> u64 {
+        cluster
+            .cli_all(&["PUBSUB", "SHARDNUMSUB", channel])
+            .iter()
+            .filter_map(|listed| listed.lines().nth(1).and_then(|count| count.trim().parse::<u64>().ok()))
+            .sum()
+    };
+    wait_until("t0 unsubscribed", Duration::from_secs(5), || shard_subscribers("tether:t:{t0}") == 0).await;
+    assert_eq!(shard_subscribers("tether:t:{t1}"), 1);
+    assert!(b.publish(&Target::Topic("t0".into()), &Message::from("t0:late")));
+    assert!(b.publish(&Target::Topic("t1".into()), &Message::from("t1:late")));
+    wait_until("t1 still heard", Duration::from_secs(5), || a_log.lock().unwrap().len() == 4 * 30 + 1).await;
+    assert_eq!(a_log.lock().unwrap().last().unwrap().0, "t1:late");
 }
