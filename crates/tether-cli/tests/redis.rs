@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tether::{CloseCode, Message, WebSocket};
-use tether_test_support::RedisServer;
+use tether_test_support::{RedisCluster, RedisServer};
 
 struct Running(Child);
 
@@ -40,9 +40,12 @@ fn start_tether_with(redis_port: u16, extra: &[&str]) -> (Running, String, Stder
 }
 
 fn start_tether_on(listen: &str, redis_port: u16, extra: &[&str]) -> (Running, String, Stderr) {
+    start_tether_at(listen, &format!("redis://127.0.0.1:{redis_port}"), extra)
+}
+
+fn start_tether_at(listen: &str, redis: &str, extra: &[&str]) -> (Running, String, Stderr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--listen", listen, "--topics", "--metrics", "--redis-health-ms", "200", "--redis"])
-        .arg(format!("redis://127.0.0.1:{redis_port}"))
+        .args(["serve", "--listen", listen, "--topics", "--metrics", "--redis-health-ms", "200", "--redis", redis])
         .args(extra)
         .env_remove("TETHER_LOG")
         .stderr(Stdio::piped())
@@ -401,4 +404,66 @@ async fn an_app_resubscribes_from_its_last_offset_after_its_server_restarts() {
     handle.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
     drop(b);
+}
+
+/// Sharded pub/sub behind two servers: a server subscribes to a topic's
+/// shard channel while it has subscribers to it and lets go when the last
+/// leaves; a client that comes back recovers, from the stream, what was
+/// published while its server did not follow the topic at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sharded_pub_sub_a_server_follows_only_its_clients_topics_and_recovery_still_works() {
+    let cluster = RedisCluster::start(3);
+    let sharded = ["--redis-cluster", "--redis-sharded", "--history", "100"];
+    let a = start_tether_at("127.0.0.1:0", &cluster.url(), &sharded);
+    let b = start_tether_at("127.0.0.1:0", &cluster.url(), &sharded);
+    for url in [&a.1, &b.1] {
+        wait_metric(url, "tether_redis_up", 1).await;
+    }
+    let followers = || -> u64 {
+        cluster
+            .cli_all(&["PUBSUB", "SHARDNUMSUB", "tether:t:{room}"])
+            .iter()
+            .filter_map(|listed| listed.lines().nth(1).and_then(|count| count.trim().parse::<u64>().ok()))
+            .sum()
+    };
+    assert_eq!(followers(), 0, "no subscriber, no subscription");
+    let mut on_b = subscriber(&b.1, "room").await;
+    assert_eq!(followers(), 1, "B follows room once its client is subscribed");
+    publish(&a.1, "room", "one").await;
+    let one = next_json(&mut on_b).await;
+    assert_eq!((one["data"].clone(), one["offset"].clone()), (serde_json::json!("one"), serde_json::json!(1)));
+    on_b.close(CloseCode::NORMAL, "").await.unwrap();
+    wait_for("B lets room go", || followers() == 0).await;
+
+    // Published while no server follows room: only the stream has them.
+    for text in ["two", "three"] {
+        publish(&a.1, "room", text).await;
+    }
+    let mut back = tether::connect(&b.1).await.unwrap();
+    let recover =
+        serde_json::json!({ "op": "subscribe", "topic": "room", "recover": { "offset": 1, "epoch": one["epoch"] } });
+    back.send(recover.to_string()).await.unwrap();
+    let answer = next_json(&mut back).await;
+    assert_eq!(
+        (answer["recovered"].clone(), answer["offset"].clone()),
+        (serde_json::json!(true), serde_json::json!(3)),
+        "{answer}"
+    );
+    for (text, offset) in [("two", 2), ("three", 3)] {
+        let publication = next_json(&mut back).await;
+        assert_eq!(
+            (publication["data"].clone(), publication["offset"].clone()),
+            (serde_json::json!(text), serde_json::json!(offset))
+        );
+    }
+    // Live ones follow, once, in order; a second subscriber on B shares
+    // the subscription.
+    let mut second = subscriber(&b.1, "room").await;
+    assert_eq!(followers(), 1);
+    publish(&a.1, "room", "four").await;
+    for ws in [&mut back, &mut second] {
+        let four = next_json(ws).await;
+        assert_eq!((four["data"].clone(), four["offset"].clone()), (serde_json::json!("four"), serde_json::json!(4)));
+    }
+    assert!(received(&mut back, Duration::from_millis(300)).await.is_empty(), "nothing twice");
 }
