@@ -80,7 +80,9 @@ pub struct RedisConfig {
     /// followed; the URL's host and port are then not used (its user,
     /// password, database and scheme are).
     pub sentinel: Option<SentinelConfig>,
-    /// Redis Cluster: `url` lists the seed nodes, comma-separated. Keyed
+    /// Redis Cluster: `url` lists the seed nodes, comma-separated (all
+    /// `redis://` or all `rediss://`, with [`ca_pem`](Self::ca_pem) for a
+    /// private CA). Keyed
     /// commands (a topic's history) go to the node of their slot, one at
     /// a time (a pipeline may not span slots); publications use classic
     /// pub/sub, which a cluster delivers to every node, so the
@@ -194,11 +196,12 @@ impl RedisConfig {
         if self.cluster {
             // Checked now (every URL and the cluster client's rules); the
             // subscription's client is made per node as it connects.
-            if self.ca_pem.is_some() || self.client_cert.is_some() || self.sentinel.is_some() {
-                return Err(invalid("redis cluster: TLS and Sentinel are not supported with it yet".to_owned()));
+            if self.sentinel.is_some() {
+                return Err(invalid(
+                    "redis: a cluster fails over by itself; Sentinel is for a single master".to_owned(),
+                ));
             }
-            redis::cluster::ClusterClient::new(self.nodes())
-                .map_err(|error| invalid(format!("redis cluster: {error}")))?;
+            self.cluster_client(None).map_err(|error| invalid(format!("redis cluster: {error}")))?;
             return self.client_for(self.nodes()[0]);
         }
         self.client_for(&self.url)
@@ -213,11 +216,7 @@ impl RedisConfig {
     /// name), or to the cluster.
     async fn link(&self, fixed: &Client) -> Result<Link, String> {
         if self.cluster {
-            let client = redis::cluster::ClusterClientBuilder::new(self.nodes())
-                .connection_timeout(self.health_timeout)
-                .response_timeout(self.health_timeout)
-                .build()
-                .map_err(|error| error.to_string())?;
+            let client = self.cluster_client(None).map_err(|error| error.to_string())?;
             let cluster = client.get_async_connection().await.map_err(|error| error.to_string())?;
             let node = self
                 .subscription_client(fixed)
@@ -253,6 +252,38 @@ impl RedisConfig {
         Err(format!("no cluster node answered: {}", errors.join("; ")))
     }
 
+    /// A cluster client for the seed nodes, with the certificates if
+    /// any; with `pushes`, on RESP3, sending what nodes push there.
+    fn cluster_client(
+        &self,
+        pushes: Option<mpsc::UnboundedSender<redis::PushInfo>>,
+    ) -> redis::RedisResult<redis::cluster::ClusterClient> {
+        let mut builder = redis::cluster::ClusterClientBuilder::new(self.nodes())
+            .connection_timeout(self.health_timeout)
+            .response_timeout(self.health_timeout);
+        if let Some(certificates) = self.certificates() {
+            builder = builder.certs(certificates);
+        }
+        if let Some(pushes) = pushes {
+            builder = builder.use_protocol(redis::ProtocolVersion::RESP3).push_sender(pushes);
+        }
+        builder.build()
+    }
+
+    /// The certificates to use instead of the system's, if any.
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        if self.ca_pem.is_none() && self.client_cert.is_none() {
+            return None;
+        }
+        Some(redis::TlsCertificates {
+            client_tls: self
+                .client_cert
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig { client_cert: cert.clone(), client_key: key.clone() }),
+            root_cert: self.ca_pem.clone(),
+        })
+    }
+
     fn client_for(&self, url: &str) -> std::io::Result<Client> {
         let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
         let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
@@ -263,18 +294,9 @@ impl RedisConfig {
             )));
         }
         let shown = redact(url);
-        let tls = self.ca_pem.is_some() || self.client_cert.is_some();
-        let client = if tls {
-            let certificates = redis::TlsCertificates {
-                client_tls: self
-                    .client_cert
-                    .as_ref()
-                    .map(|(cert, key)| redis::ClientTlsConfig { client_cert: cert.clone(), client_key: key.clone() }),
-                root_cert: self.ca_pem.clone(),
-            };
-            Client::build_with_tls(url, certificates)
-        } else {
-            Client::open(url)
+        let client = match self.certificates() {
+            Some(certificates) => Client::build_with_tls(url, certificates),
+            None => Client::open(url),
         };
         client.map_err(|error| invalid(format!("redis URL {shown}: {error}")))
     }

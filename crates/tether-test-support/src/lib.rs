@@ -815,6 +815,8 @@ impl Drop for RedisServer {
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     dir: std::path::PathBuf,
+    /// The CA of the nodes' certificates, when they speak TLS only.
+    tls_ca: Option<PathBuf>,
 }
 
 impl RedisCluster {
@@ -825,18 +827,46 @@ impl RedisCluster {
     /// The cluster cannot be made, or is not `ok` within 15 s.
     #[must_use]
     pub fn start(count: usize) -> RedisCluster {
+        RedisCluster::start_with(count, None)
+    }
+
+    /// The same, speaking TLS only (clients and the cluster bus), with
+    /// `cert`'s certificate; clients need not present one.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    #[must_use]
+    pub fn start_tls(count: usize, cert: &TestCert) -> RedisCluster {
+        RedisCluster::start_with(count, Some(cert))
+    }
+
+    fn start_with(count: usize, tls: Option<&TestCert>) -> RedisCluster {
         let dir = std::env::temp_dir().join(format!("tether-cluster-{}-{}", std::process::id(), free_port()));
+        let path = |path: &Path| path.to_str().expect("utf-8").to_owned();
         let nodes: Vec<RedisServer> = (0..count)
             .map(|_| {
                 let port = free_port();
                 let node_dir = dir.join(port.to_string());
                 std::fs::create_dir_all(&node_dir).expect("cluster dir");
-                RedisServer::start(port, &["--cluster-enabled", "yes", "--dir", node_dir.to_str().expect("utf-8")])
+                let mut args =
+                    vec!["--cluster-enabled".to_owned(), "yes".to_owned(), "--dir".to_owned(), path(&node_dir)];
+                if let Some(cert) = tls {
+                    args.extend(
+                        ["--port", "0", "--tls-port", &port.to_string(), "--tls-cluster", "yes"].map(str::to_owned),
+                    );
+                    args.extend(["--tls-cert-file".to_owned(), path(cert.cert_path())]);
+                    args.extend(["--tls-key-file".to_owned(), path(cert.key_path())]);
+                    args.extend(["--tls-ca-cert-file".to_owned(), path(cert.ca_path())]);
+                    args.extend(["--tls-auth-clients", "no"].map(str::to_owned));
+                }
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                RedisServer::start(port, &args)
             })
             .collect();
-        let cluster = RedisCluster { nodes, dir };
+        let cluster = RedisCluster { nodes, dir, tls_ca: tls.map(|cert| cert.ca_path().to_owned()) };
         let addresses: Vec<String> = cluster.ports().iter().map(|port| format!("127.0.0.1:{port}")).collect();
         let created = Command::new("redis-cli")
+            .args(cluster.tls_args())
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
@@ -859,10 +889,20 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::port).collect()
     }
 
-    /// The seed nodes, `redis://127.0.0.1:<port>` comma-separated.
+    /// The seed nodes, `redis://127.0.0.1:<port>` (`rediss://` with TLS)
+    /// comma-separated.
     #[must_use]
     pub fn url(&self) -> String {
-        self.nodes.iter().map(RedisServer::url).collect::<Vec<_>>().join(",")
+        let scheme = if self.tls_ca.is_some() { "rediss" } else { "redis" };
+        self.ports().iter().map(|port| format!("{scheme}://127.0.0.1:{port}")).collect::<Vec<_>>().join(",")
+    }
+
+    /// `redis-cli`'s arguments for TLS, if the nodes speak it.
+    fn tls_args(&self) -> Vec<String> {
+        self.tls_ca
+            .iter()
+            .flat_map(|ca| ["--tls".to_owned(), "--cacert".to_owned(), ca.display().to_string()])
+            .collect()
     }
 
     /// What `redis-cli -p port args…` prints.
@@ -871,7 +911,12 @@ impl RedisCluster {
     /// `redis-cli` cannot be run.
     #[must_use]
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        let output = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().expect("redis-cli");
+        let output = Command::new("redis-cli")
+            .args(self.tls_args())
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 

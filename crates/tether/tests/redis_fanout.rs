@@ -603,3 +603,33 @@ async fn with_sharded_pub_sub_a_process_hears_only_what_it_follows_and_loses_not
     wait_until("t1 still heard", Duration::from_secs(5), || a_log.lock().unwrap().len() == 4 * 30 + 1).await;
     assert_eq!(a_log.lock().unwrap().last().unwrap().0, "t1:late");
 }
+
+/// A cluster that speaks TLS only (clients and the cluster bus), with a
+/// private CA: every link comes up (the classic subscription, the sharded
+/// one, publishing) and a sharded topic gets through; a process that does
+/// not trust the CA is never up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_over_tls_with_a_private_ca() {
+    let cert = tether_test_support::TestCert::new();
+    let cluster = RedisCluster::start_tls(3, &cert);
+    let over_tls = |ca: &std::path::Path| {
+        let mut config = fast(&cluster.url());
+        config.cluster = true;
+        config.sharded = true;
+        config.ca_pem = Some(std::fs::read(ca).unwrap());
+        config
+    };
+    let (a, a_log) = engine_with_history_on(over_tls(cert.ca_path()));
+    let (b, b_log) = engine_with_history_on(over_tls(cert.ca_path()));
+    wait_until("both up over TLS", Duration::from_secs(10), || a.status().is_up() && b.status().is_up()).await;
+    follow(&b, "room").await;
+    assert!(a.publish(&Target::Topic("room".into()), &Message::from("room:secret")));
+    wait_until("delivered", Duration::from_secs(5), || b_log.lock().unwrap().len() == 1).await;
+    assert_eq!(b_log.lock().unwrap()[0].0, "room:secret");
+    assert!(a_log.lock().unwrap().is_empty(), "a does not follow room");
+
+    let other = tether_test_support::TestCert::new();
+    let (untrusting, _) = engine_with_history_on(over_tls(other.ca_path()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!untrusting.status().is_up(), "a certificate from another CA is refused");
+}

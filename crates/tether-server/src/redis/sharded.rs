@@ -103,13 +103,7 @@ async fn session(
     let Context { client, config, status, links } = context;
     let timeout = config.health_timeout;
     let (pushed, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
-    let cluster = match redis::cluster::ClusterClientBuilder::new(config.nodes())
-        .use_protocol(redis::ProtocolVersion::RESP3)
-        .push_sender(pushed)
-        .connection_timeout(timeout)
-        .response_timeout(timeout)
-        .build()
-    {
+    let cluster = match config.cluster_client(Some(pushed)) {
         Ok(cluster) => cluster,
         Err(error) => return Ended::Failed(error.to_string()),
     };
