@@ -229,6 +229,7 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
         handshake: Handshake::Response(accepted.response),
         protocol: accepted.protocol.map(Into::into),
         socket,
+        ..ConnectionInfo::default()
     };
     Ok(WebSocket::new(stream, Core::Client(connection), info, &leftover))
 }

@@ -82,4 +82,4 @@ pub use tether_proto::{Bytes, CloseCode, CloseFrame, Config, DeflateConfig, Even
 #[cfg(feature = "server")]
 pub use tether_server::Hub;
 pub use tls::TrustRoots;
-pub use websocket::WebSocket;
+pub use websocket::{Pong, WebSocket};

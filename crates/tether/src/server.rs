@@ -473,8 +473,13 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     drop(reader);
     stream.write_all(&opened.response).await?;
     stream.flush().await?;
-    let info =
-        ConnectionInfo { peer_addr: Some(peer), handshake: Handshake::Request(opened.request), protocol: None, socket };
+    let info = ConnectionInfo {
+        peer_addr: Some(peer),
+        handshake: Handshake::Request(opened.request),
+        protocol: None,
+        socket,
+        ..ConnectionInfo::default()
+    };
     Ok(WebSocket::new(stream, Core::Server(Box::new(opened.session)), info, &leftover))
 }
 

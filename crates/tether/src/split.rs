@@ -16,7 +16,7 @@ use tether_proto::{CloseCode, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::Result;
-use crate::websocket::WebSocket;
+use crate::websocket::{Pong, WebSocket};
 
 #[derive(Default)]
 struct HalfWakers {
@@ -105,6 +105,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
     pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
         self.shared.lock().queue(&message.into(), true)?;
         std::future::poll_fn(|cx| self.poll_write_out(cx)).await
+    }
+
+    /// Sends a ping; its [`Pong`] resolves once the reader has read the
+    /// answer. See [`WebSocket::ping`].
+    ///
+    /// # Errors
+    /// As [`WebSocket::ping`].
+    pub async fn ping(&mut self, payload: impl AsRef<[u8]>) -> Result<Pong> {
+        let pong = self.shared.lock().queue_ping(payload.as_ref())?;
+        std::future::poll_fn(|cx| self.poll_write_out(cx)).await?;
+        Ok(pong)
     }
 
     /// Sends a close frame and writes it out; the reader sees the peer's

@@ -23,6 +23,7 @@ use std::mem::ManuallyDrop;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use futures_core::Stream;
 use futures_sink::Sink;
@@ -60,6 +61,38 @@ pub(crate) struct ConnectionInfo {
     pub(crate) protocol: Option<Box<str>>,
     /// The TCP socket underneath, to ask the kernel what it still holds.
     pub(crate) socket: Option<crate::kernel::RawSocket>,
+    /// Pings sent by [`WebSocket::ping`] whose pong has not come, oldest
+    /// first (empty, without an allocation, on almost every connection).
+    pub(crate) pings: std::collections::VecDeque<WaitingPing>,
+}
+
+/// A ping whose [`Pong`] someone may be waiting for.
+pub(crate) struct WaitingPing {
+    payload: Box<[u8]>,
+    sent: std::time::Instant,
+    answer: tokio::sync::oneshot::Sender<Duration>,
+}
+
+/// The answer to a [`WebSocket::ping`]: resolves with the round trip
+/// once the pong arrives, as the `await ws.ping()` of Python `websockets`
+/// does. Pongs are read by whoever receives on the connection (`recv` on
+/// it, or its reading half after [`split`](WebSocket::split)): waiting for
+/// a pong while nobody reads waits for ever. A pong answers the ping with
+/// its payload and every earlier one (RFC 6455, 5.5.3: a pong may answer
+/// only the latest ping). Dropping it is fine: the ping was sent anyway.
+#[derive(Debug)]
+pub struct Pong {
+    answer: tokio::sync::oneshot::Receiver<Duration>,
+}
+
+impl Future for Pong {
+    type Output = Result<Duration>;
+
+    /// # Errors
+    /// The connection ended before the pong came ([`Error::is_closed`]).
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.answer).poll(cx).map_err(|_| Error::new(Kind::Closed(None)))
+    }
 }
 
 /// What a [`WebSocket`] drives: the bare protocol core on a client; on a
@@ -461,8 +494,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             if let Some(event) = self.core.poll_event() {
                 // Every event but a message is only shown to `recv_event`.
-                if let Event::Close(frame) = &event {
-                    self.ending().peer_close.clone_from(frame);
+                match &event {
+                    Event::Close(frame) => self.ending().peer_close.clone_from(frame),
+                    Event::Pong(payload) if !self.info.pings.is_empty() => self.pong_arrived(payload),
+                    _ => {}
                 }
                 if all || matches!(event, Event::Message(_)) {
                     return Poll::Ready(Ok(Some(event)));
@@ -539,6 +574,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     fn finish(&mut self) {
         self.phase = Phase::Done;
         self.core.finish();
+        // No pong comes any more: whoever waits for one is told.
+        self.info.pings.clear();
     }
 
     // ---- time --------------------------------------------------------------------
@@ -629,13 +666,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.flush().await
     }
 
-    /// Sends a ping with `payload` (at most 125 bytes).
+    /// Sends a ping with `payload` (at most 125 bytes); the returned
+    /// [`Pong`] resolves with the round trip when its pong arrives.
+    ///
+    /// ```no_run
+    /// # async fn example(mut ws: tether::WebSocket) -> tether::Result<()> {
+    /// let (mut reader, mut writer) = ws.split();
+    /// tokio::spawn(async move { while let Ok(Some(_)) = reader.recv().await {} });
+    /// let pong = writer.ping(b"are you there").await?;
+    /// println!("round trip: {:?}", pong.await?);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// A payload too long, the connection closing, or the transport failing.
-    pub async fn ping(&mut self, payload: impl AsRef<[u8]>) -> Result<()> {
-        self.core.connection_mut().send_ping(payload.as_ref()).map_err(|error| self.usage_error(error))?;
-        self.flush().await
+    pub async fn ping(&mut self, payload: impl AsRef<[u8]>) -> Result<Pong> {
+        let pong = self.queue_ping(payload.as_ref())?;
+        self.flush().await?;
+        Ok(pong)
+    }
+
+    /// Queues a ping and notes who waits for its pong.
+    pub(crate) fn queue_ping(&mut self, payload: &[u8]) -> Result<Pong> {
+        self.core.connection_mut().send_ping(payload).map_err(|error| self.usage_error(error))?;
+        let (answer, waiter) = tokio::sync::oneshot::channel();
+        // Waiters nobody holds any more are let go of here, not kept until
+        // a pong that may never come.
+        self.info.pings.retain(|ping| !ping.answer.is_closed());
+        self.info.pings.push_back(WaitingPing { payload: payload.into(), sent: std::time::Instant::now(), answer });
+        Ok(Pong { answer: waiter })
+    }
+
+    /// A pong arrived: it answers the ping with its payload and every
+    /// earlier one. One that matches no ping (an unsolicited heartbeat, or
+    /// keepalive's own) answers none.
+    fn pong_arrived(&mut self, payload: &[u8]) {
+        let Some(at) = self.info.pings.iter().position(|ping| *ping.payload == *payload) else { return };
+        let now = std::time::Instant::now();
+        for ping in self.info.pings.drain(..=at) {
+            let _ = ping.answer.send(now.duration_since(ping.sent));
+        }
     }
 
     /// Sends an unsolicited pong (a one-way heartbeat).
