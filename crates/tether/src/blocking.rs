@@ -108,10 +108,20 @@ pub fn connect(url: &str) -> Result<WebSocket> {
 /// As [`crate::connect_with`].
 pub fn connect_with(url: &str, config: &ClientConfig) -> Result<WebSocket> {
     config.protocol.validate()?;
-    let target = Target::parse(url)?;
+    let first = Target::parse(url)?;
     let deadline = Deadline::after(Instant::now(), config.open_timeout);
-    let proxy = config.proxy.resolve(&target)?;
-    let tcp = open_tcp(&target, proxy.as_ref(), &deadline)?;
+    let mut redirects = crate::client::Redirects::new(&first, config);
+    loop {
+        match connect_target(redirects.target(), redirects.config(), &deadline) {
+            Ok(socket) => return Ok(socket),
+            Err(error) => redirects.follow(error)?,
+        }
+    }
+}
+
+fn connect_target(target: &Target, config: &ClientConfig, deadline: &Deadline) -> Result<WebSocket> {
+    let proxy = config.proxy.resolve(target)?;
+    let tcp = open_tcp(target, proxy.as_ref(), deadline)?;
     tcp.set_nodelay(true)?;
     set_timeouts(&tcp, deadline.remaining(Instant::now()))?;
     let mut stream = if target.secure {
@@ -124,7 +134,7 @@ pub fn connect_with(url: &str, config: &ClientConfig) -> Result<WebSocket> {
     } else {
         Stream::Plain(tcp)
     };
-    let (handshake, request) = opening_request(&target, config)?;
+    let (handshake, request) = opening_request(target, config)?;
     let mut opening = || -> Result<(HeadReader, Vec<u8>)> {
         stream.write_all(&request)?;
         stream.flush()?;
@@ -132,8 +142,8 @@ pub fn connect_with(url: &str, config: &ClientConfig) -> Result<WebSocket> {
         let leftover = read_head(&mut stream, &mut reader)?;
         Ok((reader, leftover))
     };
-    let (reader, leftover) = opening().map_err(|error| open_timeout_or(error, &deadline))?;
-    let (mut connection, accepted) = open_connection(&target, config, handshake, &reader)?;
+    let (reader, leftover) = opening().map_err(|error| open_timeout_or(error, deadline))?;
+    let (mut connection, accepted) = open_connection(target, config, handshake, &reader)?;
     let failure = connection.handle_read(&leftover).err().map(Error::from);
     connection.handle_timeout(Instant::now());
     set_timeouts(stream.tcp(), None)?;

@@ -44,6 +44,13 @@ pub struct ClientConfig {
     /// The proxy to go through. Default: the environment's
     /// (`https_proxy`/`http_proxy`/`all_proxy`, minus `no_proxy`).
     pub proxy: ProxyChoice,
+    /// Redirects (`301`, `302`, `303`, `307`, `308` with a `Location`)
+    /// followed in a row before giving up; 0 follows none. Default 10, as
+    /// Python `websockets`. A redirect from `wss://` to `ws://` is refused;
+    /// `Authorization` and `Cookie` headers, and the URL's user and
+    /// password, go only to the first URL's scheme, host and port. The
+    /// open timeout covers them all.
+    pub max_redirects: usize,
 }
 
 impl Default for ClientConfig {
@@ -57,6 +64,7 @@ impl Default for ClientConfig {
             trust: TrustRoots::default(),
             mask_key: None,
             proxy: ProxyChoice::default(),
+            max_redirects: tether_proto::handshake::DEFAULT_MAX_REDIRECTS,
         }
     }
 }
@@ -70,6 +78,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("open_timeout", &self.open_timeout)
             .field("trust", &self.trust)
             .field("proxy", &self.proxy)
+            .field("max_redirects", &self.max_redirects)
             .finish_non_exhaustive()
     }
 }
@@ -151,12 +160,74 @@ pub async fn connect(url: &str) -> Result<WebSocket> {
 /// ([`Config::validate`]), before anything is sent.
 pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<WebSocket> {
     config.protocol.validate()?;
-    let target = Target::parse(url)?;
-    let attempt = connect_target(&target, config);
+    let first = Target::parse(url)?;
+    let attempt = async {
+        let mut redirects = Redirects::new(&first, config);
+        loop {
+            let error = match connect_target(redirects.target(), redirects.config()).await {
+                Ok(socket) => return Ok(socket),
+                Err(error) => error,
+            };
+            redirects.follow(error)?;
+        }
+    };
     let deadline = Deadline::after(tokio::time::Instant::now().into_std(), config.open_timeout);
     match deadline.at() {
         Some(at) => tokio::time::timeout_at(at.into(), attempt).await.map_err(|_| Error::timed_out(Timeout::Open))?,
         None => attempt.await,
+    }
+}
+
+/// Where a client is sent, redirect after redirect: the same for the
+/// async and blocking clients.
+pub(crate) struct Redirects<'a> {
+    first: &'a Target,
+    target: Target,
+    config: &'a ClientConfig,
+    /// The configuration without secret headers, once a redirect left the
+    /// first URL's origin.
+    elsewhere: Option<ClientConfig>,
+    followed: usize,
+}
+
+impl<'a> Redirects<'a> {
+    pub(crate) fn new(first: &'a Target, config: &'a ClientConfig) -> Redirects<'a> {
+        Redirects { first, target: first.clone(), config, elsewhere: None, followed: 0 }
+    }
+
+    /// Where to connect now.
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// With what.
+    pub(crate) fn config(&self) -> &ClientConfig {
+        self.elsewhere.as_ref().unwrap_or(self.config)
+    }
+
+    /// An attempt failed with `error`: if it was a redirect to follow, the
+    /// next target is set; otherwise the error (or why the redirect is not
+    /// followed) is returned.
+    pub(crate) fn follow(&mut self, error: Error) -> Result<()> {
+        use tether_proto::handshake::{redirect, same_origin, HandshakeError, RedirectError};
+        let Kind::Handshake(HandshakeError::Status { status, headers, .. }) = &error.kind else { return Err(error) };
+        let Some(next) = redirect(&self.target, *status, headers) else { return Err(error) };
+        let refused = |why| Error::new(Kind::Handshake(HandshakeError::Redirect(why)));
+        let next = next.map_err(refused)?;
+        if self.followed >= self.config.max_redirects {
+            return Err(refused(RedirectError::TooMany(self.config.max_redirects)));
+        }
+        self.followed += 1;
+        tracing::debug!(status, from = %self.target, to = %next, "following a redirect");
+        if !same_origin(self.first, &next) && self.elsewhere.is_none() {
+            let mut config = self.config.clone();
+            config.headers.retain(|(name, _)| {
+                !name.eq_ignore_ascii_case("authorization") && !name.eq_ignore_ascii_case("cookie")
+            });
+            self.elsewhere = Some(config);
+        }
+        self.target = next;
+        Ok(())
     }
 }
 

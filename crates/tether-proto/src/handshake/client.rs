@@ -35,6 +35,8 @@ pub enum HandshakeError {
         /// The response headers (e.g. `Location`, `Retry-After`).
         headers: Headers,
     },
+    /// A redirect that was not followed (see [`RedirectError`](super::RedirectError)).
+    Redirect(super::RedirectError),
     /// `Upgrade: websocket` is missing from a 101 answer.
     MissingUpgrade,
     /// `Connection: Upgrade` is missing from a 101 answer.
@@ -58,6 +60,7 @@ impl fmt::Display for HandshakeError {
             HandshakeError::Status { status, reason, .. } => {
                 write!(f, "server answered {status} {reason}")
             }
+            HandshakeError::Redirect(error) => write!(f, "{error}"),
             HandshakeError::MissingUpgrade => f.write_str("101 answer lacks Upgrade: websocket"),
             HandshakeError::MissingConnection => f.write_str("101 answer lacks Connection: Upgrade"),
             HandshakeError::AcceptMismatch => f.write_str("Sec-WebSocket-Accept does not match our key"),

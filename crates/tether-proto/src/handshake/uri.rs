@@ -113,6 +113,15 @@ impl Target {
         if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c.is_control()) {
             return Err(error("missing or invalid host"));
         }
+        // An internationalised name goes on the wire, to DNS and to TLS in
+        // its ASCII form (`bücher.example` is `xn--bcher-kva.example`).
+        let ascii;
+        let host = if host.is_ascii() {
+            host
+        } else {
+            ascii = idna::domain_to_ascii(host).map_err(|_| error("invalid international host name"))?;
+            ascii.as_str()
+        };
         let port = match port {
             None | Some("") => {
                 if secure {
@@ -185,6 +194,18 @@ mod tests {
             (80, "/?x", "example.com".to_owned())
         );
         assert_eq!(Target::parse("ws://h:81").unwrap().to_string(), "ws://h:81/");
+    }
+
+    #[test]
+    fn an_international_host_name_is_used_in_its_ascii_form() {
+        let target = Target::parse("wss://Bücher.example:8443/straße").unwrap();
+        assert_eq!(target.host, "xn--bcher-kva.example");
+        assert_eq!(target.to_string(), "wss://xn--bcher-kva.example:8443/straße");
+        assert_eq!(Target::parse("ws://пример.рф/").unwrap().host, "xn--e1afmkfd.xn--p1ai");
+        for bad in ["xn--ü.example", "a\u{fffd}.example"] {
+            let error = Target::parse(&format!("ws://{bad}/")).unwrap_err();
+            assert!(error.to_string().contains("invalid international host name"), "{error}");
+        }
     }
 
     #[test]
