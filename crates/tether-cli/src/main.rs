@@ -7,17 +7,12 @@
 //!   latency (seed 001's load generator).
 
 mod bench;
+mod connect;
 mod memory;
 mod serve;
 mod topics;
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use anyhow::{bail, Context as _};
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use tether::{ClientConfig, CloseCode, Config, Message, TrustRoots};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "tether", version, about = "WebSocket echo server and interactive client")]
@@ -43,35 +38,9 @@ enum Command {
     /// Run an echo server: every text or binary message is sent back.
     Serve(Box<serve::ServeArgs>),
     /// Open an interactive session: lines typed are sent, messages received are printed.
-    Connect(ConnectArgs),
+    Connect(connect::ConnectArgs),
     /// Simulate many clients against a server: throughput, latency percentiles, errors.
     Bench(bench::BenchArgs),
-}
-
-#[derive(Args)]
-struct ConnectArgs {
-    /// ws:// or wss:// URL.
-    url: String,
-    /// PEM file of certificate authorities to trust for wss:// (default: Mozilla's roots).
-    #[arg(long)]
-    cafile: Option<PathBuf>,
-    /// Accept any server certificate for wss:// (testing only: the connection is encrypted but
-    /// not authenticated).
-    #[arg(long, short = 'k', conflicts_with = "cafile")]
-    insecure: bool,
-    /// Extra handshake header, as "Name: value" (repeatable).
-    #[arg(long = "header", short = 'H')]
-    headers: Vec<String>,
-    /// Subprotocol to offer (repeatable).
-    #[arg(long = "protocol")]
-    protocols: Vec<String>,
-    /// Largest message accepted, in bytes.
-    #[arg(long, default_value_t = 16 << 20)]
-    max_message_size: usize,
-    /// Print messages as they are, one per line, without the `< ` prefix
-    /// (binary messages as raw bytes): for pipes.
-    #[arg(long)]
-    raw: bool,
 }
 
 /// The program's logger (the library never installs one): warnings by
@@ -112,6 +81,12 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let verbose = cli.verbose > 0;
+    if verbose && matches!(cli.command, Command::Connect(_)) {
+        // `tether connect -v` shows the handshake and every frame (wsdump's
+        // -v), which the logger must know before it starts.
+        tether::trace::enable(true);
+    }
     init_logging(cli.verbose, cli.log_format)?;
     #[cfg(unix)]
     if matches!(cli.command, Command::Serve(_) | Command::Bench(_)) {
@@ -133,7 +108,7 @@ fn run() -> anyhow::Result<()> {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::serve(*args).await,
-            Command::Connect(args) => connect(args).await,
+            Command::Connect(args) => connect::connect(args, verbose).await,
             Command::Bench(_) => unreachable!("run above"),
         }
     });
@@ -168,89 +143,4 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
-}
-
-async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
-    let mut config = ClientConfig::default();
-    config.protocol = Config::default().with_max_message_size(args.max_message_size);
-    config.protocols = args.protocols;
-    if args.insecure {
-        config.trust = TrustRoots::InsecureAcceptAny;
-    }
-    if let Some(cafile) = args.cafile {
-        config.trust = TrustRoots::CaFile(cafile);
-    }
-    for header in &args.headers {
-        let Some((name, value)) = header.split_once(':') else {
-            bail!("--header must look like 'Name: value', got {header:?}");
-        };
-        config.headers.push((name.trim().to_owned(), value.trim().to_owned()));
-    }
-    let mut socket =
-        tether::connect_with(&args.url, &config).await.with_context(|| format!("cannot connect to {}", args.url))?;
-    eprintln!("Connected to {}.", args.url);
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
-    let mut close_deadline = None;
-    loop {
-        tokio::select! {
-            line = lines.next_line(), if stdin_open => match line? {
-                Some(line) => socket.send(line).await?,
-                None => {
-                    // End of input: close, but keep printing what is still in flight.
-                    stdin_open = false;
-                    socket.send_close(CloseCode::NORMAL, "").await?;
-                    close_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
-                }
-            },
-            received = socket.recv() => match received {
-                Ok(Some(message)) => show(&message, args.raw)?,
-                Ok(None) => break,
-                Err(error) => bail!("connection failed: {error}"),
-            },
-            () = sleep_until(close_deadline) => bail!("the server did not answer the close within 10 s"),
-        }
-    }
-    // The exit status says how it ended: 0 for a normal close (1000, 1001,
-    // or no code), an error otherwise, as websocat and wsdump do.
-    match socket.close_frame() {
-        Some(frame) if ![CloseCode::NORMAL, CloseCode::GOING_AWAY].contains(&frame.code) => {
-            bail!("connection closed: {frame}")
-        }
-        Some(frame) => eprintln!("Connection closed: {frame}."),
-        None => eprintln!("Connection closed."),
-    }
-    Ok(())
-}
-
-/// Prints a received message: `< text`, or for pipes (`raw`) as it is.
-fn show(message: &Message, raw: bool) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    match (message, raw) {
-        (Message::Text(text), false) => writeln!(out, "< {text}")?,
-        (Message::Binary(bytes), false) => writeln!(out, "< (binary) {} bytes: {}", bytes.len(), hex_preview(bytes))?,
-        (Message::Text(text), true) => writeln!(out, "{text}")?,
-        (Message::Binary(bytes), true) => {
-            out.write_all(bytes)?;
-            writeln!(out)?;
-        }
-    }
-    out.flush()?;
-    Ok(())
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn hex_preview(bytes: &[u8]) -> String {
-    let mut preview: String = bytes.iter().take(32).map(|b| format!("{b:02x}")).collect();
-    if bytes.len() > 32 {
-        preview.push('…');
-    }
-    preview
 }

@@ -16,6 +16,28 @@ use crate::stream::MaybeTlsStream;
 use crate::tls::{client_config, TrustRoots};
 use crate::websocket::{ConnectionInfo, Core, Handshake, WebSocket};
 
+/// How long each step of opening a connection took (curl's `-w` timings;
+/// `tether connect --timings`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenTimings {
+    /// Resolving the host name (`None` through a proxy, which resolves it).
+    pub resolve: Option<Duration>,
+    /// The TCP connection (through a proxy: to it, and the tunnel).
+    pub connect: Duration,
+    /// The TLS handshake (`None` for `ws://`).
+    pub tls: Option<Duration>,
+    /// The opening handshake: the request sent, the `101` read.
+    pub handshake: Duration,
+}
+
+impl OpenTimings {
+    /// All of it.
+    #[must_use]
+    pub fn total(&self) -> Duration {
+        self.resolve.unwrap_or_default() + self.connect + self.tls.unwrap_or_default() + self.handshake
+    }
+}
+
 /// A source of mask keys for the frames a client sends (the seeds'
 /// `get_mask_key`); the default is the CSPRNG.
 pub type MaskKeyFn = Arc<dyn Fn() -> [u8; 4] + Send + Sync>;
@@ -272,8 +294,10 @@ pub(crate) fn open_connection(
 }
 
 async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSocket> {
+    let started = std::time::Instant::now();
     let proxy = config.proxy.resolve(target)?;
-    let tcp = open_tcp(target, proxy.as_ref()).await?;
+    let (tcp, resolve) = open_tcp(target, proxy.as_ref()).await?;
+    let connected = std::time::Instant::now();
     tcp.set_nodelay(true)?;
     let peer_addr = tcp.peer_addr().ok();
     let socket = crate::kernel::raw_socket(&tcp);
@@ -286,6 +310,7 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
     } else {
         MaybeTlsStream::Plain(tcp)
     };
+    let secured = std::time::Instant::now();
     let (handshake, request) = opening_request(target, config)?;
     stream.write_all(&request).await?;
     stream.flush().await?;
@@ -300,6 +325,12 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
         handshake: Handshake::Response(accepted.response),
         protocol: accepted.protocol.map(Into::into),
         socket,
+        timings: Some(Box::new(OpenTimings {
+            resolve,
+            connect: connected.duration_since(started) - resolve.unwrap_or_default(),
+            tls: target.secure.then(|| secured.duration_since(connected)),
+            handshake: secured.elapsed(),
+        })),
         ..ConnectionInfo::default()
     };
     Ok(WebSocket::new(stream, Core::Client(connection), info, &leftover))

@@ -71,7 +71,7 @@ pub mod topics;
 mod websocket;
 
 pub use app::{App, AppHandle, Handler, Reconnect, Stopped};
-pub use client::{connect, connect_with, ClientConfig};
+pub use client::{connect, connect_with, ClientConfig, OpenTimings};
 pub use error::{Error, Result};
 #[cfg(feature = "server")]
 pub use server::{accept, serve, HandlerOutput, Routes, Server, ServerConfig};

@@ -2,6 +2,8 @@
 //! explicitly or from the environment. The exchanges themselves are the
 //! core's ([`tether_proto::proxy`]); this drives them over a TCP stream.
 
+use std::time::Duration;
+
 use tether_proto::handshake::{HeadReader, Response, Target};
 use tether_proto::proxy::{check_connect_response, connect_request, Socks5Handshake, Socks5Step};
 pub use tether_proto::proxy::{Credentials, Proxy, ProxyError, ProxyKind};
@@ -49,9 +51,26 @@ impl From<ProxyError> for Error {
 }
 
 /// Opens a TCP connection to `target`, through `proxy` if given.
-pub(crate) async fn open_tcp(target: &Target, proxy: Option<&Proxy>) -> Result<TcpStream> {
+/// A TCP connection to the target, or a tunnel to it through the proxy;
+/// without a proxy, how long resolving the name took too.
+pub(crate) async fn open_tcp(target: &Target, proxy: Option<&Proxy>) -> Result<(TcpStream, Option<Duration>)> {
     let Some(proxy) = proxy else {
-        return Ok(TcpStream::connect((target.host.as_str(), target.port)).await?);
+        let started = std::time::Instant::now();
+        let addresses: Vec<std::net::SocketAddr> =
+            tokio::net::lookup_host((target.host.as_str(), target.port)).await?.collect();
+        let resolved = started.elapsed();
+        // Each address in turn, as `TcpStream::connect` does.
+        let mut last = None;
+        for address in addresses {
+            match TcpStream::connect(address).await {
+                Ok(tcp) => return Ok((tcp, Some(resolved))),
+                Err(error) => last = Some(error),
+            }
+        }
+        let error = last.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} has no address", target.host))
+        });
+        return Err(error.into());
     };
     let mut tcp = TcpStream::connect((proxy.host.as_str(), proxy.port)).await?;
     match proxy.kind {
@@ -91,5 +110,5 @@ pub(crate) async fn open_tcp(target: &Target, proxy: Option<&Proxy>) -> Result<T
             }
         }
     }
-    Ok(tcp)
+    Ok((tcp, None))
 }

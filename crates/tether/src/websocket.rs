@@ -64,6 +64,8 @@ pub(crate) struct ConnectionInfo {
     /// Pings sent by [`WebSocket::ping`] whose pong has not come, oldest
     /// first (empty, without an allocation, on almost every connection).
     pub(crate) pings: std::collections::VecDeque<WaitingPing>,
+    /// A client's: how long opening it took.
+    pub(crate) timings: Option<Box<crate::client::OpenTimings>>,
 }
 
 /// A ping whose [`Pong`] someone may be waiting for.
@@ -419,6 +421,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     #[must_use]
     pub fn connection(&self) -> &Connection {
         self.core.connection()
+    }
+
+    /// On a client made by [`connect`](crate::connect): how long each step
+    /// of opening it took.
+    #[must_use]
+    pub fn open_timings(&self) -> Option<&crate::client::OpenTimings> {
+        self.info.timings.as_deref()
     }
 
     /// The round-trip time measured by keepalive pings (last and smoothed),
