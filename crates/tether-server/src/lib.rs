@@ -41,4 +41,4 @@ pub mod session;
 
 pub use config::{Responder, ServerConfig};
 pub use hub::Hub;
-pub use session::{open, Opened, Refused, Session, Shared};
+pub use session::{open, open_request, Opened, Refused, Session, Shared};

@@ -220,10 +220,20 @@ pub struct Opened {
 /// [`Refused::answer`] and close.
 pub fn open(shared: &Arc<Shared>, reader: &HeadReader, peer: SocketAddr, now: Instant) -> Result<Opened, Refused> {
     let request = Request::parse(reader).map_err(|error| Refused::head(&error, peer))?;
-    let traced = tether_proto::trace::is_enabled().then(|| peer.to_string());
-    if let Some(peer) = &traced {
-        tether_proto::trace::handshake(peer, "request", reader.head());
+    if tether_proto::trace::is_enabled() {
+        tether_proto::trace::handshake(&peer.to_string(), "request", reader.head());
     }
+    open_request(shared, request, peer, now)
+}
+
+/// [`open`], for a request another HTTP server parsed (hyper, axum): the
+/// same admission and session; the driver sends [`Opened::response`]'s
+/// status and headers its own way.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_request(shared: &Arc<Shared>, request: Request, peer: SocketAddr, now: Instant) -> Result<Opened, Refused> {
+    let traced = tether_proto::trace::is_enabled().then(|| peer.to_string());
     let config = &shared.config;
     let (mut accepted, acceptance) = shared.admit(&request, peer).inspect_err(|refused| refused.log(peer))?;
     let Acceptance { protocol, headers: extra_headers, state } = acceptance;

@@ -7,7 +7,7 @@ use rustls_pki_types::ServerName;
 use tether_proto::handshake::{ClientAccepted, ClientHandshake, ClientHandshakeConfig, HeadReader, Response, Target};
 use tether_proto::time::{Deadline, Timeout};
 use tether_proto::{Config, Connection, HandshakeLimits, Role};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Kind, Result};
 use crate::handshake::{read_head, HeadReadError};
@@ -301,7 +301,7 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
     tcp.set_nodelay(true)?;
     let peer_addr = tcp.peer_addr().ok();
     let socket = crate::kernel::raw_socket(&tcp);
-    let mut stream = if target.secure {
+    let stream = if target.secure {
         let tls = client_config(&config.trust)?;
         let name = ServerName::try_from(target.host.clone())
             .map_err(|_| Error::config(format!("invalid TLS server name {:?}", target.host)))?;
@@ -311,6 +311,60 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
         MaybeTlsStream::Plain(tcp)
     };
     let secured = std::time::Instant::now();
+    let info = ConnectionInfo { peer_addr, socket, ..ConnectionInfo::default() };
+    let timings = |info: &mut ConnectionInfo| {
+        info.timings = Some(Box::new(OpenTimings {
+            resolve,
+            connect: connected.duration_since(started) - resolve.unwrap_or_default(),
+            tls: target.secure.then(|| secured.duration_since(connected)),
+            handshake: secured.elapsed(),
+        }));
+    };
+    open_over(target, config, stream, info, timings).await
+}
+
+/// Connects over `stream`, a transport you opened yourself (a Unix socket,
+/// an in-memory pipe, TLS you set up, a tunnel): only the opening
+/// handshake for `url` is done here (tokio-tungstenite's `client_async`).
+/// The URL gives the `Host`, the path and the credentials; its scheme
+/// says nothing about the transport.
+///
+/// ```no_run
+/// # async fn example() -> tether::Result<()> {
+/// let tcp = tokio::net::TcpStream::connect("127.0.0.1:9001").await?;
+/// let mut ws = tether::client::connect_over("ws://127.0.0.1:9001/chat", tcp, &tether::ClientConfig::default()).await?;
+/// ws.send("hello").await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+/// As [`connect_with`] (redirects are not followed: the transport goes to
+/// one place).
+pub async fn connect_over<S: AsyncRead + AsyncWrite + Unpin>(
+    url: &str,
+    stream: S,
+    config: &ClientConfig,
+) -> Result<WebSocket<S>> {
+    config.protocol.validate()?;
+    let target = Target::parse(url)?;
+    let attempt = open_over(&target, config, stream, ConnectionInfo::default(), |_| {});
+    let deadline = Deadline::after(tokio::time::Instant::now().into_std(), config.open_timeout);
+    match deadline.at() {
+        Some(at) => tokio::time::timeout_at(at.into(), attempt).await.map_err(|_| Error::timed_out(Timeout::Open))?,
+        None => attempt.await,
+    }
+}
+
+/// The opening handshake over `stream`; `done` completes the connection's
+/// `info` once the answer is in.
+async fn open_over<S: AsyncRead + AsyncWrite + Unpin>(
+    target: &Target,
+    config: &ClientConfig,
+    mut stream: S,
+    mut info: ConnectionInfo,
+    done: impl FnOnce(&mut ConnectionInfo),
+) -> Result<WebSocket<S>> {
     let (handshake, request) = opening_request(target, config)?;
     stream.write_all(&request).await?;
     stream.flush().await?;
@@ -320,19 +374,9 @@ async fn connect_target(target: &Target, config: &ClientConfig) -> Result<WebSoc
         HeadReadError::Head(error) => Error::from(error),
     })?;
     let (connection, accepted) = open_connection(target, config, handshake, &reader)?;
-    let info = ConnectionInfo {
-        peer_addr,
-        handshake: Handshake::Response(accepted.response),
-        protocol: accepted.protocol.map(Into::into),
-        socket,
-        timings: Some(Box::new(OpenTimings {
-            resolve,
-            connect: connected.duration_since(started) - resolve.unwrap_or_default(),
-            tls: target.secure.then(|| secured.duration_since(connected)),
-            handshake: secured.elapsed(),
-        })),
-        ..ConnectionInfo::default()
-    };
+    info.handshake = Handshake::Response(accepted.response);
+    info.protocol = accepted.protocol.map(Into::into);
+    done(&mut info);
     Ok(WebSocket::new(stream, Core::Client(connection), info, &leftover))
 }
 

@@ -68,6 +68,8 @@ mod split;
 mod stream;
 pub mod tls;
 pub mod topics;
+#[cfg(feature = "server")]
+pub mod upgrade;
 mod websocket;
 
 pub use app::{App, AppHandle, Handler, Reconnect, Stopped};
@@ -82,4 +84,6 @@ pub use tether_proto::{Bytes, CloseCode, CloseFrame, Config, DeflateConfig, Even
 #[cfg(feature = "server")]
 pub use tether_server::Hub;
 pub use tls::TrustRoots;
+#[cfg(feature = "server")]
+pub use upgrade::{HttpAnswer, Upgrade, Upgrader};
 pub use websocket::{Pong, WebSocket};
