@@ -96,7 +96,14 @@ fn run() -> anyhow::Result<()> {
     }
     if let Command::Bench(args) = cli.command {
         // Its own threads, each an event loop: no async runtime.
-        return bench::run(args);
+        // Exit status 1 when a connection failed (the report says why).
+        return match bench::run(args)? {
+            true => Ok(()),
+            false => {
+                std::io::Write::flush(&mut std::io::stdout())?;
+                std::process::exit(1)
+            }
+        };
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Command::Serve(args) = &cli.command {

@@ -132,68 +132,6 @@ fn connect_honours_http_proxy_from_the_environment() {
     assert!(stderr.contains("proxy"), "{stderr}");
 }
 
-/// Runs `tether bench` with `args` and `--json --quiet`; the parsed report.
-fn bench(url: &str, args: &[&str]) -> serde_json::Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["bench", url, "--json", "--quiet"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|error| panic!("{error}: {}", String::from_utf8_lossy(&output.stdout)))
-}
-
-#[test]
-fn bench_simulates_many_clients_and_reports_throughput_and_latency() {
-    let (_server, url) = serve(&[]);
-    let report = bench(&url, &["--clients", "20", "--pipeline", "4", "--messages", "2000", "--duration", "20"]);
-    assert_eq!(report["connections"]["established"], 20, "{report}");
-    assert_eq!(report["connections"]["failed"], 0);
-    assert!(report["messages"]["echoed"].as_u64().unwrap() >= 2000, "{report}");
-    assert!(report["messages"]["per_second"].as_f64().unwrap() > 0.0);
-    let latency = &report["latency_ms"];
-    let (p50, p99, max) =
-        (latency["p50"].as_f64().unwrap(), latency["p99"].as_f64().unwrap(), latency["max"].as_f64().unwrap());
-    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{latency}");
-    assert_eq!(report["errors"], serde_json::json!({}));
-}
-
-#[test]
-fn bench_reconnect_storms_and_failures_are_counted() {
-    let (_server, url) = serve(&[]);
-    let report = bench(&url, &["--clients", "10", "--rate", "50", "--duration", "2", "--reconnect-every", "0.7"]);
-    assert!(report["connections"]["reconnects"].as_u64().unwrap() >= 10, "{report}");
-    assert!(report["messages"]["echoed"].as_u64().unwrap() > 100, "{report}");
-
-    let port = tether_test_support::free_port();
-    let report = bench(&format!("ws://127.0.0.1:{port}/"), &["--clients", "3", "--duration", "0.5"]);
-    assert_eq!(report["connections"]["established"], 0, "{report}");
-    assert!(report["connections"]["failed"].as_u64().unwrap() >= 3);
-    assert!(report["errors"]["io"].as_u64().unwrap() >= 3, "{report}");
-}
-
-#[test]
-fn bench_speaks_wss_with_the_certificate_it_is_told_to_trust_and_counts_tls_refusals() {
-    let cert = tether_test_support::TestCert::new();
-    let (cert_path, key_path, ca_path) =
-        (cert.cert_path().to_str().unwrap(), cert.key_path().to_str().unwrap(), cert.ca_path().to_str().unwrap());
-    let (_server, url) = serve(&["--tls-cert", cert_path, "--tls-key", key_path]);
-    assert!(url.starts_with("wss://"), "{url}");
-    let report = bench(
-        &url,
-        &["--clients", "4", "--pipeline", "2", "--messages", "400", "--duration", "20", "--cafile", ca_path],
-    );
-    assert_eq!(report["connections"]["established"], 4, "{report}");
-    assert!(report["messages"]["echoed"].as_u64().unwrap() >= 400, "{report}");
-    assert_eq!(report["errors"], serde_json::json!({}));
-
-    // Without --cafile the self-signed certificate is not trusted.
-    let report = bench(&url, &["--clients", "2", "--duration", "0.5"]);
-    assert_eq!(report["connections"]["established"], 0, "{report}");
-    assert!(report["errors"]["tls"].as_u64().unwrap() >= 2, "{report}");
-}
-
 #[test]
 fn connect_k_accepts_a_certificate_nobody_vouches_for_and_says_it_only_when_asked() {
     let cert = tether_test_support::TestCert::new();
@@ -218,45 +156,6 @@ fn connect_k_accepts_a_certificate_nobody_vouches_for_and_says_it_only_when_aske
     let (stdout, stderr, status) = run(&[]);
     assert!(stdout.is_empty() && !status.success(), "{stdout}");
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
-}
-
-#[test]
-fn bench_counts_what_a_broadcast_server_relays_from_the_other_clients() {
-    let (_server, url) = serve(&["--broadcast"]);
-    let report = bench(&url, &["--clients", "3", "--rate", "20", "--duration", "1.5"]);
-    assert_eq!(report["connections"]["established"], 3, "{report}");
-    // Each message comes back to its sender (timed) and to the two others.
-    let echoed = report["messages"]["echoed"].as_u64().unwrap();
-    let others = report["messages"]["from_others"].as_u64().unwrap();
-    assert!(echoed > 30, "{report}");
-    assert!(others >= echoed, "{report}");
-}
-
-#[test]
-fn bench_gives_up_on_a_server_that_stops_answering_with_the_timeout_that_noticed() {
-    // A server that accepts but never answers the upgrade: the open timeout.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let report = bench(&url, &["--clients", "2", "--open-timeout", "0.3", "--duration", "1"]);
-    assert_eq!(report["connections"]["established"], 0, "{report}");
-    assert!(report["errors"]["open timeout"].as_u64().unwrap() >= 2, "{report}");
-    drop(listener);
-
-    // A server that answers, then freezes: keepalive notices.
-    let (server, url) = serve(&[]);
-    let pid = server.0.id() as i32;
-    let freezer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(700));
-        // SAFETY: plain kill(2) on our own child, which is still running.
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
-    });
-    let report = bench(&url, &["--clients", "2", "--rate", "5", "--ping-interval", "0.3", "--duration", "3"]);
-    freezer.join().unwrap();
-    // SAFETY: as above; the child is resumed so that dropping it can reap it.
-    unsafe { libc::kill(pid, libc::SIGCONT) };
-    assert_eq!(report["connections"]["established"], 2, "{report}");
-    assert!(report["messages"]["echoed"].as_u64().unwrap() >= 4, "{report}");
-    assert!(report["errors"]["keepalive timeout"].as_u64().unwrap() >= 2, "{report}");
 }
 
 #[test]

@@ -34,12 +34,16 @@ use super::Totals;
 
 /// What every worker does, shared read-only.
 pub struct Plan {
-    pub target: Target,
-    pub addr: SocketAddr,
-    pub tls: Option<(Arc<rustls::ClientConfig>, rustls_pki_types::ServerName<'static>)>,
+    /// Where the clients go: client `id` to `targets[id % len]`.
+    pub targets: Vec<Endpoint>,
+    /// Headers, subprotocols and permessage-deflate to offer.
+    pub handshake: ClientHandshakeConfig,
     pub protocol: Config,
     pub limits: HandshakeLimits,
-    pub size: usize,
+    /// The message (see `probe::template`): only its stamp changes.
+    pub message: Vec<u8>,
+    /// Sent as text (its stamp is ASCII) rather than binary.
+    pub text: bool,
     /// Time between two messages of a client (`--rate`); `None`: keep
     /// `pipeline` in flight.
     pub send_every: Option<Duration>,
@@ -47,6 +51,23 @@ pub struct Plan {
     pub open_timeout: Duration,
     /// Time zero of the send stamps.
     pub started: Instant,
+}
+
+/// One server to load.
+pub struct Endpoint {
+    pub target: Target,
+    pub addr: SocketAddr,
+    pub tls: Option<(Arc<rustls::ClientConfig>, rustls_pki_types::ServerName<'static>)>,
+}
+
+/// Sends the stamped `message`, as text or binary.
+fn send(connection: &mut Connection, message: &[u8], text: bool) -> Result<(), tether::proto::UsageError> {
+    if text {
+        // The stamp is ASCII and the payload was checked to be UTF-8.
+        connection.send_text(std::str::from_utf8(message).unwrap_or_default())
+    } else {
+        connection.send_binary(message)
+    }
 }
 
 /// Delay before a client whose connection could not be opened tries again.
@@ -89,6 +110,8 @@ struct Worker<'a> {
     /// The one message buffer: stamped and framed for every send.
     message: Vec<u8>,
     storm_seen: u64,
+    /// Whether this worker reported what the server agreed to.
+    negotiated_seen: bool,
     /// Set once told to stop: by when the clients must have closed.
     stopping: Option<Instant>,
     published: Instant,
@@ -192,8 +215,6 @@ impl<'a> Worker<'a> {
                 Client { id, generation: 0, was_open: false, sequence: 0, link: None }
             })
             .collect();
-        let mut handshake = ClientHandshakeConfig::default();
-        handshake.deflate.clone_from(&plan.protocol.deflate);
         Ok(Worker {
             plan,
             totals,
@@ -206,10 +227,11 @@ impl<'a> Worker<'a> {
                 latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
                 errors: BTreeMap::new(),
             },
-            handshake,
+            handshake: plan.handshake.clone(),
             read_buf: vec![0; READ_BUF].into_boxed_slice(),
-            message: probe::template(plan.size),
+            message: plan.message.clone(),
             storm_seen: totals.storm.load(Ordering::Relaxed),
+            negotiated_seen: false,
             stopping: None,
             published: now,
             publications: 0,
@@ -313,17 +335,19 @@ impl<'a> Worker<'a> {
                 TimerKind::Send => {
                     let Some(Link { phase: Phase::Open(connection), .. }) = &mut client.link else { continue };
                     if self.stopping.is_none() {
-                        let sent_at = elapsed_ns(self.plan.started, now);
-                        probe::stamp(&mut self.message, client.id, client.sequence, sent_at);
-                        if connection.send_binary(&self.message).is_ok() {
+                        // Stamped with the time it was due, not the time it
+                        // left: a server that stalls the sender is charged
+                        // for the wait (no coordinated omission, as wrk2).
+                        let due = elapsed_ns(self.plan.started, timer.at);
+                        probe::stamp(&mut self.message, client.id, client.sequence, due);
+                        if send(connection, &self.message, self.plan.text).is_ok() {
                             client.sequence += 1;
                             self.local.counts.sent += 1;
                         }
+                        // On schedule: when behind, the next one is due
+                        // at once and the schedule catches up.
                         let period = self.plan.send_every.unwrap_or(Duration::from_secs(1));
-                        // On schedule, unless far behind: then from now.
-                        let next =
-                            if now > timer.at + Duration::from_secs(1) { now + period } else { timer.at + period };
-                        self.timers.push(Reverse(Timer { at: next, ..timer }));
+                        self.timers.push(Reverse(Timer { at: timer.at + period, ..timer }));
                         self.drive(timer.client);
                     }
                 }
@@ -341,9 +365,10 @@ impl<'a> Worker<'a> {
     /// Starts a connection for client `index`.
     fn open(&mut self, index: usize, now: Instant) {
         let plan = self.plan;
-        let opened = TcpStream::connect(plan.addr).map_err(Failure::Io).and_then(|mut tcp| {
+        let endpoint = &plan.targets[self.clients[index].id as usize % plan.targets.len()];
+        let opened = TcpStream::connect(endpoint.addr).map_err(Failure::Io).and_then(|mut tcp| {
             self.poll.registry().register(&mut tcp, Token(index), Interest::READABLE | Interest::WRITABLE)?;
-            Transport::new(tcp, plan.tls.as_ref())
+            Transport::new(tcp, endpoint.tls.as_ref())
         });
         let transport = match opened {
             Ok(transport) => transport,
@@ -352,7 +377,7 @@ impl<'a> Worker<'a> {
                 return;
             }
         };
-        let (handshake, request) = match ClientHandshake::new(&plan.target, self.handshake.clone()) {
+        let (handshake, request) = match ClientHandshake::new(&endpoint.target, self.handshake.clone()) {
             Ok(pair) => pair,
             Err(error) => {
                 self.end(index, Ending::NotOpened(super::error_kind(&error.into())), now);
@@ -459,6 +484,11 @@ impl<'a> Worker<'a> {
             Ok(accepted) => accepted,
             Err(error) => return Some(Ending::NotOpened(super::error_kind(&error))),
         };
+        if !self.negotiated_seen {
+            self.negotiated_seen = true;
+            let mut negotiated = self.totals.negotiated.lock().unwrap();
+            negotiated.get_or_insert_with(|| (accepted.protocol.clone(), accepted.deflate.is_some()));
+        }
         let mut connection = Box::new(Connection::new(Role::Client, plan.protocol.clone(), accepted.deflate));
         // Starts its clock: keepalive counts from now.
         connection.handle_timeout(Instant::now());
@@ -527,7 +557,7 @@ impl<'a> Worker<'a> {
             let sent_at = elapsed_ns(plan.started, now.unwrap_or_else(Instant::now));
             while link.in_flight < plan.pipeline {
                 probe::stamp(message, client.id, client.sequence, sent_at);
-                if connection.send_binary(message).is_err() {
+                if send(connection, message, plan.text).is_err() {
                     break; // closing
                 }
                 client.sequence += 1;
