@@ -438,6 +438,23 @@ struct Inner {
 
 /// The registry, broadcast and topics of a server. Cheap to clone: all
 /// clones are the same hub.
+///
+/// Give it to a server in its configuration (`ServerConfig::hub`): every
+/// connection joins it when it opens and leaves it when it ends, however
+/// it ends, so [`count`](Self::count) and [`list`](Self::list) are exact.
+/// A broadcast or publication is framed (and compressed) once for all.
+///
+/// ```
+/// use tether_server::hub::{Hub, HubConfig};
+/// use tether_proto::Message;
+///
+/// let hub = Hub::new(HubConfig::default());
+/// assert_eq!(hub.count(), 0);
+/// // Nobody is connected: delivered to no one, and nothing is kept.
+/// let delivery = hub.publish("news", &Message::from("framed once, shared by every subscriber"));
+/// assert_eq!(delivery.queued, 0);
+/// hub.broadcast(&Message::from("to every client"));
+/// ```
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,

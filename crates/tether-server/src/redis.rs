@@ -30,7 +30,7 @@
 //! back from the stream (see [`history`](crate::history)).
 //!
 //! On a cluster with [`RedisConfig::sharded`], topics use sharded pub/sub
-//! instead (see [`sharded`]): broadcasts and heartbeats stay classic.
+//! instead (see the `sharded` module): broadcasts and heartbeats stay classic.
 
 mod sharded;
 

@@ -43,6 +43,22 @@
 //! - [`Error`]: the one error type.
 
 pub use tether_proto::trace;
+
+/// The README's Rust examples, compiled by `cargo test --doc` so that they
+/// keep working.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;
+
+/// The tutorial's programs (`docs/tutorial.md`), compiled the same way.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/tutorial.md")]
+struct TutorialExamples;
+
+/// The side-by-side examples of `docs/coming-from.md`.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/coming-from.md")]
+struct ComingFromExamples;
 #[cfg(feature = "redis")]
 pub use tether_server::redis;
 /// The server session every server drives (see [`tether_server::session`]).

@@ -813,7 +813,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Splits the connection into a receiving and a sending half that can
-    /// be used from different tasks.
+    /// be used from different tasks. The halves are also a `Stream` of
+    /// messages and a `Sink` of messages, as the whole connection is.
+    ///
+    /// ```no_run
+    /// use futures_util::{SinkExt as _, StreamExt as _};
+    ///
+    /// # async fn example() -> tether::Result<()> {
+    /// let ws = tether::connect("ws://127.0.0.1:9001/").await?;
+    /// let (mut reader, mut writer) = ws.split();
+    /// // One task reads (and so answers pings and reads pongs) ...
+    /// let reading = tokio::spawn(async move {
+    ///     while let Some(message) = reader.next().await {
+    ///         println!("{:?}", message?);
+    ///     }
+    ///     Ok::<_, tether::Error>(())
+    /// });
+    /// // ... while another writes.
+    /// for n in 0..3 {
+    ///     writer.send(tether::Message::from(format!("message {n}"))).await?;
+    /// }
+    /// writer.close(tether::CloseCode::NORMAL, "done").await?;
+    /// reading.await.expect("the reader")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn split(self) -> (crate::split::WebSocketReader<S>, crate::split::WebSocketWriter<S>) {
         crate::split::split(self)
     }

@@ -19,6 +19,26 @@
 //! time. `wss://` runs on the loop too: rustls, driven by hand
 //! (`transport`). Several loops can share a port, one per thread
 //! ([`Reactor::bind_threads`]).
+//!
+//! ```no_run
+//! use tether::reactor::{Conn, Reactor};
+//! use tether::{Hub, Message, ServerConfig};
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let mut config = ServerConfig::default();
+//! config.hub = Some(Hub::default());
+//! // Two event loops on one port; every message goes to every client.
+//! let reactor = Reactor::bind_threads("127.0.0.1:9001".parse().unwrap(), config, 2)?;
+//! let shutdown = reactor.handle(); // `shutdown.shutdown()` from any thread closes with 1001
+//! reactor.run_with(|_loop_index| {
+//!     |conn: &mut Conn<'_>, message: Message| {
+//!         if let Some(hub) = conn.hub() {
+//!             hub.broadcast(&message);
+//!         }
+//!     }
+//! })
+//! # }
+//! ```
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
