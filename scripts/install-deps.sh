@@ -27,12 +27,15 @@ fi
 
 # --- Python 3 venv: interop peers -------------------------------------------
 PY3_VENV="$DEPS/py3"
-if [ ! -x "$PY3_VENV/bin/python" ] || ! "$PY3_VENV/bin/python" -c 'import websockets, websocket, virtualenv, pproxy' 2>/dev/null; then
-  log "python3 venv with websockets, websocket-client, pproxy"
+if [ ! -x "$PY3_VENV/bin/python" ] || [ ! -x "$PY3_VENV/bin/maturin" ] \
+  || ! "$PY3_VENV/bin/python" -c 'import websockets, websocket, virtualenv, pproxy' 2>/dev/null; then
+  log "python3 venv with websockets, websocket-client, pproxy, maturin"
   python3 -m venv "$PY3_VENV"
   "$PY3_VENV/bin/pip" install -q --upgrade pip
   # virtualenv < 20.22 is the last that can still create Python 2.7 environments.
-  "$PY3_VENV/bin/pip" install -q 'websockets==15.*' 'websocket-client==1.*' 'virtualenv<20.22' 'pproxy==2.7.9'
+  # maturin builds the tether Python package (crates/tether-py).
+  "$PY3_VENV/bin/pip" install -q 'websockets==15.*' 'websocket-client==1.*' 'virtualenv<20.22' 'pproxy==2.7.9' \
+    'maturin==1.15.*'
 fi
 
 # --- Python 2.7 venv: Autobahn TestSuite ------------------------------------

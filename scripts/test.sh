@@ -4,7 +4,8 @@
 #   2. static checks: rustfmt, clippy, rustdoc, "tether-proto has no tokio"
 #   3. Autobahn TestSuite, both sides, in the background (about 15 minutes)
 #   4. meanwhile: cargo test (unit, behaviour, API, bad input, interop with
-#      real peers), then a bounded fuzz run of every target
+#      real peers), the Python package (wheel, fresh venv, its tests), then a
+#      bounded fuzz run of every target
 #   5. wait for Autobahn and diff its results against conformance/expected
 # Ends with one line "test.sh: N passed, N failed" (a step each).
 #
@@ -76,6 +77,7 @@ if [ "${SKIP_AUTOBAHN:-0}" != 1 ]; then
 fi
 
 step "cargo test" cargo test --workspace --quiet
+step "python package (wheel, fresh venv, seeds)" bash scripts/python-package.sh
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
   step "fuzz (${FUZZ_SECONDS:-20}s per target)" bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 fi

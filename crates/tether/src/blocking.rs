@@ -85,6 +85,9 @@ pub struct WebSocket {
     peer_close: Option<CloseFrame>,
     failure: Option<Error>,
     done: bool,
+    /// Whether a signal that interrupts a read or write is reported
+    /// (`set_interruptible`) rather than retried.
+    interruptible: bool,
 }
 
 impl std::fmt::Debug for WebSocket {
@@ -157,6 +160,7 @@ fn connect_target(target: &Target, config: &ClientConfig, deadline: &Deadline) -
         peer_close: None,
         failure,
         done: false,
+        interruptible: false,
     })
 }
 
@@ -291,6 +295,14 @@ impl WebSocket {
         self.peer_close.as_ref()
     }
 
+    /// Report a read or write interrupted by a signal (`EINTR`) as an
+    /// [`io::ErrorKind::Interrupted`] error instead of retrying it, so that
+    /// a caller with signal handlers of its own (Python's Ctrl-C) can run
+    /// them and call again: the connection stays as it was.
+    pub fn set_interruptible(&mut self, interruptible: bool) {
+        self.interruptible = interruptible;
+    }
+
     /// The default limit of [`recv`](Self::recv) (`settimeout`); `None`
     /// waits as long as the connection lives.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
@@ -352,7 +364,11 @@ impl WebSocket {
                         }
                     }
                 }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {
+                    if self.interruptible {
+                        return Err(error.into());
+                    }
+                }
                 Err(error) => return Err(error.into()),
             }
         }
@@ -429,7 +445,8 @@ impl WebSocket {
                 return Ok(Some(event));
             }
             if let Err(error) = self.write_out() {
-                self.done = true;
+                // An interruption leaves the connection as it was.
+                self.done = !matches!(&error.kind, Kind::Io(cause) if cause.kind() == io::ErrorKind::Interrupted);
                 return Err(error);
             }
             if self.connection.is_finished() {
@@ -467,7 +484,11 @@ impl WebSocket {
                     self.report_transport_queue();
                     self.tick();
                 }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {
+                    if self.interruptible {
+                        return Err(error.into());
+                    }
+                }
                 Err(error) => {
                     self.done = true;
                     self.connection.handle_eof();

@@ -102,6 +102,14 @@ impl Error {
         matches!(self.kind, Kind::Io(_) | Kind::AbnormalClosure)
     }
 
+    /// A signal interrupted a blocking call that was told to report it
+    /// ([`blocking::WebSocket::set_interruptible`](crate::blocking::WebSocket::set_interruptible)):
+    /// nothing failed, and the call can be made again.
+    #[must_use]
+    pub fn is_interrupted(&self) -> bool {
+        matches!(&self.kind, Kind::Io(cause) if cause.kind() == io::ErrorKind::Interrupted)
+    }
+
     /// TLS failed (certificate verification, handshake).
     #[must_use]
     pub fn is_tls(&self) -> bool {
@@ -137,6 +145,26 @@ impl Error {
             Kind::Closed(frame) => frame.as_ref().map(|frame| frame.code),
             Kind::Timeout(Timeout::Ping | Timeout::Heartbeat) => Some(CloseCode::INTERNAL_ERROR),
             Kind::Timeout(Timeout::Idle) => Some(CloseCode::GOING_AWAY),
+            _ => None,
+        }
+    }
+
+    /// Why the server's answer to the opening handshake was refused (its
+    /// status, headers, a missing field…), if that is what this is.
+    #[must_use]
+    pub fn handshake_error(&self) -> Option<&HandshakeError> {
+        match &self.kind {
+            Kind::Handshake(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The peer's close frame, when the connection had closed before the
+    /// operation that failed (the code and reason it gave).
+    #[must_use]
+    pub fn close_frame(&self) -> Option<&CloseFrame> {
+        match &self.kind {
+            Kind::Closed(frame) => frame.as_ref(),
             _ => None,
         }
     }

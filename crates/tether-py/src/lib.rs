@@ -1,0 +1,34 @@
+//! `tether._tether`: the Rust half of the `tether` Python package.
+//!
+//! The Python modules (`tether.websocket`, with websocket-client's API)
+//! are thin: they shape arguments and exceptions as each library's users
+//! expect, and every decision (framing, limits, keepalive, reconnecting,
+//! TLS, proxies, redirects) is made here, by tether's core and clients.
+//!
+//! - [`sync::SyncConnection`]: the blocking client (`create_connection`).
+//! - [`app::App`]: the long-lived client with callbacks (`WebSocketApp`).
+//! - [`error::Error`]: the one exception raised from Rust.
+
+use pyo3::prelude::*;
+
+mod app;
+mod error;
+mod options;
+mod sync;
+
+/// Turns the trace of handshakes and frames on or off (`enableTrace`).
+#[pyfunction]
+fn enable_trace(on: bool) {
+    tether::trace::enable(on);
+}
+
+/// The module `tether._tether`.
+#[pymodule]
+fn _tether(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<sync::SyncConnection>()?;
+    m.add_class::<app::App>()?;
+    m.add("Error", m.py().get_type::<error::Error>())?;
+    m.add_function(wrap_pyfunction!(enable_trace, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! `SyncConnection`: tether's blocking client (`tether::blocking`) for
+//! Python threads, under `websocket.create_connection`.
+//!
+//! Every call that may wait (connect, send, recv, close) lets go of the
+//! interpreter while it waits, so other Python threads run. A signal that
+//! interrupts the wait (Ctrl-C) is handed to Python's handlers, and the
+//! call goes on if they did not raise: `KeyboardInterrupt` works as it
+//! does with a Python socket.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+use tether::blocking::WebSocket;
+use tether::{CloseCode, Event, Message};
+
+use crate::error::to_py;
+use crate::options::ClientOptions;
+
+/// Opcodes, as websocket-client's `ABNF` numbers them.
+const TEXT: u8 = 1;
+const BINARY: u8 = 2;
+const CLOSE: u8 = 8;
+const PING: u8 = 9;
+const PONG: u8 = 10;
+
+/// One blocking client connection.
+#[pyclass(module = "tether._tether", frozen)]
+pub struct SyncConnection {
+    ws: Mutex<Option<WebSocket>>,
+    /// The answer's status, headers and subprotocol, read once.
+    headers: Py<PyDict>,
+    subprotocol: Option<String>,
+    /// Whether the peer's close frame was handed out already.
+    close_reported: Mutex<bool>,
+}
+
+impl SyncConnection {
+    /// Runs `operation` on the connection with the interpreter released;
+    /// an interruption by a signal runs Python's handlers, then retries.
+    fn with_ws<T: Send>(
+        &self,
+        py: Python<'_>,
+        mut operation: impl FnMut(&mut WebSocket) -> tether::Result<T> + Send,
+    ) -> PyResult<T> {
+        loop {
+            let result = py.detach(|| {
+                let mut guard = self.ws.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                guard.as_mut().map(&mut operation)
+            });
+            match result {
+                None => return Err(closed_error(py)),
+                Some(Ok(value)) => return Ok(value),
+                Some(Err(error)) if error.is_interrupted() => py.check_signals()?,
+                Some(Err(error)) => return Err(to_py(&error)),
+            }
+        }
+    }
+}
+
+/// The error for an operation on a connection already closed.
+fn closed_error(py: Python<'_>) -> PyErr {
+    let err = crate::error::Error::new_err("the connection is closed");
+    let value = err.value(py);
+    let _ = value.setattr("kind", "closed");
+    let _ = value.setattr("status", py.None());
+    let _ = value.setattr("headers", PyDict::new(py));
+    let _ = value.setattr("code", py.None());
+    let _ = value.setattr("reason", "");
+    let _ = value.setattr("timeout", py.None());
+    err
+}
+
+fn close_payload(frame: Option<&tether::CloseFrame>) -> Vec<u8> {
+    frame.map_or_else(Vec::new, |frame| {
+        let mut payload = frame.code.0.to_be_bytes().to_vec();
+        payload.extend_from_slice(frame.reason.as_bytes());
+        payload
+    })
+}
+
+#[pymethods]
+impl SyncConnection {
+    /// Opens a connection to `url` (`ws://` or `wss://`), following
+    /// redirects, through the environment's proxy unless told otherwise.
+    #[new]
+    #[pyo3(signature = (url, options))]
+    fn new(py: Python<'_>, url: String, options: ClientOptions) -> PyResult<SyncConnection> {
+        let config = options.config()?;
+        // Opening is bounded by the open timeout (10 s unless told).
+        let mut ws = py.detach(|| tether::blocking::connect_with(&url, &config)).map_err(|error| to_py(&error))?;
+        ws.set_interruptible(true);
+        if let Some(timeout) = options.open_timeout {
+            ws.set_timeout(Duration::try_from_secs_f64(timeout).ok());
+        }
+        let headers = PyDict::new(py);
+        for (name, value) in ws.response().headers.iter() {
+            headers.set_item(name.to_ascii_lowercase(), String::from_utf8_lossy(value))?;
+        }
+        Ok(SyncConnection {
+            subprotocol: ws.protocol().map(str::to_owned),
+            ws: Mutex::new(Some(ws)),
+            headers: headers.unbind(),
+            close_reported: Mutex::new(false),
+        })
+    }
+
+    /// The response headers, names in lower case.
+    #[getter]
+    fn headers(&self, py: Python<'_>) -> Py<PyDict> {
+        self.headers.clone_ref(py)
+    }
+
+    /// The subprotocol the server chose.
+    #[getter]
+    fn subprotocol(&self) -> Option<String> {
+        self.subprotocol.clone()
+    }
+
+    /// Sets how long `recv` waits (`None`: as long as the connection lives).
+    fn set_timeout(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let timeout = timeout
+            .map(|seconds| {
+                Duration::try_from_secs_f64(seconds).map_err(|_| PyValueError::new_err("timeout must be >= 0"))
+            })
+            .transpose()?;
+        self.with_ws(py, |ws| {
+            ws.set_timeout(timeout);
+            Ok(())
+        })
+    }
+
+    /// Sends a text message.
+    fn send_text(&self, py: Python<'_>, text: &str) -> PyResult<()> {
+        let message = Message::from(text);
+        self.with_ws(py, |ws| ws.send(message.clone()))
+    }
+
+    /// Sends a binary message (any bytes-like object).
+    fn send_binary(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<()> {
+        let message = Message::from(data);
+        self.with_ws(py, |ws| ws.send(message.clone()))
+    }
+
+    /// Sends a ping.
+    fn ping(&self, py: Python<'_>, payload: Vec<u8>) -> PyResult<()> {
+        self.with_ws(py, |ws| ws.ping(&payload))
+    }
+
+    /// Sends an unsolicited pong.
+    fn pong(&self, py: Python<'_>, payload: Vec<u8>) -> PyResult<()> {
+        self.with_ws(py, |ws| ws.pong(&payload))
+    }
+
+    /// The next frame as (opcode, payload): a text message as `str`, a
+    /// binary one as `bytes`, a close as `bytes` (code and reason). Pings
+    /// and pongs only with `control_frame` (pings are answered anyway).
+    /// After the close, `ConnectionClosed`.
+    #[pyo3(signature = (control_frame = false))]
+    fn recv_data(&self, py: Python<'_>, control_frame: bool) -> PyResult<(u8, Py<PyAny>)> {
+        loop {
+            let event = match self.with_ws(py, WebSocket::recv_event) {
+                Ok(event) => event,
+                Err(err) => {
+                    if err.is_instance_of::<crate::error::Error>(py) && !self.take_close_report() {
+                        // The close came without a frame we could hand out.
+                        if err.value(py).getattr("kind").is_ok_and(|kind| kind.eq("closed").unwrap_or(false)) {
+                            return Ok((CLOSE, PyBytes::new(py, b"").into_any().unbind()));
+                        }
+                    }
+                    return Err(err);
+                }
+            };
+            return Ok(match event {
+                Some(Event::Message(Message::Text(text))) => (TEXT, PyString::new(py, &text).into_any().unbind()),
+                Some(Event::Message(Message::Binary(bytes))) => (BINARY, PyBytes::new(py, &bytes).into_any().unbind()),
+                Some(Event::Ping(payload)) if control_frame => (PING, PyBytes::new(py, &payload).into_any().unbind()),
+                Some(Event::Pong(payload)) if control_frame => (PONG, PyBytes::new(py, &payload).into_any().unbind()),
+                Some(Event::Close(frame)) => {
+                    self.take_close_report();
+                    (CLOSE, PyBytes::new(py, &close_payload(frame.as_ref())).into_any().unbind())
+                }
+                Some(_) => continue,
+                None => {
+                    if self.take_close_report() {
+                        return Err(closed_error(py));
+                    }
+                    (CLOSE, PyBytes::new(py, b"").into_any().unbind())
+                }
+            });
+        }
+    }
+
+    /// Closes with `code` and `reason`, waiting (at most the close timeout)
+    /// for the server's close frame.
+    #[pyo3(signature = (code = 1000, reason = ""))]
+    fn close(&self, py: Python<'_>, code: u16, reason: &str) -> PyResult<()> {
+        let code = CloseCode(code);
+        let result = self.with_ws(py, |ws| ws.close(code, reason));
+        self.ws.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        match result {
+            Err(err) if err.value(py).getattr("kind").is_ok_and(|kind| kind.eq("closed").unwrap_or(false)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Drops the connection without a close handshake.
+    fn abort(&self) {
+        self.ws.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    }
+
+    /// Whether the connection is still usable.
+    #[getter]
+    fn connected(&self) -> bool {
+        self.ws
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|ws| ws.connection().state() == tether::proto::State::Open)
+    }
+
+    /// The peer's address, as (host, port).
+    #[getter]
+    fn peer(&self) -> PyResult<Option<(String, u16)>> {
+        let guard = self.ws.lock().map_err(|_| PyRuntimeError::new_err("poisoned"))?;
+        Ok(guard.as_ref().and_then(WebSocket::peer_addr).map(|addr| (addr.ip().to_string(), addr.port())))
+    }
+}
+
+impl SyncConnection {
+    /// Marks the close as handed out; whether it already was.
+    fn take_close_report(&self) -> bool {
+        std::mem::replace(&mut *self.close_reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner), true)
+    }
+}
