@@ -7,6 +7,7 @@
 //!
 //! - [`sync::SyncConnection`]: the blocking client (`create_connection`).
 //! - [`app::App`]: the long-lived client with callbacks (`WebSocketApp`).
+//! - [`protocol::Protocol`]: the sans-I/O core for asyncio (`tether.websockets`).
 //! - [`error::Error`]: the one exception raised from Rust.
 
 use pyo3::prelude::*;
@@ -14,6 +15,7 @@ use pyo3::prelude::*;
 mod app;
 mod error;
 mod options;
+mod protocol;
 mod sync;
 
 /// Turns the trace of handshakes and frames on or off (`enableTrace`).
@@ -27,6 +29,22 @@ fn enable_trace(on: bool) {
 fn _tether(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::SyncConnection>()?;
     m.add_class::<app::App>()?;
+    m.add_class::<protocol::Protocol>()?;
+    for (name, value) in [
+        ("EV_TEXT", protocol::EV_TEXT),
+        ("EV_BINARY", protocol::EV_BINARY),
+        ("EV_CLOSE", protocol::EV_CLOSE),
+        ("EV_PING", protocol::EV_PING),
+        ("EV_PONG", protocol::EV_PONG),
+        ("EV_OPEN", protocol::EV_OPEN),
+        ("EV_REJECTED", protocol::EV_REJECTED),
+        ("EV_REQUEST", protocol::EV_REQUEST),
+        ("EV_BAD_REQUEST", protocol::EV_BAD_REQUEST),
+        ("EV_FAILED", protocol::EV_FAILED),
+        ("EV_TIMEOUT", protocol::EV_TIMEOUT),
+    ] {
+        m.add(name, value)?;
+    }
     m.add("Error", m.py().get_type::<error::Error>())?;
     m.add_function(wrap_pyfunction!(enable_trace, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

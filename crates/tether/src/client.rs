@@ -255,7 +255,14 @@ impl<'a> Redirects<'a> {
 
 /// The opening request for `target` (traced if asked), and the state that
 /// checks the server's answer: the same for the async and blocking clients.
-pub(crate) fn opening_request(target: &Target, config: &ClientConfig) -> Result<(ClientHandshake, Vec<u8>)> {
+///
+/// Public for I/O layers of one's own (the Python package drives the core
+/// from asyncio's transports): the request to write, and the handshake to
+/// check the answer with, as tether's clients make them (traced).
+///
+/// # Errors
+/// A header that cannot be sent (a reserved name, a line break).
+pub fn opening_request(target: &Target, config: &ClientConfig) -> Result<(ClientHandshake, Vec<u8>)> {
     let mut handshake_config = ClientHandshakeConfig::default();
     handshake_config.protocols.clone_from(&config.protocols);
     handshake_config.headers.clone_from(&config.headers);
@@ -270,7 +277,12 @@ pub(crate) fn opening_request(target: &Target, config: &ClientConfig) -> Result<
 /// Checks the server's answer head in `reader` and makes the open
 /// connection: traced, with the configured mask source. Shared by the
 /// async and blocking clients.
-pub(crate) fn open_connection(
+///
+/// Public for I/O layers of one's own, as [`opening_request`].
+///
+/// # Errors
+/// The answer is malformed or refuses the upgrade.
+pub fn open_connection(
     target: &Target,
     config: &ClientConfig,
     handshake: ClientHandshake,

@@ -1,0 +1,179 @@
+"""The client: ``connect`` (awaitable, ``async with``, ``async for`` to
+reconnect) and ``ClientConnection``, as in Python websockets."""
+
+import asyncio
+import logging
+import random
+import ssl as ssl_module
+import urllib.parse
+
+from .. import _tether
+from .connection import Connection
+from .datastructures import Headers
+from .exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI, SecurityError
+from .http11 import Response
+
+__all__ = ["connect", "ClientConnection", "process_exception"]
+
+USER_AGENT = "Python/tether"
+
+
+class ClientConnection(Connection):
+    """A client connection; ``handshake`` completes when the 101 arrives."""
+
+    def __init__(self, protocol, **kwargs):
+        super().__init__(protocol, **kwargs)
+        self.handshake = self.loop.create_future()
+
+    def _handshake_event(self, event):
+        kind = event[0]
+        if kind == _tether.EV_OPEN:
+            _, status, headers, subprotocol = event
+            self.response = Response(status, "Switching Protocols", Headers(headers))
+            self.subprotocol = subprotocol
+            if not self.handshake.done():
+                self.handshake.set_result(None)
+        elif kind == _tether.EV_REJECTED:
+            _, status, reason, headers, body = event
+            if status == 0:
+                error = InvalidHandshake(reason)
+            elif status in (400, 431) and not headers:
+                error = SecurityError(reason) if status == 431 else InvalidMessage(reason)
+            else:
+                error = InvalidStatus(Response(status, reason, Headers(headers), body))
+            if not self.handshake.done():
+                self.handshake.set_exception(error)
+            self.transport.close()
+
+    def _handshake_lost(self):
+        if not self.handshake.done():
+            self.handshake.set_exception(InvalidMessage("did not receive a valid HTTP response"))
+
+
+def process_exception(exc):
+    """Whether ``async for ... in connect(...)`` retries after ``exc``
+    (None) or gives up (the exception to raise), as websockets decides."""
+    if isinstance(exc, (EOFError, OSError, asyncio.TimeoutError)):
+        return None
+    if isinstance(exc, InvalidMessage) or (
+            isinstance(exc, InvalidStatus) and exc.response.status_code in (500, 502, 503, 504)):
+        return None
+    return exc
+
+
+class connect:
+    """Opens a client connection (``await connect(uri)``), used as ``async
+    with connect(uri) as websocket`` or, to reconnect with backoff whenever
+    it drops, ``async for websocket in connect(uri)``."""
+
+    def __init__(self, uri, *, origin=None, extensions=None, subprotocols=None, compression="deflate",
+                 additional_headers=None, user_agent_header=USER_AGENT, proxy=None,
+                 process_exception=process_exception, open_timeout=10, ping_interval=20, ping_timeout=20,
+                 close_timeout=10, max_size=2**20, max_queue=16, write_limit=2**15, logger=None,
+                 create_connection=None, **kwargs):
+        if compression not in (None, "deflate"):
+            raise ValueError("unsupported compression: %s" % compression)
+        parsed = urllib.parse.urlsplit(uri)
+        if parsed.scheme not in ("ws", "wss") or not parsed.hostname:
+            raise InvalidURI(uri, "scheme isn't ws or wss" if parsed.scheme not in ("ws", "wss") else "no host")
+        self.uri = uri
+        self.secure = parsed.scheme == "wss"
+        self.host = parsed.hostname
+        self.port = parsed.port or (443 if self.secure else 80)
+        headers = []
+        if additional_headers is not None:
+            items = additional_headers.raw_items() if isinstance(additional_headers, Headers) else (
+                additional_headers.items() if hasattr(additional_headers, "items") else additional_headers)
+            headers.extend((str(name), str(value)) for name, value in items)
+        if origin is not None:
+            headers.append(("Origin", str(origin)))
+        if user_agent_header is not None:
+            headers.append(("User-Agent", user_agent_header))
+        self.options = {
+            "headers": headers,
+            "subprotocols": list(subprotocols or []),
+            "compression": compression == "deflate",
+            "max_size": max_size,
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+            "close_timeout": close_timeout,
+            "proxy": "",  # asyncio opens the TCP connection itself
+        }
+        self.open_timeout = open_timeout
+        self.close_timeout = close_timeout
+        self.max_queue = max_queue
+        self.write_limit = write_limit
+        self.logger = logger if logger is not None else logging.getLogger("websockets.client")
+        self.process_exception = process_exception
+        self.kwargs = kwargs
+        self.connection = None
+
+    async def _open(self):
+        loop = asyncio.get_running_loop()
+        protocol, request = _tether.Protocol.client(self.uri, self.options)
+        kwargs = dict(self.kwargs)
+        ssl = kwargs.pop("ssl", None)
+        if self.secure:
+            if ssl is None:
+                ssl = ssl_module.create_default_context()
+            kwargs.setdefault("server_hostname", self.host)
+        elif ssl is not None:
+            raise ValueError("ssl given for a ws:// URI")
+        factory = lambda: ClientConnection(protocol, max_queue=self.max_queue, write_limit=self.write_limit,
+                                           close_timeout=self.close_timeout, logger=self.logger)
+        sock = kwargs.pop("sock", None)
+        if sock is not None:
+            _, connection = await loop.create_connection(factory, sock=sock, ssl=ssl, **kwargs)
+        elif "path" in kwargs:
+            _, connection = await loop.create_unix_connection(factory, kwargs.pop("path"), ssl=ssl, **kwargs)
+        else:
+            host = kwargs.pop("host", self.host)
+            port = kwargs.pop("port", self.port)
+            _, connection = await loop.create_connection(factory, host, port, ssl=ssl, **kwargs)
+        connection.transport.write(request)
+        try:
+            await connection.handshake
+        except BaseException:
+            connection.transport.abort()
+            raise
+        return connection
+
+    async def _open_bounded(self):
+        if self.open_timeout is None:
+            return await self._open()
+        return await asyncio.wait_for(self._open(), self.open_timeout)
+
+    def __await__(self):
+        return self._open_bounded().__await__()
+
+    async def __aenter__(self):
+        self.connection = await self._open_bounded()
+        return self.connection
+
+    async def __aexit__(self, exc_type, exc_value, traceback):
+        await self.connection.close()
+
+    def __aiter__(self):
+        return self._reconnecting()
+
+    async def _reconnecting(self):
+        # websockets' backoff: 3 s at first, times 1.618 up to 90 s, with jitter.
+        delay = None
+        while True:
+            try:
+                connection = await self._open_bounded()
+            except Exception as exc:
+                verdict = self.process_exception(exc)
+                if verdict is not None:
+                    raise verdict from exc
+                delay = 3.0 * random.random() if delay is None else min(delay * 1.618, 90.0)
+                self.logger.info("connect failed; reconnecting in %.1f seconds: %s", delay, exc)
+                await asyncio.sleep(delay)
+                continue
+            delay = None
+            try:
+                yield connection
+            except GeneratorExit:
+                await connection.close()
+                raise
+            # The loop body returned: go on with a new connection.

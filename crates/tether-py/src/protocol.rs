@@ -1,0 +1,490 @@
+//! `Protocol`: tether's sans-I/O core for asyncio, under `tether.websockets`.
+//!
+//! Python's `websockets` is built the same way: a protocol object that
+//! takes bytes and gives back events and bytes, driven by an
+//! `asyncio.Protocol` on the event loop's own transport. Here the protocol
+//! object is tether's core (`tether_proto::Connection` and the opening
+//! handshakes): no thread, no runtime, no copy beyond the one into the
+//! Python object handed out. Time is read when a call is made; the next
+//! deadline (keepalive ping, pong timeout, close timeout) is handed back as
+//! seconds from now for the loop's `call_later`.
+//!
+//! Events are tuples whose first item says what they are (the `EV_*`
+//! constants of the module): `(EV_TEXT, str)`, `(EV_BINARY, bytes)`,
+//! `(EV_PING, bytes)`, `(EV_PONG, bytes)`, `(EV_CLOSE, code | None,
+//! reason)`, `(EV_OPEN, status, headers, subprotocol)` (client),
+//! `(EV_REJECTED, status, reason, headers, body)` (client),
+//! `(EV_REQUEST, method, target, headers)` (server), `(EV_BAD_REQUEST,
+//! status, message)` (server), `(EV_FAILED, message, code)` (a protocol
+//! violation: the close is queued), `(EV_TIMEOUT, which)`.
+
+use std::time::Instant;
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use tether::proto::handshake::{
+    accept_request, ClientHandshake, HeadReader, Request, ServerHandshakeConfig, Target,
+};
+use tether::proto::{CloseCode, Config, Connection, Event, HandshakeLimits, Message, Role, State};
+use tether::ClientConfig;
+
+use crate::options::ClientOptions;
+
+/// Event kinds (see the module docs).
+pub const EV_TEXT: u8 = 1;
+pub const EV_BINARY: u8 = 2;
+pub const EV_CLOSE: u8 = 8;
+pub const EV_PING: u8 = 9;
+pub const EV_PONG: u8 = 10;
+pub const EV_OPEN: u8 = 20;
+pub const EV_REJECTED: u8 = 21;
+pub const EV_REQUEST: u8 = 22;
+pub const EV_BAD_REQUEST: u8 = 23;
+pub const EV_FAILED: u8 = 24;
+pub const EV_TIMEOUT: u8 = 25;
+
+enum Phase {
+    /// A client waiting for the answer to its request.
+    ClientOpening { handshake: ClientHandshake, reader: HeadReader, target: Target, config: Box<ClientConfig> },
+    /// A server reading the request.
+    ServerReading { reader: HeadReader },
+    /// A server that has the request and waits for the program's verdict.
+    ServerDeciding { request: Box<Request> },
+    /// Frames flow.
+    Open(Box<Connection>),
+    /// The opening failed; nothing more happens.
+    Failed,
+}
+
+/// One WebSocket connection's protocol state, without I/O.
+#[pyclass(module = "tether._tether", unsendable)]
+pub struct Protocol {
+    phase: Phase,
+    /// The protocol settings of the connection to come (server side).
+    config: Config,
+    server: ServerHandshakeConfig,
+    limits: HandshakeLimits,
+    /// Bytes to write before the connection is open (the request, the
+    /// answer), and bytes read past the head, for the connection.
+    out: Vec<u8>,
+    leftover: Vec<u8>,
+    /// Whether a violation was reported already.
+    failure_reported: bool,
+}
+
+fn headers_list<'py>(py: Python<'py>, headers: &tether::proto::handshake::Headers) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for (name, value) in headers.iter() {
+        list.append((name, String::from_utf8_lossy(value)))?;
+    }
+    Ok(list)
+}
+
+fn event<'py, T>(py: Python<'py>, items: T) -> PyResult<Bound<'py, PyAny>>
+where
+    T: IntoPyObject<'py, Target = PyTuple, Output = Bound<'py, PyTuple>>,
+    T::Error: Into<PyErr>,
+{
+    items.into_pyobject(py).map(Bound::into_any).map_err(Into::into)
+}
+
+fn closed_error() -> PyErr {
+    let err = crate::error::Error::new_err("the connection is closed");
+    Python::attach(|py| {
+        let value = err.value(py);
+        let _ = value.setattr("kind", "closed");
+    });
+    err
+}
+
+impl Protocol {
+    fn open(&mut self) -> PyResult<&mut Connection> {
+        match &mut self.phase {
+            Phase::Open(connection) => Ok(connection),
+            _ => Err(PyRuntimeError::new_err("the connection is not open")),
+        }
+    }
+
+    /// Every event the core holds, appended to `events`.
+    fn drain(&mut self, py: Python<'_>, events: &Bound<'_, PyList>) -> PyResult<()> {
+        let Phase::Open(connection) = &mut self.phase else { return Ok(()) };
+        while let Some(happened) = connection.poll_event() {
+            let item = match happened {
+                Event::Message(Message::Text(text)) => event(py, (EV_TEXT, PyString::new(py, &text)))?,
+                Event::Message(Message::Binary(bytes)) => event(py, (EV_BINARY, PyBytes::new(py, &bytes)))?,
+                Event::Ping(payload) => event(py, (EV_PING, PyBytes::new(py, &payload)))?,
+                Event::Pong(payload) => event(py, (EV_PONG, PyBytes::new(py, &payload)))?,
+                Event::Close(frame) => {
+                    let code = frame.as_ref().map(|frame| frame.code.0);
+                    let reason = frame.as_ref().map_or(String::new(), |frame| frame.reason.to_string());
+                    event(py, (EV_CLOSE, code, reason))?
+                }
+                Event::Fragment { .. } => continue,
+            };
+            events.append(item)?;
+        }
+        if !self.failure_reported {
+            if let Some(error) = connection.error() {
+                self.failure_reported = true;
+                events.append(event(py, (EV_FAILED, error.to_string(), error.close_code().0))?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds `data` to the open connection; a violation becomes an event.
+    fn feed(&mut self, py: Python<'_>, data: &[u8], events: &Bound<'_, PyList>) -> PyResult<()> {
+        if let Phase::Open(connection) = &mut self.phase {
+            // A violation queues the close; it is reported by `drain`.
+            let _ = connection.handle_read(data);
+        }
+        self.drain(py, events)
+    }
+}
+
+#[pymethods]
+impl Protocol {
+    /// A client for `url`: the protocol, and the request to write.
+    #[staticmethod]
+    fn client<'py>(py: Python<'py>, url: &str, options: ClientOptions) -> PyResult<(Protocol, Bound<'py, PyBytes>)> {
+        let config = options.config()?;
+        let target = Target::parse(url).map_err(|error| PyValueError::new_err(error.to_string()))?;
+        let (handshake, request) =
+            tether::client::opening_request(&target, &config).map_err(|error| crate::error::to_py(&error))?;
+        let protocol = Protocol {
+            phase: Phase::ClientOpening {
+                handshake,
+                reader: HeadReader::new(config.limits.clone()),
+                target,
+                config: Box::new(config.clone()),
+            },
+            config: config.protocol.clone(),
+            server: ServerHandshakeConfig::default(),
+            limits: config.limits.clone(),
+            out: Vec::new(),
+            leftover: Vec::new(),
+            failure_reported: false,
+        };
+        Ok((protocol, PyBytes::new(py, &request)))
+    }
+
+    /// A server connection: reads a request, then `accept` or `reject`.
+    /// `subprotocols` are those the server speaks; `headers` go into
+    /// every 101 answer.
+    #[staticmethod]
+    #[pyo3(signature = (options, subprotocols, headers))]
+    fn server(options: ClientOptions, subprotocols: Vec<String>, headers: Vec<(String, String)>) -> PyResult<Protocol> {
+        let config = options.config()?;
+        let mut server = ServerHandshakeConfig::default();
+        server.protocols = subprotocols;
+        server.deflate.clone_from(&config.protocol.deflate);
+        server.headers = headers;
+        Ok(Protocol {
+            phase: Phase::ServerReading { reader: HeadReader::new(config.limits.clone()) },
+            config: config.protocol,
+            server,
+            limits: config.limits,
+            out: Vec::new(),
+            leftover: Vec::new(),
+            failure_reported: false,
+        })
+    }
+
+    /// Takes bytes read from the transport; returns the events they made.
+    fn receive_data<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyList>> {
+        let events = PyList::empty(py);
+        match &mut self.phase {
+            Phase::Open(_) => {
+                if !self.leftover.is_empty() {
+                    let leftover = std::mem::take(&mut self.leftover);
+                    self.feed(py, &leftover, &events)?;
+                }
+                self.feed(py, data, &events)?;
+            }
+            Phase::ClientOpening { reader, .. } => {
+                let used = match reader.feed(data) {
+                    Ok(Some(used)) => used,
+                    Ok(None) => return Ok(events),
+                    Err(error) => {
+                        events.append(event(py, (EV_REJECTED, error.status(), error.to_string(), PyList::empty(py), PyBytes::new(py, b"")))?)?;
+                        self.phase = Phase::Failed;
+                        return Ok(events);
+                    }
+                };
+                let Phase::ClientOpening { handshake, reader, target, config } =
+                    std::mem::replace(&mut self.phase, Phase::Failed)
+                else {
+                    unreachable!("matched above")
+                };
+                let rest = &data[used..];
+                match tether::client::open_connection(&target, &config, handshake, &reader) {
+                    Ok((mut connection, accepted)) => {
+                        connection.handle_timeout(Instant::now());
+                        let headers = headers_list(py, &accepted.response.headers)?;
+                        events.append(event(py, (EV_OPEN, accepted.response.status, headers, accepted.protocol))?)?;
+                        self.phase = Phase::Open(Box::new(connection));
+                        self.feed(py, rest, &events)?;
+                    }
+                    Err(error) => {
+                        let (status, reason, headers) = match error.handshake_error() {
+                            Some(tether::proto::handshake::HandshakeError::Status { status, reason, headers }) => {
+                                (*status, reason.clone(), headers_list(py, headers)?)
+                            }
+                            _ => (error.http_status().unwrap_or(0), error.to_string(), PyList::empty(py)),
+                        };
+                        events.append(event(py, (EV_REJECTED, status, reason, headers, PyBytes::new(py, rest)))?)?;
+                    }
+                }
+            }
+            Phase::ServerReading { reader } => {
+                let used = match reader.feed(data) {
+                    Ok(Some(used)) => used,
+                    Ok(None) => return Ok(events),
+                    Err(error) => {
+                        events.append(event(py, (EV_BAD_REQUEST, error.status(), error.to_string()))?)?;
+                        self.phase = Phase::Failed;
+                        return Ok(events);
+                    }
+                };
+                match Request::parse(reader) {
+                    Ok(request) => {
+                        let headers = headers_list(py, &request.headers)?;
+                        events.append(event(py, (EV_REQUEST, request.method.clone(), request.target.clone(), headers))?)?;
+                        self.leftover.extend_from_slice(&data[used..]);
+                        self.phase = Phase::ServerDeciding { request: Box::new(request) };
+                    }
+                    Err(error) => {
+                        events.append(event(py, (EV_BAD_REQUEST, error.status(), error.to_string()))?)?;
+                        self.phase = Phase::Failed;
+                    }
+                }
+            }
+            Phase::ServerDeciding { .. } => self.leftover.extend_from_slice(data),
+            Phase::Failed => {}
+        }
+        Ok(events)
+    }
+
+    /// The transport reached its end; returns the events (a close without
+    /// a close frame is a failure, 1006).
+    fn receive_eof<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let events = PyList::empty(py);
+        if let Phase::Open(connection) = &mut self.phase {
+            connection.handle_eof();
+        }
+        self.drain(py, &events)?;
+        Ok(events)
+    }
+
+    /// Server: accepts the request (checked against RFC 6455 and
+    /// negotiated: subprotocol, permessage-deflate) with `headers` added to
+    /// the 101 answer, which is returned to be written. A request that is
+    /// not a valid upgrade gets its rejection instead, and the second item
+    /// is False.
+    #[pyo3(signature = (headers = Vec::new()))]
+    fn accept<'py>(&mut self, py: Python<'py>, headers: Vec<(String, String)>) -> PyResult<(Bound<'py, PyBytes>, bool, Option<String>)> {
+        let Phase::ServerDeciding { request } = &self.phase else {
+            return Err(PyRuntimeError::new_err("accept() needs a request read and not yet answered"));
+        };
+        match accept_request(request, &self.server) {
+            Ok(accepted) => {
+                let mut extra = self.server.headers.clone();
+                extra.extend(headers);
+                let answer = accepted.response(&extra);
+                let mut connection = Connection::new(Role::Server, self.config.clone(), accepted.deflate);
+                if tether::trace::is_enabled() {
+                    let peer = format!("server {}", request.target);
+                    tether::trace::handshake(&peer, "response", &answer);
+                    connection.set_frame_observer(tether::trace::frame_observer(peer));
+                }
+                connection.handle_timeout(Instant::now());
+                self.phase = Phase::Open(Box::new(connection));
+                Ok((PyBytes::new(py, &answer), true, accepted.protocol))
+            }
+            Err(rejection) => {
+                self.phase = Phase::Failed;
+                Ok((PyBytes::new(py, &rejection.to_bytes()), false, None))
+            }
+        }
+    }
+
+    /// Server: an HTTP answer other than 101 (`process_request`'s, or a
+    /// refusal): status, headers and body; the connection then ends.
+    #[staticmethod]
+    #[pyo3(signature = (status, headers, body))]
+    fn http_response<'py>(
+        py: Python<'py>,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: &[u8],
+    ) -> Bound<'py, PyBytes> {
+        let mut head = format!("HTTP/1.1 {status} {}\r\n", tether::proto::handshake::reason_phrase(status));
+        let mut has_length = false;
+        for (name, value) in &headers {
+            has_length |= name.eq_ignore_ascii_case("content-length");
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !has_length {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body);
+        PyBytes::new(py, &bytes)
+    }
+
+    /// Server: refuses the request being decided; the bytes to write.
+    fn reject<'py>(&mut self, py: Python<'py>, status: u16, headers: Vec<(String, String)>, body: &[u8]) -> Bound<'py, PyBytes> {
+        self.phase = Phase::Failed;
+        Self::http_response(py, status, headers, body)
+    }
+
+    /// Bytes to write now, if any (each call takes them).
+    fn data_to_send<'py>(&mut self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        if !self.out.is_empty() {
+            let out = std::mem::take(&mut self.out);
+            return Some(PyBytes::new(py, &out));
+        }
+        let Phase::Open(connection) = &mut self.phase else { return None };
+        let chunk = connection.pending_transmit();
+        if chunk.is_empty() {
+            return None;
+        }
+        // Usually one run of bytes: straight into the Python object.
+        let first = PyBytes::new(py, chunk);
+        let n = chunk.len();
+        connection.advance_transmit(n);
+        if !connection.wants_transmit() {
+            return Some(first);
+        }
+        let mut collected = first.as_bytes().to_vec();
+        loop {
+            let chunk = connection.pending_transmit();
+            if chunk.is_empty() {
+                break;
+            }
+            collected.extend_from_slice(chunk);
+            let n = chunk.len();
+            connection.advance_transmit(n);
+        }
+        Some(PyBytes::new(py, &collected))
+    }
+
+    /// Queues a text message; returns the bytes to write.
+    fn send_text<'py>(&mut self, py: Python<'py>, text: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        self.open()?.send_text(text).map_err(|_| closed_error())?;
+        Ok(self.data_to_send(py))
+    }
+
+    /// Queues a binary message (any bytes-like object); the bytes to write.
+    fn send_binary<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        self.open()?.send_binary(data).map_err(|_| closed_error())?;
+        Ok(self.data_to_send(py))
+    }
+
+    /// Queues a ping; the bytes to write.
+    fn send_ping<'py>(&mut self, py: Python<'py>, payload: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        self.open()?.send_ping(payload).map_err(|error| match error {
+            tether::proto::UsageError::Closed => closed_error(),
+            other => PyValueError::new_err(other.to_string()),
+        })?;
+        Ok(self.data_to_send(py))
+    }
+
+    /// Queues a pong; the bytes to write.
+    fn send_pong<'py>(&mut self, py: Python<'py>, payload: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        self.open()?.send_pong(payload).map_err(|error| match error {
+            tether::proto::UsageError::Closed => closed_error(),
+            other => PyValueError::new_err(other.to_string()),
+        })?;
+        Ok(self.data_to_send(py))
+    }
+
+    /// Starts the closing handshake; the bytes to write. Closing twice is
+    /// harmless.
+    #[pyo3(signature = (code = 1000, reason = ""))]
+    fn close<'py>(&mut self, py: Python<'py>, code: u16, reason: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        if let Phase::Open(connection) = &mut self.phase {
+            if connection.state() == State::Open {
+                connection.close(CloseCode(code), reason).map_err(|error| PyValueError::new_err(error.to_string()))?;
+            }
+        }
+        Ok(self.data_to_send(py))
+    }
+
+    /// Seconds until the core's next deadline (keepalive, pong, close),
+    /// or None.
+    fn timeout(&self) -> Option<f64> {
+        let Phase::Open(connection) = &self.phase else { return None };
+        connection.poll_timeout().map(|at| at.saturating_duration_since(Instant::now()).as_secs_f64())
+    }
+
+    /// Acts on deadlines that passed (a keepalive ping is queued, a
+    /// timeout closes); returns the events.
+    fn handle_timeout<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let events = PyList::empty(py);
+        if let Phase::Open(connection) = &mut self.phase {
+            if let Some(which) = connection.handle_timeout(Instant::now()) {
+                events.append(event(py, (EV_TIMEOUT, format!("{which:?}").to_lowercase()))?)?;
+            }
+        }
+        self.drain(py, &events)?;
+        Ok(events)
+    }
+
+    /// "connecting", "open", "closing" or "closed".
+    #[getter]
+    fn state(&self) -> &'static str {
+        match &self.phase {
+            Phase::Open(connection) => match connection.state() {
+                State::Open => "open",
+                State::Closing => "closing",
+                State::Closed => "closed",
+            },
+            Phase::Failed => "closed",
+            _ => "connecting",
+        }
+    }
+
+    /// Whether the transport should be closed now (the closing handshake
+    /// is over, or the connection failed, and everything was written).
+    #[getter]
+    fn finished(&self) -> bool {
+        match &self.phase {
+            Phase::Open(connection) => connection.is_finished(),
+            Phase::Failed => self.out.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// The close frame we sent: (code, reason), if any.
+    #[getter]
+    fn close_sent(&self) -> Option<(u16, String)> {
+        let Phase::Open(connection) = &self.phase else { return None };
+        connection.close_sent().map(|frame| (frame.code.0, frame.reason.to_string()))
+    }
+
+    /// The close frame received: (code, reason); (None, "") for a close
+    /// frame without a code; None if none came.
+    #[getter]
+    fn close_received(&self) -> Option<(Option<u16>, String)> {
+        let Phase::Open(connection) = &self.phase else { return None };
+        connection
+            .close_received()
+            .map(|frame| (frame.map(|frame| frame.code.0), frame.map_or(String::new(), |frame| frame.reason.to_string())))
+    }
+
+    /// The latest keepalive round trip, in seconds (0 before any).
+    #[getter]
+    fn latency(&self) -> f64 {
+        let Phase::Open(connection) = &self.phase else { return 0.0 };
+        connection.round_trip().map_or(0.0, |rtt| rtt.last.as_secs_f64())
+    }
+
+    /// The handshake limits (for the Python side's bad-request answers).
+    #[getter]
+    fn max_head_bytes(&self) -> usize {
+        self.limits.max_head_bytes
+    }
+}
