@@ -20,6 +20,9 @@
 # Environment overrides: TETHER_DEPS, CARGO_TARGET_DIR, TETHER_BIN, AUTOBAHN_CLIENT_BIN,
 #   TETHER_MAX_MESSAGE_SIZE (default 16777216 = 16 MiB, exactly the largest 9.x message;
 #   the limit is inclusive).
+# Other testees (the Python package): AUTOBAHN_SERVER_CMD (a shell command with {port})
+#   and AUTOBAHN_CLIENT_CMD (with {url} and {agent}) replace tether serve and
+#   autobahn_client; AUTOBAHN_REPORTS puts the reports elsewhere.
 # Reports: conformance/reports/{server,client}/index.html (gitignored), logs next to them.
 set -euo pipefail
 
@@ -31,7 +34,9 @@ TETHER_BIN="${TETHER_BIN:-$TARGET/release/tether}"
 CLIENT_BIN="${AUTOBAHN_CLIENT_BIN:-$TARGET/release/examples/autobahn_client}"
 MAX_MESSAGE_SIZE="${TETHER_MAX_MESSAGE_SIZE:-16777216}"
 WSTEST_PY="$DEPS/autobahn/bin/python"
-REPORTS="$HERE/reports"
+REPORTS="${AUTOBAHN_REPORTS:-$HERE/reports}"
+SERVER_CMD="${AUTOBAHN_SERVER_CMD:-}"
+CLIENT_CMD="${AUTOBAHN_CLIENT_CMD:-}"
 AGENT=tether
 
 CASES='*'
@@ -57,8 +62,8 @@ done
 
 # --- prerequisites ------------------------------------------------------------
 missing=()
-[ -x "$TETHER_BIN" ] || missing+=("$TETHER_BIN")
-[ -x "$CLIENT_BIN" ] || missing+=("$CLIENT_BIN")
+[ -n "$SERVER_CMD" ] || [ -x "$TETHER_BIN" ] || missing+=("$TETHER_BIN")
+[ -n "$CLIENT_CMD" ] || [ -x "$CLIENT_BIN" ] || missing+=("$CLIENT_BIN")
 if [ "${#missing[@]}" -gt 0 ]; then
   die "missing binaries: ${missing[*]}
   build them first:  cargo build --release -p tether-cli --bin tether -p tether --example autobahn_client"
@@ -144,8 +149,12 @@ export PYTHONWARNINGS=ignore   # silence Python 2 deprecation noise from cryptog
 log "cases: $CASES   tether serve on 127.0.0.1:$SERVER_PORT   wstest fuzzingserver on 127.0.0.1:$FUZZSERVER_PORT"
 
 # 1. the two servers
-"$TETHER_BIN" serve --listen "127.0.0.1:$SERVER_PORT" --max-message-size "$MAX_MESSAGE_SIZE" \
-  >"$REPORTS/tether-serve.log" 2>&1 &
+if [ -n "$SERVER_CMD" ]; then
+  bash -c "exec ${SERVER_CMD//\{port\}/$SERVER_PORT}" >"$REPORTS/tether-serve.log" 2>&1 &
+else
+  "$TETHER_BIN" serve --listen "127.0.0.1:$SERVER_PORT" --max-message-size "$MAX_MESSAGE_SIZE" \
+    >"$REPORTS/tether-serve.log" 2>&1 &
+fi
 PIDS[tether-serve]=$!
 (cd "$REPORTS" && exec "$WSTEST_PY" -u "$HERE/wstest_local.py" -m fuzzingserver \
   -s "$REPORTS/fuzzingserver.spec.json" -u 0) >"$REPORTS/wstest-fuzzingserver.log" 2>&1 &
@@ -158,8 +167,13 @@ wait_listening wstest-fuzzingserver "$FUZZSERVER_PORT" "${PIDS[wstest-fuzzingser
 (cd "$REPORTS" && exec "$WSTEST_PY" -u "$HERE/wstest_local.py" -m fuzzingclient \
   -s "$REPORTS/fuzzingclient.spec.json") >"$REPORTS/wstest-fuzzingclient.log" 2>&1 &
 PIDS[wstest-fuzzingclient]=$!
-"$CLIENT_BIN" --url "ws://127.0.0.1:$FUZZSERVER_PORT" --agent "$AGENT" \
-  >"$REPORTS/autobahn-client.log" 2>&1 &
+if [ -n "$CLIENT_CMD" ]; then
+  command="${CLIENT_CMD//\{url\}/ws://127.0.0.1:$FUZZSERVER_PORT}"
+  bash -c "exec ${command//\{agent\}/$AGENT}" >"$REPORTS/autobahn-client.log" 2>&1 &
+else
+  "$CLIENT_BIN" --url "ws://127.0.0.1:$FUZZSERVER_PORT" --agent "$AGENT" \
+    >"$REPORTS/autobahn-client.log" 2>&1 &
+fi
 PIDS[autobahn-client]=$!
 log "running (logs: $REPORTS/*.log) ..."
 

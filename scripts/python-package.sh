@@ -20,7 +20,7 @@ rm -rf "$WHEELS"
 "$DEPS/py3/bin/maturin" build --quiet --profile "$PROFILE" -m crates/tether-py/Cargo.toml -o "$WHEELS"
 rm -rf "$VENV"
 python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q "$WHEELS"/tether-*.whl pytest 'websockets==15.*'
+"$VENV/bin/pip" install -q "$WHEELS"/tether-*.whl pytest 'websockets==15.*' 'websocket-client==1.*'
 BIN="$(realpath "${TETHER_BIN:-$ROOT/target/release/tether}")"
 cd crates/tether-py
 TETHER_BIN="$BIN" "$VENV/bin/python" -m pytest -q tests

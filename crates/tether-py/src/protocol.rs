@@ -109,7 +109,11 @@ impl Protocol {
     /// Every event the core holds, appended to `events`.
     fn drain(&mut self, py: Python<'_>, events: &Bound<'_, PyList>) -> PyResult<()> {
         let Phase::Open(connection) = &mut self.phase else { return Ok(()) };
-        while let Some(happened) = connection.poll_event() {
+        // Only while events wait: the poll that finds none releases a close
+        // deferred behind them, which `events_taken` does once the program
+        // has read them (its answers go out first).
+        while connection.has_events() {
+            let Some(happened) = connection.poll_event() else { break };
             let item = match happened {
                 Event::Message(Message::Text(text)) => event(py, (EV_TEXT, PyString::new(py, &text)))?,
                 Event::Message(Message::Binary(bytes)) => event(py, (EV_BINARY, PyBytes::new(py, &bytes)))?,
@@ -264,6 +268,18 @@ impl Protocol {
             Phase::Failed => {}
         }
         Ok(events)
+    }
+
+    /// The program has taken every message handed out: a close frame
+    /// deferred behind them (the peer's close, or a violation, that came
+    /// in the same read) is queued now. Call it when the program asks for
+    /// a message and none waits, or when none waited to begin with.
+    fn events_taken(&mut self) {
+        if let Phase::Open(connection) = &mut self.phase {
+            if !connection.has_events() {
+                let _ = connection.poll_event();
+            }
+        }
     }
 
     /// The transport reached its end; returns the events (a close without

@@ -95,7 +95,8 @@ class connect:
             "compression": compression == "deflate",
             "max_size": max_size,
             "ping_interval": ping_interval,
-            "ping_timeout": ping_timeout,
+            # websockets: no keepalive pings means no pong to wait for.
+            "ping_timeout": ping_timeout if ping_interval is not None else None,
             "close_timeout": close_timeout,
             "proxy": "",  # asyncio opens the TCP connection itself
         }

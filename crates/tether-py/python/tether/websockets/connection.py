@@ -83,6 +83,10 @@ class Connection(asyncio.Protocol):
         events = self.protocol.receive_data(data)
         if events:
             self._process(events)
+            if not self._messages:
+                # Nothing for the program to answer first: a close that
+                # came with these events goes out now.
+                self.protocol.events_taken()
         self._flush_and_check()
 
     def eof_received(self):
@@ -266,6 +270,10 @@ class Connection(asyncio.Protocol):
         (``decode`` converts either way). ``ConnectionClosed`` once the
         connection is closed and every message was read."""
         while not self._messages:
+            # The program has read (and answered) every message: a close
+            # deferred behind them goes out now.
+            self.protocol.events_taken()
+            self._flush_and_check()
             if self._lost or self.protocol.close_received is not None or self.protocol.state == "closed":
                 raise self._closed_exception()
             if self._message_waiter is not None and not self._message_waiter.done():

@@ -224,7 +224,8 @@ class serve:
             "compression": compression == "deflate",
             "max_size": max_size,
             "ping_interval": ping_interval,
-            "ping_timeout": ping_timeout,
+            # websockets: no keepalive pings means no pong to wait for.
+            "ping_timeout": ping_timeout if ping_interval is not None else None,
             "close_timeout": close_timeout,
         }
         self.server = Server(handler, process_request=process_request, origins=origins, server_header=server_header,
