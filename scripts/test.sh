@@ -6,7 +6,8 @@
 #   4. meanwhile: cargo test (unit, behaviour, API, bad input, interop with
 #      real peers), the Python package (wheel, fresh venv, its tests), then a
 #      bounded fuzz run of every target
-#   5. wait for Autobahn and diff its results against conformance/expected
+#   5. wait for Autobahn (tether's, then the Python package's, started once its
+#      venv exists) and diff the results against conformance/expected
 # Ends with one line "test.sh: N passed, N failed" (a step each).
 #
 # Environment: TETHER_DEPS (where dependencies go), FUZZ_SECONDS (per target,
@@ -78,6 +79,20 @@ fi
 
 step "cargo test" cargo test --workspace --quiet
 step "python package (wheel, fresh venv, seeds)" bash scripts/python-package.sh
+
+# The package's own server and client through the same 517 cases, once its
+# venv exists (about ten minutes, beside the fuzzing below).
+py_autobahn_pid=""
+py_autobahn_log="$ROOT/target/autobahn-python.log"
+PY_VENV_PYTHON="$ROOT/target/py-package-venv/bin/python"
+if [ "${SKIP_AUTOBAHN:-0}" != 1 ] && [ -x "$PY_VENV_PYTHON" ]; then
+  AUTOBAHN_REPORTS="$ROOT/target/autobahn-python" \
+    AUTOBAHN_SERVER_CMD="$PY_VENV_PYTHON $ROOT/crates/tether-py/tests/autobahn/server.py {port}" \
+    AUTOBAHN_CLIENT_CMD="$PY_VENV_PYTHON $ROOT/crates/tether-py/tests/autobahn/client.py --url {url} --agent {agent}" \
+    bash conformance/run.sh > "$py_autobahn_log" 2>&1 &
+  py_autobahn_pid=$!
+  echo "Autobahn TestSuite on the Python package in the background (pid $py_autobahn_pid, log $py_autobahn_log)"
+fi
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
   step "fuzz (${FUZZ_SECONDS:-20}s per target)" bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 fi
@@ -90,6 +105,16 @@ if [ -n "$autobahn_pid" ]; then
     return $status
   }
   step "Autobahn TestSuite (both sides, permessage-deflate)" autobahn
+fi
+
+if [ -n "$py_autobahn_pid" ]; then
+  autobahn_python() {
+    wait "$py_autobahn_pid"
+    local status=$?
+    grep -E '^(server|client):|^conformance:|^  ' "$py_autobahn_log" || tail -40 "$py_autobahn_log"
+    return $status
+  }
+  step "Autobahn TestSuite on the Python package (both sides)" autobahn_python
 fi
 
 printf '\n'

@@ -1,14 +1,15 @@
 //! `tether._tether`: the Rust half of the `tether` Python package.
 //!
-//! The Python modules (`tether.websocket`, with websocket-client's API)
+//! The Python modules (`tether.websocket`, websocket-client's API, and
+//! `tether.websockets`, websockets' asyncio API)
 //! are thin: they shape arguments and exceptions as each library's users
 //! expect, and every decision (framing, limits, keepalive, reconnecting,
 //! TLS, proxies, redirects) is made here, by tether's core and clients.
 //!
-//! - [`sync::SyncConnection`]: the blocking client (`create_connection`).
-//! - [`app::App`]: the long-lived client with callbacks (`WebSocketApp`).
-//! - [`protocol::Protocol`]: the sans-I/O core for asyncio (`tether.websockets`).
-//! - [`error::Error`]: the one exception raised from Rust.
+//! - `SyncConnection` (`sync.rs`): the blocking client (`create_connection`).
+//! - `App` (`app.rs`): the long-lived client with callbacks (`WebSocketApp`).
+//! - `Protocol` (`protocol.rs`): the sans-I/O core for asyncio (`tether.websockets`).
+//! - `Error` (`error.rs`): the one exception raised from Rust.
 
 use pyo3::prelude::*;
 
@@ -30,6 +31,7 @@ fn _tether(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::SyncConnection>()?;
     m.add_class::<app::App>()?;
     m.add_class::<protocol::Protocol>()?;
+    m.add_class::<protocol::Prepared>()?;
     for (name, value) in [
         ("EV_TEXT", protocol::EV_TEXT),
         ("EV_BINARY", protocol::EV_BINARY),

@@ -23,10 +23,8 @@ use std::time::Instant;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
-use tether::proto::handshake::{
-    accept_request, ClientHandshake, HeadReader, Request, ServerHandshakeConfig, Target,
-};
-use tether::proto::{CloseCode, Config, Connection, Event, HandshakeLimits, Message, Role, State};
+use tether::proto::handshake::{accept_request, ClientHandshake, HeadReader, Request, ServerHandshakeConfig, Target};
+use tether::proto::{CloseCode, Config, Connection, Event, HandshakeLimits, Message, PreparedMessage, Role, State};
 use tether::ClientConfig;
 
 use crate::options::ClientOptions;
@@ -46,7 +44,7 @@ pub const EV_TIMEOUT: u8 = 25;
 
 enum Phase {
     /// A client waiting for the answer to its request.
-    ClientOpening { handshake: ClientHandshake, reader: HeadReader, target: Target, config: Box<ClientConfig> },
+    ClientOpening(Box<ClientOpening>),
     /// A server reading the request.
     ServerReading { reader: HeadReader },
     /// A server that has the request and waits for the program's verdict.
@@ -55,6 +53,46 @@ enum Phase {
     Open(Box<Connection>),
     /// The opening failed; nothing more happens.
     Failed,
+}
+
+/// A message framed once for many server connections (`broadcast`): its
+/// one unmasked frame, shared, and its compressed form, made by the first
+/// connection that needs it and shared by the others.
+#[pyclass(module = "tether._tether", frozen)]
+pub struct Prepared {
+    inner: PreparedMessage,
+    frame: Py<PyBytes>,
+}
+
+#[pymethods]
+impl Prepared {
+    /// Frames `message`: a `str` as text, anything bytes-like as binary.
+    #[new]
+    fn new(py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Prepared> {
+        let message = if let Ok(text) = message.cast::<PyString>() {
+            Message::from(text.to_str()?)
+        } else {
+            Message::from(message.extract::<Vec<u8>>()?)
+        };
+        let inner = PreparedMessage::new(&message);
+        let frame = PyBytes::new(py, inner.frame()).unbind();
+        Ok(Prepared { inner, frame })
+    }
+
+    /// The whole uncompressed frame, to write as is to a server connection
+    /// without permessage-deflate.
+    #[getter]
+    fn frame(&self, py: Python<'_>) -> Py<PyBytes> {
+        self.frame.clone_ref(py)
+    }
+}
+
+/// What a client keeps until the server's answer is read.
+struct ClientOpening {
+    handshake: ClientHandshake,
+    reader: HeadReader,
+    target: Target,
+    config: ClientConfig,
 }
 
 /// One WebSocket connection's protocol state, without I/O.
@@ -138,7 +176,7 @@ impl Protocol {
     }
 
     /// Feeds `data` to the open connection; a violation becomes an event.
-    fn feed(&mut self, py: Python<'_>, data: &[u8], events: &Bound<'_, PyList>) -> PyResult<()> {
+    fn feed_open(&mut self, py: Python<'_>, data: &[u8], events: &Bound<'_, PyList>) -> PyResult<()> {
         if let Phase::Open(connection) = &mut self.phase {
             // A violation queues the close; it is reported by `drain`.
             let _ = connection.handle_read(data);
@@ -157,12 +195,12 @@ impl Protocol {
         let (handshake, request) =
             tether::client::opening_request(&target, &config).map_err(|error| crate::error::to_py(&error))?;
         let protocol = Protocol {
-            phase: Phase::ClientOpening {
+            phase: Phase::ClientOpening(Box::new(ClientOpening {
                 handshake,
                 reader: HeadReader::new(config.limits.clone()),
                 target,
-                config: Box::new(config.clone()),
-            },
+                config: config.clone(),
+            })),
             config: config.protocol.clone(),
             server: ServerHandshakeConfig::default(),
             limits: config.limits.clone(),
@@ -202,25 +240,27 @@ impl Protocol {
             Phase::Open(_) => {
                 if !self.leftover.is_empty() {
                     let leftover = std::mem::take(&mut self.leftover);
-                    self.feed(py, &leftover, &events)?;
+                    self.feed_open(py, &leftover, &events)?;
                 }
-                self.feed(py, data, &events)?;
+                self.feed_open(py, data, &events)?;
             }
-            Phase::ClientOpening { reader, .. } => {
-                let used = match reader.feed(data) {
+            Phase::ClientOpening(opening) => {
+                let used = match opening.reader.feed(data) {
                     Ok(Some(used)) => used,
                     Ok(None) => return Ok(events),
                     Err(error) => {
-                        events.append(event(py, (EV_REJECTED, error.status(), error.to_string(), PyList::empty(py), PyBytes::new(py, b"")))?)?;
+                        events.append(event(
+                            py,
+                            (EV_REJECTED, error.status(), error.to_string(), PyList::empty(py), PyBytes::new(py, b"")),
+                        )?)?;
                         self.phase = Phase::Failed;
                         return Ok(events);
                     }
                 };
-                let Phase::ClientOpening { handshake, reader, target, config } =
-                    std::mem::replace(&mut self.phase, Phase::Failed)
-                else {
+                let Phase::ClientOpening(opening) = std::mem::replace(&mut self.phase, Phase::Failed) else {
                     unreachable!("matched above")
                 };
+                let ClientOpening { handshake, reader, target, config } = *opening;
                 let rest = &data[used..];
                 match tether::client::open_connection(&target, &config, handshake, &reader) {
                     Ok((mut connection, accepted)) => {
@@ -228,7 +268,7 @@ impl Protocol {
                         let headers = headers_list(py, &accepted.response.headers)?;
                         events.append(event(py, (EV_OPEN, accepted.response.status, headers, accepted.protocol))?)?;
                         self.phase = Phase::Open(Box::new(connection));
-                        self.feed(py, rest, &events)?;
+                        self.feed_open(py, rest, &events)?;
                     }
                     Err(error) => {
                         let (status, reason, headers) = match error.handshake_error() {
@@ -254,7 +294,10 @@ impl Protocol {
                 match Request::parse(reader) {
                     Ok(request) => {
                         let headers = headers_list(py, &request.headers)?;
-                        events.append(event(py, (EV_REQUEST, request.method.clone(), request.target.clone(), headers))?)?;
+                        events.append(event(
+                            py,
+                            (EV_REQUEST, request.method.clone(), request.target.clone(), headers),
+                        )?)?;
                         self.leftover.extend_from_slice(&data[used..]);
                         self.phase = Phase::ServerDeciding { request: Box::new(request) };
                     }
@@ -274,12 +317,28 @@ impl Protocol {
     /// deferred behind them (the peer's close, or a violation, that came
     /// in the same read) is queued now. Call it when the program asks for
     /// a message and none waits, or when none waited to begin with.
-    fn events_taken(&mut self) {
+    /// Returns the bytes to write then (the close frame), if any.
+    fn events_taken<'py>(&mut self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
         if let Phase::Open(connection) = &mut self.phase {
             if !connection.has_events() {
                 let _ = connection.poll_event();
             }
         }
+        self.data_to_send(py)
+    }
+
+    /// `receive_data`, `data_to_send` and `finished` in one call (the
+    /// asyncio connection's per-read path): (events, bytes to write or
+    /// None, whether the transport should now be closed).
+    #[allow(clippy::type_complexity)]
+    fn feed<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &[u8],
+    ) -> PyResult<(Bound<'py, PyList>, Option<Bound<'py, PyBytes>>, bool)> {
+        let events = self.receive_data(py, data)?;
+        let out = self.data_to_send(py);
+        Ok((events, out, self.finished()))
     }
 
     /// The transport reached its end; returns the events (a close without
@@ -299,7 +358,11 @@ impl Protocol {
     /// not a valid upgrade gets its rejection instead, and the second item
     /// is False.
     #[pyo3(signature = (headers = Vec::new()))]
-    fn accept<'py>(&mut self, py: Python<'py>, headers: Vec<(String, String)>) -> PyResult<(Bound<'py, PyBytes>, bool, Option<String>)> {
+    fn accept<'py>(
+        &mut self,
+        py: Python<'py>,
+        headers: Vec<(String, String)>,
+    ) -> PyResult<(Bound<'py, PyBytes>, bool, Option<String>)> {
         let Phase::ServerDeciding { request } = &self.phase else {
             return Err(PyRuntimeError::new_err("accept() needs a request read and not yet answered"));
         };
@@ -351,7 +414,13 @@ impl Protocol {
     }
 
     /// Server: refuses the request being decided; the bytes to write.
-    fn reject<'py>(&mut self, py: Python<'py>, status: u16, headers: Vec<(String, String)>, body: &[u8]) -> Bound<'py, PyBytes> {
+    fn reject<'py>(
+        &mut self,
+        py: Python<'py>,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: &[u8],
+    ) -> Bound<'py, PyBytes> {
         self.phase = Phase::Failed;
         Self::http_response(py, status, headers, body)
     }
@@ -397,6 +466,19 @@ impl Protocol {
     fn send_binary<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
         self.open()?.send_binary(data).map_err(|_| closed_error())?;
         Ok(self.data_to_send(py))
+    }
+
+    /// Queues a message framed once for many (see `Prepared`); the bytes
+    /// to write.
+    fn send_prepared<'py>(&mut self, py: Python<'py>, prepared: &Prepared) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        self.open()?.send_prepared(&prepared.inner).map_err(|_| closed_error())?;
+        Ok(self.data_to_send(py))
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    #[getter]
+    fn compressed(&self) -> bool {
+        matches!(&self.phase, Phase::Open(connection) if connection.is_compressed())
     }
 
     /// Queues a ping; the bytes to write.
@@ -486,9 +568,9 @@ impl Protocol {
     #[getter]
     fn close_received(&self) -> Option<(Option<u16>, String)> {
         let Phase::Open(connection) = &self.phase else { return None };
-        connection
-            .close_received()
-            .map(|frame| (frame.map(|frame| frame.code.0), frame.map_or(String::new(), |frame| frame.reason.to_string())))
+        connection.close_received().map(|frame| {
+            (frame.map(|frame| frame.code.0), frame.map_or(String::new(), |frame| frame.reason.to_string()))
+        })
     }
 
     /// The latest keepalive round trip, in seconds (0 before any).

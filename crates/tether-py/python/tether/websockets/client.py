@@ -31,6 +31,7 @@ class ClientConnection(Connection):
             _, status, headers, subprotocol = event
             self.response = Response(status, "Switching Protocols", Headers(headers))
             self.subprotocol = subprotocol
+            self._opened()
             if not self.handshake.done():
                 self.handshake.set_result(None)
         elif kind == _tether.EV_REJECTED:

@@ -41,6 +41,7 @@ _PONG = _tether.EV_PONG
 _CLOSE = _tether.EV_CLOSE
 _FAILED = _tether.EV_FAILED
 _TIMEOUT = _tether.EV_TIMEOUT
+_SIMPLE = (str, bytes)
 
 
 class Connection(asyncio.Protocol):
@@ -66,6 +67,14 @@ class Connection(asyncio.Protocol):
         self._timer = None
         self._timer_when = None
         self._lost = False
+        self._closing = False
+        # A close frame came, the connection failed or timed out: the end is
+        # near, and recv no longer waits once the queue is empty.
+        self._ending = False
+        # Open and not closing (kept here so that broadcast asks no one), and
+        # whether permessage-deflate is on.
+        self._open = False
+        self._compressed = False
         self._failure = None  # (exception class, text) of a violation or timeout
         self.connection_lost_waiter = self.loop.create_future()
         self.request = None
@@ -80,14 +89,23 @@ class Connection(asyncio.Protocol):
             transport.set_write_buffer_limits(self.write_limit)
 
     def data_received(self, data):
-        events = self.protocol.receive_data(data)
+        events, out, finished = self.protocol.feed(data)
         if events:
             self._process(events)
-            if not self._messages:
-                # Nothing for the program to answer first: a close that
-                # came with these events goes out now.
-                self.protocol.events_taken()
-        self._flush_and_check()
+            if self._ending and not self._messages:
+                # A close that came with these events, with nothing for the
+                # program to answer first, goes out now.
+                extra = self.protocol.events_taken()
+                out = out + extra if out and extra else (out or extra)
+                finished = self.protocol.finished
+        if self._lost:
+            return
+        if out:
+            self.transport.write(out)
+        if finished:
+            self.transport.close()
+        elif self._ending or self._timer is None:
+            self._schedule()
 
     def eof_received(self):
         events = self.protocol.receive_eof()
@@ -96,8 +114,18 @@ class Connection(asyncio.Protocol):
         self._flush_and_check()
         return False  # let asyncio close the transport
 
+    def _opened(self):
+        """The opening handshake succeeded: frames flow."""
+        self._open = True
+        self._compressed = self.protocol.compressed
+
+    def _not_open(self):
+        """Closing or closed: no more broadcasts here."""
+        self._open = False
+
     def connection_lost(self, exc):
         self._lost = True
+        self._not_open()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -135,7 +163,8 @@ class Connection(asyncio.Protocol):
             kind = event[0]
             if kind == _TEXT or kind == _BINARY:
                 self._messages.append(event[1])
-                if self.max_queue and len(self._messages) >= self.max_queue and not self._reading_paused:
+                if (self.max_queue and len(self._messages) >= self.max_queue and not self._reading_paused
+                        and not self._closing):
                     self._reading_paused = True
                     self.transport.pause_reading()
                 self._wake_reader()
@@ -144,13 +173,21 @@ class Connection(asyncio.Protocol):
             elif kind == _PING:
                 pass  # the core queued the pong
             elif kind == _CLOSE:
+                self._ending = True
+                self._not_open()
                 self._wake_reader()
             elif kind == _FAILED:
                 message, code = event[1], event[2]
                 self._failure = (PayloadTooBig if code == 1009 else ProtocolError, message)
+                self._ending = True
+                self._not_open()
                 self.logger.debug("! failing connection: %s", message)
+                self._wake_reader()
             elif kind == _TIMEOUT:
+                self._ending = True
+                self._not_open()
                 self.logger.debug("! timeout: %s", event[1])
+                self._wake_reader()
             else:
                 self._handshake_event(event)
 
@@ -270,11 +307,12 @@ class Connection(asyncio.Protocol):
         (``decode`` converts either way). ``ConnectionClosed`` once the
         connection is closed and every message was read."""
         while not self._messages:
-            # The program has read (and answered) every message: a close
-            # deferred behind them goes out now.
-            self.protocol.events_taken()
-            self._flush_and_check()
-            if self._lost or self.protocol.close_received is not None or self.protocol.state == "closed":
+            if self._ending or self._lost:
+                # The program has read (and answered) every message: a
+                # close deferred behind them goes out now.
+                if not self._lost:
+                    self._write(self.protocol.events_taken())
+                    self._schedule()
                 raise self._closed_exception()
             if self._message_waiter is not None and not self._message_waiter.done():
                 raise ConcurrencyError("cannot call recv while another coroutine is already running recv")
@@ -287,6 +325,8 @@ class Connection(asyncio.Protocol):
         if self._reading_paused and len(self._messages) <= self.max_queue // 4 and not self._lost:
             self._reading_paused = False
             self.transport.resume_reading()
+        if decode is None:
+            return message
         if decode is True and isinstance(message, bytes):
             return message.decode("utf-8")
         if decode is False and isinstance(message, str):
@@ -317,11 +357,12 @@ class Connection(asyncio.Protocol):
 
     def _send_now(self, message, text=None):
         """Frames and writes ``message`` at once (no waiting)."""
-        if self._lost or self.protocol.state != "open":
-            raise self._closed_exception()
         try:
-            if isinstance(message, str) and text is not False:
+            kind = type(message)
+            if kind is str and text is not False:
                 out = self.protocol.send_text(message)
+            elif kind is bytes and not text:
+                out = self.protocol.send_binary(message)
             elif isinstance(message, str):
                 out = self.protocol.send_binary(message.encode("utf-8"))
             elif isinstance(message, (bytes, bytearray, memoryview)):
@@ -331,14 +372,18 @@ class Connection(asyncio.Protocol):
                     out = self.protocol.send_binary(message)
             else:
                 raise TypeError("data must be str or bytes-like, not %s" % type(message).__name__)
-        except _tether.Error:
+        except (_tether.Error, RuntimeError):
+            # Closing, closed, or not open yet.
             raise self._closed_exception() from None
-        self._write(out)
+        if self._lost:
+            raise self._closed_exception()
+        if out:
+            self.transport.write(out)
 
     async def send(self, message, text=None):
         """Sends a message: ``str`` as text, bytes-like as binary; an
         iterable or async iterable of them as one message."""
-        if isinstance(message, (str, bytes, bytearray, memoryview)):
+        if type(message) in _SIMPLE or isinstance(message, (str, bytes, bytearray, memoryview)):
             self._send_now(message, text)
         elif isinstance(message, dict):
             raise TypeError("data is a dict-like object")
@@ -400,6 +445,13 @@ class Connection(asyncio.Protocol):
     async def close(self, code=1000, reason=""):
         """Closes: sends a close frame, waits for the peer's (the core gives
         up after ``close_timeout``) and for the transport to close."""
+        # From now on reading never pauses: the peer's close frame must be
+        # read even behind messages nobody will take.
+        self._closing = True
+        self._not_open()
+        if self._reading_paused and not self._lost and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
         if not self._lost and self.transport is not None:
             if self.protocol.state in ("open", "closing"):
                 self._write(self.protocol.close(code, reason))

@@ -55,6 +55,14 @@ class ServerConnection(Connection):
             self.logger.info("opening handshake timed out")
             self.transport.abort()
 
+    def _opened(self):
+        super()._opened()
+        self.server._open.add(self)
+
+    def _not_open(self):
+        super()._not_open()
+        self.server._open.discard(self)
+
     def connection_lost(self, exc):
         super().connection_lost(exc)
         self.server._connections.discard(self)
@@ -112,6 +120,7 @@ class ServerConnection(Connection):
                 return
             self.subprotocol = subprotocol
             self.response = Response(101, "Switching Protocols", Headers())
+            self._opened()
             if self._open_timer is not None:
                 self._open_timer.cancel()
                 self._open_timer = None
@@ -155,13 +164,15 @@ class Server:
         self._open_timeout = open_timeout
         self.logger = logger if logger is not None else logging.getLogger("websockets.server")
         self._connections = set()
+        # The open ones, kept as they open and close (``connections``).
+        self._open = set()
         self.server = None
         self._closed = None
 
     @property
     def connections(self):
-        """The open connections."""
-        return {connection for connection in self._connections if connection.state is State.OPEN}
+        """The open connections (a new set each time: iterate it freely)."""
+        return set(self._open)
 
     @property
     def sockets(self):
@@ -265,14 +276,19 @@ class serve:
 
 def broadcast(connections, message, raise_exceptions=False):
     """Sends ``message`` to every open connection of ``connections`` without
-    waiting: one that is closed, or whose write buffer is above its limit
-    (a slow reader), is skipped (logged; raised with ``raise_exceptions``
-    as an ExceptionGroup)."""
+    waiting. The message is framed once (and compressed once, for the
+    connections with permessage-deflate): each connection without it gets
+    the same bytes. A connection that is not open, or whose write buffer is
+    above its limit (a slow reader), is skipped and logged; with
+    ``raise_exceptions``, the skips are raised together as an
+    ExceptionGroup."""
     if not isinstance(message, (str, bytes, bytearray, memoryview)):
         raise TypeError("data must be str or bytes-like")
+    prepared = _tether.Prepared(message)
+    frame = prepared.frame
     errors = []
     for connection in connections:
-        if connection.state is not State.OPEN:
+        if not connection._open:
             continue
         if connection._writing_paused:
             error = ConnectionError("skipped broadcast: the client reads too slowly")
@@ -280,7 +296,12 @@ def broadcast(connections, message, raise_exceptions=False):
             errors.append(error)
             continue
         try:
-            connection._send_now(message)
+            if connection._compressed:
+                out = connection.protocol.send_prepared(prepared)
+                if out:
+                    connection.transport.write(out)
+            else:
+                connection.transport.write(frame)
         except Exception as error:
             connection.logger.warning("skipped broadcast: %s", error)
             errors.append(error)
