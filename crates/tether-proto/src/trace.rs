@@ -50,11 +50,31 @@ pub fn is_enabled() -> bool {
     }
 }
 
-/// Emits one trace line: to the program's `tracing` subscriber if it has
-/// one, else straight to stderr. A library must not install a global
-/// subscriber (that is the program's choice), yet a trace asked for and
-/// printed nowhere would be useless.
+/// Where trace lines go when a program says so (`set_sink`).
+type Sink = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+static SINK: std::sync::RwLock<Option<Sink>> = std::sync::RwLock::new(None);
+
+/// Sends every trace line to `sink` instead (`None`: back to the default:
+/// the `tracing` subscriber, or stderr). For a program with a logging
+/// system of its own: the Python package hands the lines to Python's
+/// `logging`, as websocket-client's `enableTrace` does.
+pub fn set_sink(sink: Option<Box<dyn Fn(&str) + Send + Sync>>) {
+    let sink = sink.map(Sink::from);
+    *SINK.write().unwrap_or_else(std::sync::PoisonError::into_inner) = sink;
+}
+
+/// Emits one trace line: to the sink the program set, else to its
+/// `tracing` subscriber if it has one, else straight to stderr. A library
+/// must not install a global subscriber (that is the program's choice),
+/// yet a trace asked for and printed nowhere would be useless.
 fn emit(line: std::fmt::Arguments<'_>) {
+    // Taken out of the lock first: the sink may itself trace or reset it.
+    let sink = SINK.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    if let Some(sink) = sink {
+        sink(&line.to_string());
+        return;
+    }
     let silent = tracing::dispatcher::get_default(|dispatch| dispatch.is::<tracing::subscriber::NoSubscriber>());
     if silent {
         use std::io::Write as _;

@@ -47,16 +47,32 @@ fn message_to_py(py: Python<'_>, message: &Message) -> (u8, Py<PyAny>) {
     }
 }
 
-/// Calls `dispatch(*args)` with the interpreter; an exception escaping it
-/// (the Python side routes the user's own to `on_error`) is printed.
-fn call<F>(dispatch: &Py<PyAny>, args: F)
+/// The Python side of a running app: the callable every event goes to,
+/// and what escaped it.
+struct Dispatcher {
+    dispatch: Py<PyAny>,
+    handle: AppHandle,
+    /// A `KeyboardInterrupt` or `SystemExit` raised in a callback (Ctrl-C
+    /// while Python code runs): the app is closed and `run` reports it.
+    escaped: Mutex<Option<PyErr>>,
+}
+
+/// Calls `dispatch(*args)` with the interpreter. An `Exception` escaping it
+/// (the Python side routes the user's own to `on_error`) is printed; a
+/// `BaseException` (Ctrl-C, `sys.exit`) closes the app and is kept for `run`.
+fn call<F>(dispatcher: &Dispatcher, args: F)
 where
     F: for<'py> FnOnce(Python<'py>) -> Result<Bound<'py, PyTuple>, PyErr>,
 {
     Python::attach(|py| {
-        let result = args(py).and_then(|args| dispatch.call1(py, args));
+        let result = args(py).and_then(|args| dispatcher.dispatch.call1(py, args));
         if let Err(err) = result {
-            err.print(py);
+            if err.is_instance_of::<pyo3::exceptions::PyException>(py) {
+                err.print(py);
+            } else {
+                dispatcher.escaped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(err);
+                dispatcher.handle.close();
+            }
         }
     });
 }
@@ -93,7 +109,9 @@ impl App {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("this app has run already"))?;
-        let app = self.attach_callbacks(py, app, &dispatch);
+        let dispatcher =
+            std::sync::Arc::new(Dispatcher { dispatch, handle: self.handle.clone(), escaped: Mutex::new(None) });
+        let app = self.attach_callbacks(py, app, &dispatcher);
         let handle = self.handle.clone();
         let interrupted = std::sync::atomic::AtomicBool::new(false);
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -120,6 +138,13 @@ impl App {
                 }
             })
         });
+        let escaped = dispatcher.escaped.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(err) = escaped {
+            if !err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+                return Err(err);
+            }
+            return Ok("interrupted");
+        }
         if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok("interrupted");
         }
@@ -163,7 +188,12 @@ impl App {
 
 impl App {
     /// The app with a callback for each event, each one a call to `dispatch`.
-    fn attach_callbacks(&self, py: Python<'_>, mut app: tether::App, dispatch: &Py<PyAny>) -> tether::App {
+    fn attach_callbacks(
+        &self,
+        _py: Python<'_>,
+        mut app: tether::App,
+        dispatcher: &std::sync::Arc<Dispatcher>,
+    ) -> tether::App {
         if let Some(delay) = self.reconnect.filter(|delay| *delay > 0.0) {
             // websocket-client waits the same delay before every attempt.
             let delay = Duration::from_secs_f64(delay);
@@ -174,20 +204,20 @@ impl App {
             backoff.jitter = 0.0;
             app = app.reconnect(Reconnect::default().with_backoff(backoff).after_normal_close(false));
         }
-        let d = dispatch.clone_ref(py);
+        let d = dispatcher.clone();
         app = app.on_open(move |_| call(&d, |py| ("open",).into_pyobject(py)));
-        let d = dispatch.clone_ref(py);
+        let d = dispatcher.clone();
         app = app.on_message(move |_, message| {
             call(&d, |py| {
                 let (opcode, data) = message_to_py(py, &message);
                 ("message", opcode, data).into_pyobject(py)
             });
         });
-        let d = dispatch.clone_ref(py);
+        let d = dispatcher.clone();
         app = app.on_error(move |_, error| {
             call(&d, |py| ("error", crate::error::to_py(error).into_value(py)).into_pyobject(py));
         });
-        let d = dispatch.clone_ref(py);
+        let d = dispatcher.clone();
         app = app.on_close(move |_, frame| {
             call(&d, |py| {
                 let code = frame.as_ref().map(|frame| frame.code.0);
@@ -195,21 +225,21 @@ impl App {
                 ("close", code, reason).into_pyobject(py)
             });
         });
-        let d = dispatch.clone_ref(py);
+        let d = dispatcher.clone();
         app = app.on_ping(move |_, payload| call(&d, |py| ("ping", PyBytes::new(py, payload)).into_pyobject(py)));
-        let d = dispatch.clone_ref(py);
+        let d = dispatcher.clone();
         app = app.on_pong(move |_, payload| call(&d, |py| ("pong", PyBytes::new(py, payload)).into_pyobject(py)));
-        let d = dispatch.clone_ref(py);
+        let d = dispatcher.clone();
         app = app.on_reconnect(move |_, reconnecting| {
             let (attempt, delay) = (reconnecting.attempt, reconnecting.delay.as_secs_f64());
             call(&d, |py| ("reconnect", attempt, delay).into_pyobject(py));
         });
         if self.options.fragment_events {
-            let d = dispatch.clone_ref(py);
+            let d = dispatcher.clone();
             app = app.on_cont_message(move |_, payload, fin| {
                 call(&d, |py| ("cont", PyBytes::new(py, payload), fin).into_pyobject(py));
             });
-            let d = dispatch.clone_ref(py);
+            let d = dispatcher.clone();
             app = app.on_data(move |_, payload, opcode, fin| {
                 let opcode = opcode.as_u8();
                 call(&d, |py| ("data", opcode, PyBytes::new(py, payload), fin).into_pyobject(py));

@@ -19,10 +19,23 @@ mod options;
 mod protocol;
 mod sync;
 
-/// Turns the trace of handshakes and frames on or off (`enableTrace`).
+/// Turns the trace of handshakes and frames on or off (`enableTrace`);
+/// with a `logger`, each line goes to its `debug` method (Python
+/// `logging`), else to standard error.
 #[pyfunction]
-fn enable_trace(on: bool) {
+#[pyo3(signature = (on, logger = None))]
+fn enable_trace(on: bool, logger: Option<Py<PyAny>>) {
     tether::trace::enable(on);
+    let sink = logger.filter(|_| on).map(|logger| {
+        Box::new(move |line: &str| {
+            Python::attach(|py| {
+                if let Err(err) = logger.call_method1(py, "debug", (line,)) {
+                    err.print(py);
+                }
+            });
+        }) as Box<dyn Fn(&str) + Send + Sync>
+    });
+    tether::trace::set_sink(sink);
 }
 
 /// The module `tether._tether`.

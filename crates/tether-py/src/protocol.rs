@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
 use tether::proto::handshake::{accept_request, ClientHandshake, HeadReader, Request, ServerHandshakeConfig, Target};
 use tether::proto::{CloseCode, Config, Connection, Event, HandshakeLimits, Message, PreparedMessage, Role, State};
 use tether::ClientConfig;
@@ -339,6 +339,24 @@ impl Protocol {
         let events = self.receive_data(py, data)?;
         let out = self.data_to_send(py);
         Ok((events, out, self.finished()))
+    }
+
+    /// `feed` for asyncio's `BufferedProtocol`: the first `n` bytes of the
+    /// connection's own read buffer (a `bytearray` the transport read into,
+    /// so no `bytes` object is made per read).
+    #[allow(clippy::type_complexity)]
+    fn feed_from<'py>(
+        &mut self,
+        py: Python<'py>,
+        buffer: &Bound<'py, PyByteArray>,
+        n: usize,
+    ) -> PyResult<(Bound<'py, PyList>, Option<Bound<'py, PyBytes>>, bool)> {
+        // SAFETY: the bytearray is not resized or written while this runs:
+        // nothing here calls back into Python code (only object
+        // constructors), and the GIL is held throughout.
+        let bytes = unsafe { buffer.as_bytes() };
+        let data = bytes.get(..n).ok_or_else(|| PyValueError::new_err("n is past the end of the buffer"))?;
+        self.feed(py, data)
     }
 
     /// The transport reached its end; returns the events (a close without

@@ -216,17 +216,58 @@ def start_tether_on(port):
             time.sleep(0.1)
 
 
-def test_ctrl_c_ends_run_forever_with_a_close(tether_server):
+@pytest.mark.parametrize("where", ["waiting", "in a callback"])
+def test_ctrl_c_ends_run_forever_with_a_close(tether_server, where):
+    # Ctrl-C while the app waits in Rust, or while a callback runs Python.
+    pause = "time.sleep(3)" if where == "in a callback" else "None"
     program = (
-        "import sys\n"
+        "import sys, time\n"
         "from tether import websocket\n"
-        "app = websocket.WebSocketApp(sys.argv[1], on_open=lambda ws: print('open', flush=True),\n"
-        "                             on_close=lambda ws, code, reason: print('closed', code, flush=True))\n"
-        "print('returned', app.run_forever(), flush=True)\n"
+        "def on_open(ws):\n"
+        "    print('open', flush=True)\n"
+        "    %s\n"
+        "app = websocket.WebSocketApp(sys.argv[1], on_open=on_open)\n"
+        "print('returned', app.run_forever(), flush=True)\n" % pause
     )
     child = subprocess.Popen([sys.executable, "-c", program, tether_server.url], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline() == "open\n"
+    if where == "waiting":
+        time.sleep(0.3)
     child.send_signal(signal.SIGINT)
+    started = time.monotonic()
     out, _ = child.communicate(timeout=10)
     assert child.returncode == 0
     assert "returned False" in out, out
+    assert time.monotonic() - started < (4 if where == "in a callback" else 1.5)
+
+
+def test_enable_trace_hands_the_handshake_and_frames_to_python_logging(tether_server):
+    import logging
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    collect = Collect()
+    websocket.enableTrace(True, handler=collect)
+    try:
+        ws = create_connection(tether_server.url)
+        ws.send("traced")
+        assert ws.recv() == "traced"
+        ws.close()
+    finally:
+        websocket.enableTrace(False)
+        logging.getLogger("websocket").removeHandler(collect)
+    text = "\n".join(collect.lines)
+    assert "GET / HTTP/1.1" in text and "101 Switching Protocols" in text, text
+    assert '> TEXT fin=1 rsv1=0 len=6 "traced"' in text and '< TEXT' in text, text
+    assert "CLOSE" in text, text
+    # Off again: nothing more.
+    count = len(collect.lines)
+    ws = create_connection(tether_server.url)
+    ws.close()
+    assert len(collect.lines) == count

@@ -38,11 +38,19 @@ __all__ = [
 ]
 
 
-def enableTrace(traceable, handler=None, level="DEBUG"):
+_default_handler = logging.StreamHandler()
+
+
+def enableTrace(traceable, handler=_default_handler, level="DEBUG"):
     """Turns on (or off) the trace of every handshake and frame of the
-    connections opened afterwards, written to standard error."""
-    _tether.enable_trace(bool(traceable))
+    connections opened afterwards, as websocket-client does: the lines go
+    to the ``websocket`` logger at DEBUG, which gets ``handler`` (a
+    ``logging.StreamHandler`` on standard error by default) and ``level``."""
     logger = logging.getLogger("websocket")
     if traceable:
         logger.setLevel(getattr(logging, level) if isinstance(level, str) else level)
-        logger.addHandler(handler if handler is not None else logging.StreamHandler())
+        if handler is not None and handler not in logger.handlers:
+            logger.addHandler(handler)
+        _tether.enable_trace(True, logger)
+    else:
+        _tether.enable_trace(False)

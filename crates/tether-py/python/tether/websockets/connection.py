@@ -2,7 +2,8 @@
 sans-I/O core (``tether._tether.Protocol``): the shape of Python
 websockets' ``asyncio.connection.Connection``.
 
-Bytes read go into the core in ``data_received``; what comes back is a
+Bytes read (into the connection's own buffer: a ``BufferedProtocol``) go
+into the core; what comes back is a
 list of events (messages, pings, pongs, a close) and bytes to write. The
 core's next deadline (keepalive ping, pong timeout, close timeout) is one
 ``call_later`` timer, moved only when the deadline comes earlier: a timer
@@ -18,6 +19,7 @@ import asyncio
 import collections
 import logging
 import os
+import threading
 import uuid
 
 from .. import _tether
@@ -44,7 +46,24 @@ _TIMEOUT = _tether.EV_TIMEOUT
 _SIMPLE = (str, bytes)
 
 
-class Connection(asyncio.Protocol):
+#: Bytes read from the transport in one go. asyncio reads into a buffer we
+#: give it (``BufferedProtocol``), and the core takes what it needs before
+#: the read returns, so one buffer per thread serves every connection: no
+#: ``bytes`` object per read, and no buffer held by an idle connection.
+READ_BUFFER = 64 * 1024
+
+_thread_buffers = threading.local()
+
+
+def _read_buffer():
+    buffer = getattr(_thread_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _thread_buffers.buffer = bytearray(READ_BUFFER)
+        _thread_buffers.view = memoryview(buffer)
+    return buffer
+
+
+class Connection(asyncio.BufferedProtocol):
     """What clients and servers share: sending, receiving, pings, closing."""
 
     def __init__(self, protocol, *, max_queue=16, write_limit=2**15, close_timeout=10, logger=None):
@@ -88,8 +107,18 @@ class Connection(asyncio.Protocol):
         if self.write_limit is not None:
             transport.set_write_buffer_limits(self.write_limit)
 
+    def get_buffer(self, sizehint):
+        _read_buffer()
+        return _thread_buffers.view
+
+    def buffer_updated(self, nbytes):
+        self._received(self.protocol.feed_from(_thread_buffers.buffer, nbytes))
+
     def data_received(self, data):
-        events, out, finished = self.protocol.feed(data)
+        self._received(self.protocol.feed(data))
+
+    def _received(self, fed):
+        events, out, finished = fed
         if events:
             self._process(events)
             if self._ending and not self._messages:

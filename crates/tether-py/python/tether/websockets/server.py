@@ -288,7 +288,7 @@ def broadcast(connections, message, raise_exceptions=False):
     frame = prepared.frame
     errors = []
     for connection in connections:
-        if not connection._open:
+        if not connection._open or connection.transport.is_closing():
             continue
         if connection._writing_paused:
             error = ConnectionError("skipped broadcast: the client reads too slowly")
