@@ -97,24 +97,18 @@ if [ "${SKIP_FUZZ:-0}" != 1 ]; then
   step "fuzz (${FUZZ_SECONDS:-20}s per target)" bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 fi
 
+# Waits for a background conformance run (pid, log) and prints its verdict.
+autobahn_result() {
+  wait "$1"
+  local status=$?
+  grep -E '^(server|client):|^conformance:|^  ' "$2" || tail -40 "$2"
+  return $status
+}
 if [ -n "$autobahn_pid" ]; then
-  autobahn() {
-    wait "$autobahn_pid"
-    local status=$?
-    grep -E '^(server|client):|^conformance:|^  ' "$autobahn_log" || tail -40 "$autobahn_log"
-    return $status
-  }
-  step "Autobahn TestSuite (both sides, permessage-deflate)" autobahn
+  step "Autobahn TestSuite (both sides, permessage-deflate)" autobahn_result "$autobahn_pid" "$autobahn_log"
 fi
-
 if [ -n "$py_autobahn_pid" ]; then
-  autobahn_python() {
-    wait "$py_autobahn_pid"
-    local status=$?
-    grep -E '^(server|client):|^conformance:|^  ' "$py_autobahn_log" || tail -40 "$py_autobahn_log"
-    return $status
-  }
-  step "Autobahn TestSuite on the Python package (both sides)" autobahn_python
+  step "Autobahn TestSuite on the Python package (both sides)" autobahn_result "$py_autobahn_pid" "$py_autobahn_log"
 fi
 
 printf '\n'

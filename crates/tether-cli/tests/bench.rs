@@ -257,7 +257,7 @@ fn bench_spreads_its_clients_over_several_servers() {
     assert_eq!(report["urls"], serde_json::json!([first, second]));
     // Each server saw its three clients: ask their metrics.
     for url in [&first, &second] {
-        let metrics = scrape(url);
+        let metrics = common::scrape_metrics(url);
         assert!(metrics.contains("tether_connections_opened_total 3\n"), "{url}: {metrics}");
     }
 }
@@ -287,15 +287,4 @@ fn tempfile_with_bytes(bytes: &[u8]) -> std::path::PathBuf {
     let path = tether_test_support::unique_temp_dir("tether-payload").join("payload");
     std::fs::write(&path, bytes).unwrap();
     path
-}
-
-/// `GET /metrics` from a `tether serve --metrics` at `url`.
-fn scrape(url: &str) -> String {
-    use std::io::{Read, Write};
-    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
-    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).unwrap();
-    answer
 }

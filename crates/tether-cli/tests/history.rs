@@ -3,6 +3,8 @@
 //! what it missed, in order, exactly once, then the live publications; or
 //! it is told that recovery failed.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -52,16 +54,6 @@ async fn subscribe(url: &str, topic: &str, recover: Option<&Value>) -> (WebSocke
 
 async fn publish(publisher: &mut WebSocket, topic: &str, data: Value) {
     publisher.send(json!({ "op": "publish", "topic": topic, "data": data }).to_string()).await.unwrap();
-}
-
-fn metrics(url: &str) -> String {
-    use std::io::{Read, Write};
-    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
-    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).unwrap();
-    answer
 }
 
 fn position(publication: &Value) -> Value {
@@ -117,7 +109,7 @@ async fn a_position_the_history_cannot_serve_fails_recovery(engine: &str) {
         assert_eq!(next(&mut publisher).await["data"], expected);
     }
     // The history holds what it may, and says so.
-    let metrics = metrics(&url);
+    let metrics = common::scrape_metrics(&url);
     assert!(metrics.contains("tether_history_topics 1\n"), "{metrics}");
     assert!(metrics.contains("tether_history_publications 2\n"), "{metrics}");
     // Three missed, two kept: recovery fails, and nothing is replayed.

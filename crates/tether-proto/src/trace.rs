@@ -50,6 +50,9 @@ pub fn is_enabled() -> bool {
     }
 }
 
+/// A destination for trace lines, one call per line (see [`set_sink`]).
+pub type TraceSink = Box<dyn Fn(&str) + Send + Sync>;
+
 /// Where trace lines go when a program says so (`set_sink`).
 type Sink = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -59,7 +62,7 @@ static SINK: std::sync::RwLock<Option<Sink>> = std::sync::RwLock::new(None);
 /// the `tracing` subscriber, or stderr). For a program with a logging
 /// system of its own: the Python package hands the lines to Python's
 /// `logging`, as websocket-client's `enableTrace` does.
-pub fn set_sink(sink: Option<Box<dyn Fn(&str) + Send + Sync>>) {
+pub fn set_sink(sink: Option<TraceSink>) {
     let sink = sink.map(Sink::from);
     *SINK.write().unwrap_or_else(std::sync::PoisonError::into_inner) = sink;
 }

@@ -49,10 +49,9 @@ def wait_port(port, deadline=10):
 # -- clients: (round trips or messages) in `seconds` --------------------------------
 
 
-async def tether_asyncio(url, seconds, window):
-    from tether import websockets
-
-    async with websockets.connect(url, compression=None, ping_interval=None, max_size=2**20) as ws:
+async def _websockets_shaped(module, url, seconds, window):
+    """The client loop for websockets' API, which tether.websockets shares."""
+    async with module.connect(url, compression=None, ping_interval=None, max_size=2**20) as ws:
         for _ in range(window):
             await ws.send(PAYLOAD)
         count, end = 0, time.perf_counter() + seconds
@@ -61,20 +60,18 @@ async def tether_asyncio(url, seconds, window):
             await ws.send(PAYLOAD)
             count += 1
         return count
+
+
+async def tether_asyncio(url, seconds, window):
+    from tether import websockets
+
+    return await _websockets_shaped(websockets, url, seconds, window)
 
 
 async def websockets_asyncio(url, seconds, window):
     import websockets
 
-    async with websockets.connect(url, compression=None, ping_interval=None, max_size=2**20) as ws:
-        for _ in range(window):
-            await ws.send(PAYLOAD)
-        count, end = 0, time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            await ws.recv()
-            await ws.send(PAYLOAD)
-            count += 1
-        return count
+    return await _websockets_shaped(websockets, url, seconds, window)
 
 
 async def aiohttp_asyncio(url, seconds, window):

@@ -33,7 +33,7 @@ fn enable_trace(on: bool, logger: Option<Py<PyAny>>) {
                     err.print(py);
                 }
             });
-        }) as Box<dyn Fn(&str) + Send + Sync>
+        }) as tether::trace::TraceSink
     });
     tether::trace::set_sink(sink);
 }

@@ -1,5 +1,7 @@
 //! What the CLI's test files share: running `tether serve` as a child
-//! process that cannot outlive its test.
+//! process that cannot outlive its test, and reading its metrics. Not
+//! every test file uses every helper.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -78,4 +80,17 @@ pub fn printed(lines: &mpsc::Receiver<String>, limit: std::time::Duration) -> St
         }
     }
     out
+}
+
+#[allow(dead_code)]
+/// `GET /metrics` from a `tether serve --metrics` at `url` (a `ws://` URL):
+/// the whole HTTP answer.
+pub fn scrape_metrics(url: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    answer
 }
