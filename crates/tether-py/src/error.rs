@@ -29,22 +29,47 @@ pub fn to_py(error: &tether::Error) -> PyErr {
 }
 
 fn build(py: Python<'_>, error: &tether::Error) -> PyResult<PyErr> {
-    let err = Error::new_err(error.to_string());
-    let value = err.value(py);
-    let kind = kind(error);
-    value.setattr("kind", kind)?;
-    value.setattr("status", error.http_status())?;
     let headers = PyDict::new(py);
     if let Some(tether::proto::handshake::HandshakeError::Status { headers: answer, .. }) = error.handshake_error() {
         for (name, field) in answer.iter() {
             headers.set_item(name.to_ascii_lowercase(), String::from_utf8_lossy(field))?;
         }
     }
-    value.setattr("headers", headers)?;
-    let frame = error.close_frame();
-    value.setattr("code", error.close_code().map(|code| code.0))?;
-    value.setattr("reason", frame.map_or(String::new(), |frame| frame.reason.to_string()))?;
-    value.setattr("timeout", error.timeout().map(|which| format!("{which:?}").to_lowercase()))?;
+    let particulars = Particulars {
+        status: error.http_status(),
+        headers,
+        code: error.close_code().map(|code| code.0),
+        reason: error.close_frame().map_or(String::new(), |frame| frame.reason.to_string()),
+        timeout: error.timeout().map(|which| format!("{which:?}").to_lowercase()),
+    };
+    with_attributes(py, error.to_string(), kind(error), particulars)
+}
+
+/// The exception for an operation on a connection that is closed already.
+pub fn closed(py: Python<'_>) -> PyErr {
+    let particulars =
+        Particulars { status: None, headers: PyDict::new(py), code: None, reason: String::new(), timeout: None };
+    with_attributes(py, "the connection is closed".to_owned(), "closed", particulars).unwrap_or_else(|err| err)
+}
+
+/// What an `Error` says beyond its kind (see the module docs).
+struct Particulars<'py> {
+    status: Option<u16>,
+    headers: Bound<'py, PyDict>,
+    code: Option<u16>,
+    reason: String,
+    timeout: Option<String>,
+}
+
+fn with_attributes(py: Python<'_>, message: String, kind: &str, particulars: Particulars<'_>) -> PyResult<PyErr> {
+    let err = Error::new_err(message);
+    let value = err.value(py);
+    value.setattr("kind", kind)?;
+    value.setattr("status", particulars.status)?;
+    value.setattr("headers", particulars.headers)?;
+    value.setattr("code", particulars.code)?;
+    value.setattr("reason", particulars.reason)?;
+    value.setattr("timeout", particulars.timeout)?;
     Ok(err)
 }
 

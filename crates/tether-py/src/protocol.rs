@@ -24,7 +24,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
 use tether::proto::handshake::{accept_request, ClientHandshake, HeadReader, Request, ServerHandshakeConfig, Target};
-use tether::proto::{CloseCode, Config, Connection, Event, HandshakeLimits, Message, PreparedMessage, Role, State};
+use tether::proto::{CloseCode, Config, Connection, Event, Message, PreparedMessage, Role, State};
 use tether::ClientConfig;
 
 use crate::options::ClientOptions;
@@ -102,7 +102,6 @@ pub struct Protocol {
     /// The protocol settings of the connection to come (server side).
     config: Config,
     server: ServerHandshakeConfig,
-    limits: HandshakeLimits,
     /// Bytes to write before the connection is open (the request, the
     /// answer), and bytes read past the head, for the connection.
     out: Vec<u8>,
@@ -127,13 +126,22 @@ where
     items.into_pyobject(py).map(Bound::into_any).map_err(Into::into)
 }
 
-fn closed_error() -> PyErr {
-    let err = crate::error::Error::new_err("the connection is closed");
-    Python::attach(|py| {
-        let value = err.value(py);
-        let _ = value.setattr("kind", "closed");
-    });
-    err
+/// An HTTP answer other than 101 (`process_request`'s, or a refusal):
+/// status, headers and body, with `Connection: close`.
+fn http_response(status: u16, headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
+    let mut head = format!("HTTP/1.1 {status} {}\r\n", tether::proto::handshake::reason_phrase(status));
+    let mut has_length = false;
+    for (name, value) in headers {
+        has_length |= name.eq_ignore_ascii_case("content-length");
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !has_length {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
 }
 
 impl Protocol {
@@ -203,7 +211,6 @@ impl Protocol {
             })),
             config: config.protocol.clone(),
             server: ServerHandshakeConfig::default(),
-            limits: config.limits.clone(),
             out: Vec::new(),
             leftover: Vec::new(),
             failure_reported: false,
@@ -226,7 +233,6 @@ impl Protocol {
             phase: Phase::ServerReading { reader: HeadReader::new(config.limits.clone()) },
             config: config.protocol,
             server,
-            limits: config.limits,
             out: Vec::new(),
             leftover: Vec::new(),
             failure_reported: false,
@@ -406,31 +412,6 @@ impl Protocol {
         }
     }
 
-    /// Server: an HTTP answer other than 101 (`process_request`'s, or a
-    /// refusal): status, headers and body; the connection then ends.
-    #[staticmethod]
-    #[pyo3(signature = (status, headers, body))]
-    fn http_response<'py>(
-        py: Python<'py>,
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: &[u8],
-    ) -> Bound<'py, PyBytes> {
-        let mut head = format!("HTTP/1.1 {status} {}\r\n", tether::proto::handshake::reason_phrase(status));
-        let mut has_length = false;
-        for (name, value) in &headers {
-            has_length |= name.eq_ignore_ascii_case("content-length");
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if !has_length {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("Connection: close\r\n\r\n");
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(body);
-        PyBytes::new(py, &bytes)
-    }
-
     /// Server: refuses the request being decided; the bytes to write.
     fn reject<'py>(
         &mut self,
@@ -440,7 +421,7 @@ impl Protocol {
         body: &[u8],
     ) -> Bound<'py, PyBytes> {
         self.phase = Phase::Failed;
-        Self::http_response(py, status, headers, body)
+        PyBytes::new(py, &http_response(status, &headers, body))
     }
 
     /// Bytes to write now, if any (each call takes them).
@@ -476,20 +457,20 @@ impl Protocol {
 
     /// Queues a text message; returns the bytes to write.
     fn send_text<'py>(&mut self, py: Python<'py>, text: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        self.open()?.send_text(text).map_err(|_| closed_error())?;
+        self.open()?.send_text(text).map_err(|_| Python::attach(crate::error::closed))?;
         Ok(self.data_to_send(py))
     }
 
     /// Queues a binary message (any bytes-like object); the bytes to write.
     fn send_binary<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        self.open()?.send_binary(data).map_err(|_| closed_error())?;
+        self.open()?.send_binary(data).map_err(|_| Python::attach(crate::error::closed))?;
         Ok(self.data_to_send(py))
     }
 
     /// Queues a message framed once for many (see `Prepared`); the bytes
     /// to write.
     fn send_prepared<'py>(&mut self, py: Python<'py>, prepared: &Prepared) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        self.open()?.send_prepared(&prepared.inner).map_err(|_| closed_error())?;
+        self.open()?.send_prepared(&prepared.inner).map_err(|_| Python::attach(crate::error::closed))?;
         Ok(self.data_to_send(py))
     }
 
@@ -502,7 +483,7 @@ impl Protocol {
     /// Queues a ping; the bytes to write.
     fn send_ping<'py>(&mut self, py: Python<'py>, payload: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
         self.open()?.send_ping(payload).map_err(|error| match error {
-            tether::proto::UsageError::Closed => closed_error(),
+            tether::proto::UsageError::Closed => Python::attach(crate::error::closed),
             other => PyValueError::new_err(other.to_string()),
         })?;
         Ok(self.data_to_send(py))
@@ -511,7 +492,7 @@ impl Protocol {
     /// Queues a pong; the bytes to write.
     fn send_pong<'py>(&mut self, py: Python<'py>, payload: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
         self.open()?.send_pong(payload).map_err(|error| match error {
-            tether::proto::UsageError::Closed => closed_error(),
+            tether::proto::UsageError::Closed => Python::attach(crate::error::closed),
             other => PyValueError::new_err(other.to_string()),
         })?;
         Ok(self.data_to_send(py))
@@ -596,11 +577,5 @@ impl Protocol {
     fn latency(&self) -> f64 {
         let Phase::Open(connection) = &self.phase else { return 0.0 };
         connection.round_trip().map_or(0.0, |rtt| rtt.last.as_secs_f64())
-    }
-
-    /// The handshake limits (for the Python side's bad-request answers).
-    #[getter]
-    fn max_head_bytes(&self) -> usize {
-        self.limits.max_head_bytes
     }
 }

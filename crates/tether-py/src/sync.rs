@@ -43,34 +43,31 @@ impl SyncConnection {
     fn with_ws<T: Send>(
         &self,
         py: Python<'_>,
-        mut operation: impl FnMut(&mut WebSocket) -> tether::Result<T> + Send,
+        operation: impl FnMut(&mut WebSocket) -> tether::Result<T> + Send,
     ) -> PyResult<T> {
+        self.try_with_ws(py, operation)?.map_err(|error| to_py(&error))
+    }
+
+    /// As `with_ws`, with tether's own error handed back, for a caller
+    /// that acts on what kind it is. The outer error: the connection was
+    /// closed already, or a signal handler raised.
+    fn try_with_ws<T: Send>(
+        &self,
+        py: Python<'_>,
+        mut operation: impl FnMut(&mut WebSocket) -> tether::Result<T> + Send,
+    ) -> PyResult<tether::Result<T>> {
         loop {
             let result = py.detach(|| {
                 let mut guard = self.ws.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 guard.as_mut().map(&mut operation)
             });
             match result {
-                None => return Err(closed_error(py)),
-                Some(Ok(value)) => return Ok(value),
+                None => return Err(crate::error::closed(py)),
                 Some(Err(error)) if error.is_interrupted() => py.check_signals()?,
-                Some(Err(error)) => return Err(to_py(&error)),
+                Some(result) => return Ok(result),
             }
         }
     }
-}
-
-/// The error for an operation on a connection already closed.
-fn closed_error(py: Python<'_>) -> PyErr {
-    let err = crate::error::Error::new_err("the connection is closed");
-    let value = err.value(py);
-    let _ = value.setattr("kind", "closed");
-    let _ = value.setattr("status", py.None());
-    let _ = value.setattr("headers", PyDict::new(py));
-    let _ = value.setattr("code", py.None());
-    let _ = value.setattr("reason", "");
-    let _ = value.setattr("timeout", py.None());
-    err
 }
 
 fn close_payload(frame: Option<&tether::CloseFrame>) -> Vec<u8> {
@@ -161,17 +158,14 @@ impl SyncConnection {
     #[pyo3(signature = (control_frame = false))]
     fn recv_data(&self, py: Python<'_>, control_frame: bool) -> PyResult<(u8, Py<PyAny>)> {
         loop {
-            let event = match self.with_ws(py, WebSocket::recv_event) {
+            let event = match self.try_with_ws(py, WebSocket::recv_event)? {
                 Ok(event) => event,
-                Err(err) => {
-                    if err.is_instance_of::<crate::error::Error>(py) && !self.take_close_report() {
-                        // The close came without a frame we could hand out.
-                        if err.value(py).getattr("kind").is_ok_and(|kind| kind.eq("closed").unwrap_or(false)) {
-                            return Ok((CLOSE, PyBytes::new(py, b"").into_any().unbind()));
-                        }
-                    }
-                    return Err(err);
+                // The connection ended without a close frame to hand out:
+                // the close is reported once, as websocket-client does.
+                Err(error) if error.is_closed() && !self.take_close_report() => {
+                    return Ok((CLOSE, PyBytes::new(py, b"").into_any().unbind()));
                 }
+                Err(error) => return Err(to_py(&error)),
             };
             return Ok(match event {
                 Some(Event::Message(Message::Text(text))) => (TEXT, PyString::new(py, &text).into_any().unbind()),
@@ -185,7 +179,7 @@ impl SyncConnection {
                 Some(_) => continue,
                 None => {
                     if self.take_close_report() {
-                        return Err(closed_error(py));
+                        return Err(crate::error::closed(py));
                     }
                     (CLOSE, PyBytes::new(py, b"").into_any().unbind())
                 }
@@ -198,11 +192,14 @@ impl SyncConnection {
     #[pyo3(signature = (code = 1000, reason = ""))]
     fn close(&self, py: Python<'_>, code: u16, reason: &str) -> PyResult<()> {
         let code = CloseCode(code);
-        let result = self.with_ws(py, |ws| ws.close(code, reason));
+        let result = self.try_with_ws(py, |ws| ws.close(code, reason));
         self.ws.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         match result {
-            Err(err) if err.value(py).getattr("kind").is_ok_and(|kind| kind.eq("closed").unwrap_or(false)) => Ok(()),
-            other => other,
+            // Closed already (here, or by the peer): nothing left to do.
+            Err(err) if err.is_instance_of::<crate::error::Error>(py) => Ok(()),
+            Err(err) => Err(err),
+            Ok(Err(error)) if !error.is_closed() => Err(to_py(&error)),
+            Ok(_) => Ok(()),
         }
     }
 

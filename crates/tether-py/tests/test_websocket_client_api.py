@@ -271,3 +271,18 @@ def test_enable_trace_hands_the_handshake_and_frames_to_python_logging(tether_se
     ws = create_connection(tether_server.url)
     ws.close()
     assert len(collect.lines) == count
+
+
+def test_a_recv_timeout_does_not_hide_the_close_that_comes_later():
+    server = start_tether("--max-message-size", "4")
+    try:
+        ws = create_connection(server.url, timeout=0.2)
+        with pytest.raises(websocket.WebSocketTimeoutException):
+            ws.recv()
+        ws.send("too long for the server")
+        assert ws.recv() == ""  # the close frame (1009), still handed out
+        with pytest.raises(websocket.WebSocketConnectionClosedException):
+            ws.recv()
+        ws.close()  # closing a closed connection is harmless
+    finally:
+        server.stop()
