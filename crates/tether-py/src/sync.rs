@@ -7,10 +7,10 @@
 //! call goes on if they did not raise: `KeyboardInterrupt` works as it
 //! does with a Python socket.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 use tether::blocking::WebSocket;
@@ -26,10 +26,13 @@ const CLOSE: u8 = 8;
 const PING: u8 = 9;
 const PONG: u8 = 10;
 
-/// One blocking client connection.
+/// One blocking client connection. Threads share it: one may wait in
+/// `recv` while another sends (the lock here is held only to take the
+/// connection out, never while waiting).
 #[pyclass(module = "tether._tether", frozen)]
 pub struct SyncConnection {
-    ws: Mutex<Option<WebSocket>>,
+    /// `None` once closed or aborted here.
+    ws: Mutex<Option<Arc<WebSocket>>>,
     /// The answer's status, headers and subprotocol, read once.
     headers: Py<PyDict>,
     subprotocol: Option<String>,
@@ -43,7 +46,7 @@ impl SyncConnection {
     fn with_ws<T: Send>(
         &self,
         py: Python<'_>,
-        operation: impl FnMut(&mut WebSocket) -> tether::Result<T> + Send,
+        operation: impl FnMut(&WebSocket) -> tether::Result<T> + Send,
     ) -> PyResult<T> {
         self.try_with_ws(py, operation)?.map_err(|error| to_py(&error))
     }
@@ -54,17 +57,13 @@ impl SyncConnection {
     fn try_with_ws<T: Send>(
         &self,
         py: Python<'_>,
-        mut operation: impl FnMut(&mut WebSocket) -> tether::Result<T> + Send,
+        mut operation: impl FnMut(&WebSocket) -> tether::Result<T> + Send,
     ) -> PyResult<tether::Result<T>> {
+        let Some(ws) = self.current() else { return Err(crate::error::closed(py)) };
         loop {
-            let result = py.detach(|| {
-                let mut guard = self.ws.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                guard.as_mut().map(&mut operation)
-            });
-            match result {
-                None => return Err(crate::error::closed(py)),
-                Some(Err(error)) if error.is_interrupted() => py.check_signals()?,
-                Some(result) => return Ok(result),
+            match py.detach(|| operation(&ws)) {
+                Err(error) if error.is_interrupted() => py.check_signals()?,
+                result => return Ok(result),
             }
         }
     }
@@ -87,7 +86,7 @@ impl SyncConnection {
     fn new(py: Python<'_>, url: String, options: ClientOptions) -> PyResult<SyncConnection> {
         let config = options.config()?;
         // Opening is bounded by the open timeout (10 s unless told).
-        let mut ws = py.detach(|| tether::blocking::connect_with(&url, &config)).map_err(|error| to_py(&error))?;
+        let ws = py.detach(|| tether::blocking::connect_with(&url, &config)).map_err(|error| to_py(&error))?;
         ws.set_interruptible(true);
         if let Some(timeout) = options.open_timeout {
             ws.set_timeout(Duration::try_from_secs_f64(timeout).ok());
@@ -98,7 +97,7 @@ impl SyncConnection {
         }
         Ok(SyncConnection {
             subprotocol: ws.protocol().map(str::to_owned),
-            ws: Mutex::new(Some(ws)),
+            ws: Mutex::new(Some(Arc::new(ws))),
             headers: headers.unbind(),
             close_reported: Mutex::new(false),
         })
@@ -193,7 +192,7 @@ impl SyncConnection {
     fn close(&self, py: Python<'_>, code: u16, reason: &str) -> PyResult<()> {
         let code = CloseCode(code);
         let result = self.try_with_ws(py, |ws| ws.close(code, reason));
-        self.ws.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        self.ws.lock().unwrap_or_else(PoisonError::into_inner).take();
         match result {
             // Closed already (here, or by the peer): nothing left to do.
             Err(err) if err.is_instance_of::<crate::error::Error>(py) => Ok(()),
@@ -203,32 +202,35 @@ impl SyncConnection {
         }
     }
 
-    /// Drops the connection without a close handshake.
+    /// Ends the connection without a close handshake; a thread waiting
+    /// in `recv` wakes with the connection closed.
     fn abort(&self) {
-        self.ws.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(ws) = self.ws.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            ws.abort();
+        }
     }
 
     /// Whether the connection is still usable.
     #[getter]
     fn connected(&self) -> bool {
-        self.ws
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .is_some_and(|ws| ws.connection().state() == tether::proto::State::Open)
+        self.current().is_some_and(|ws| ws.state() == tether::proto::State::Open)
     }
 
     /// The peer's address, as (host, port).
     #[getter]
     fn peer(&self) -> PyResult<Option<(String, u16)>> {
-        let guard = self.ws.lock().map_err(|_| PyRuntimeError::new_err("poisoned"))?;
-        Ok(guard.as_ref().and_then(WebSocket::peer_addr).map(|addr| (addr.ip().to_string(), addr.port())))
+        Ok(self.current().and_then(|ws| ws.peer_addr()).map(|addr| (addr.ip().to_string(), addr.port())))
     }
 }
 
 impl SyncConnection {
+    /// The connection, unless closed or aborted here.
+    fn current(&self) -> Option<Arc<WebSocket>> {
+        self.ws.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// Marks the close as handed out; whether it already was.
     fn take_close_report(&self) -> bool {
-        std::mem::replace(&mut *self.close_reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner), true)
+        std::mem::replace(&mut *self.close_reported.lock().unwrap_or_else(PoisonError::into_inner), true)
     }
 }

@@ -113,6 +113,42 @@ def test_a_blocked_recv_lets_other_python_threads_run(tether_server):
     ws.close()
 
 
+def test_one_thread_sends_while_another_waits_in_recv(echo_url):
+    ws = create_connection(echo_url, timeout=5)
+    received = []
+    receiver = threading.Thread(target=lambda: received.append(ws.recv()))
+    receiver.start()
+    time.sleep(0.1)  # the receiver is waiting
+    started = time.monotonic()
+    ws.send("hello")
+    assert time.monotonic() - started < 1, "send waited for the receiver"
+    receiver.join(5)
+    assert received == ["hello"]
+    ws.close()
+
+
+def test_abort_wakes_a_thread_waiting_in_recv(echo_url):
+    ws = create_connection(echo_url, timeout=10)
+    outcome = []
+
+    def receive():
+        try:
+            outcome.append(ws.recv())
+        except Exception as error:  # noqa: BLE001 (the outcome is the test)
+            outcome.append(error)
+
+    receiver = threading.Thread(target=receive)
+    receiver.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    ws.abort()
+    receiver.join(5)
+    assert time.monotonic() - started < 2, "recv went on waiting after abort"
+    # The end is reported as websocket-client reports a lost connection:
+    # the empty close, or the closed exception.
+    assert outcome == [""] or isinstance(outcome[0], websocket.WebSocketException), outcome
+
+
 # -- WebSocketApp -------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@
 
 fn main() -> tether::Result<()> {
     let url = std::env::args().nth(1).unwrap_or("ws://127.0.0.1:9001/".into());
-    let mut ws = tether::blocking::connect(&url)?;
+    let ws = tether::blocking::connect(&url)?;
     println!("Sending 'Hello, World'...");
     ws.send("Hello, World")?;
     println!("Sent");

@@ -15,10 +15,15 @@
 //! The connection's timers (keepalive pings and their deadline, the close
 //! timeout) run while the program is inside `recv`, `send` or `close`: the
 //! socket's read and write timeouts are set to the core's next deadline.
+//!
+//! One connection serves several threads, as websocket-client's does: one
+//! may wait in `recv` while another sends (every method takes `&self`; put
+//! the socket in an `Arc`).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use rustls_pki_types::ServerName;
@@ -74,25 +79,169 @@ impl Write for Stream {
 }
 
 /// A blocking WebSocket client connection.
+///
+/// Every method takes `&self` and the type is `Sync`: one thread may wait
+/// in [`recv`](Self::recv) while others [`send`](Self::send), ping or
+/// [`close`](Self::close), as websocket-client allows. No lock is held
+/// while the socket is waited on: a receiver reads the socket unlocked and
+/// hands the bytes to the core under a short lock; a sender takes its bytes
+/// out of the core under the same lock and writes them outside it.
 pub struct WebSocket {
-    stream: Stream,
-    connection: Connection,
+    /// Read and written without a lock (`&TcpStream` reads and writes).
+    tcp: TcpStream,
+    /// What both directions touch: the core and, for `wss://`, the TLS session.
+    shared: Mutex<Shared>,
+    /// Bytes taken from the core for the socket and not written yet. Its
+    /// holder is the one thread writing (see [`flush`](Self::flush)).
+    wire: Mutex<Wire>,
+    /// One receiver at a time, with its read buffer.
+    reader: Mutex<Box<[u8]>>,
     response: Response,
     protocol: Option<String>,
-    buf: Box<[u8]>,
     /// The default limit of [`recv`](Self::recv) (`settimeout`).
-    timeout: Option<Duration>,
+    timeout: Mutex<Option<Duration>>,
+    /// Whether a signal that interrupts a read or write is reported
+    /// (`set_interruptible`) rather than retried.
+    interruptible: AtomicBool,
+}
+
+struct Shared {
+    connection: Connection,
+    tls: Option<Box<rustls::ClientConnection>>,
     peer_close: Option<CloseFrame>,
     failure: Option<Error>,
     done: bool,
-    /// Whether a signal that interrupts a read or write is reported
-    /// (`set_interruptible`) rather than retried.
-    interruptible: bool,
+}
+
+#[derive(Default)]
+struct Wire {
+    bytes: Vec<u8>,
+    written: usize,
+}
+
+impl Wire {
+    fn is_written(&self) -> bool {
+        self.written == self.bytes.len()
+    }
 }
 
 impl std::fmt::Debug for WebSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("blocking::WebSocket").field("connection", &self.connection).finish_non_exhaustive()
+        f.debug_struct("blocking::WebSocket")
+            .field("connection", &lock(&self.shared).connection)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A poisoned lock (a thread panicked holding it) still guards consistent
+/// state here: every critical section leaves the core whole.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+fn tls_error(error: rustls::Error) -> Error {
+    io::Error::new(io::ErrorKind::InvalidData, error).into()
+}
+
+impl Shared {
+    /// Whether the core or the TLS session has bytes for the peer.
+    fn wants_transmit(&self) -> bool {
+        self.connection.wants_transmit() || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
+    }
+
+    /// Moves what the core has for the peer onto `wire` (encrypted first,
+    /// for `wss://`).
+    fn take_outgoing(&mut self, wire: &mut Vec<u8>) -> Result<()> {
+        let Shared { connection, tls, .. } = self;
+        let Some(tls) = tls else {
+            while connection.wants_transmit() {
+                let chunk = connection.pending_transmit();
+                wire.extend_from_slice(chunk);
+                let n = chunk.len();
+                connection.advance_transmit(n);
+            }
+            return Ok(());
+        };
+        loop {
+            while connection.wants_transmit() {
+                let n = tls.writer().write(connection.pending_transmit())?;
+                if n == 0 {
+                    break; // the session's buffer is full: encrypt what it has first
+                }
+                connection.advance_transmit(n);
+            }
+            if !tls.wants_write() {
+                return Ok(());
+            }
+            while tls.wants_write() {
+                tls.write_tls(wire)?;
+            }
+        }
+    }
+
+    /// Bytes read from the socket: through TLS, if any, into the core. An
+    /// error is the transport's (TLS); the peer's protocol violations are
+    /// kept as the failure to report once the core has closed.
+    fn receive(&mut self, mut raw: &[u8]) -> Result<()> {
+        let Shared { connection, tls, failure, .. } = self;
+        let Some(tls) = tls else {
+            if let Err(error) = connection.handle_read(raw) {
+                failure.get_or_insert(error.into());
+            }
+            return Ok(());
+        };
+        loop {
+            let mut plain = [0u8; 16 << 10];
+            loop {
+                match tls.reader().read(&mut plain) {
+                    Ok(0) => break, // the peer's close_notify
+                    Ok(n) => {
+                        if let Err(error) = connection.handle_read(&plain[..n]) {
+                            failure.get_or_insert(error.into());
+                        }
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            if raw.is_empty() {
+                return Ok(());
+            }
+            tls.read_tls(&mut raw)?;
+            tls.process_new_packets().map_err(tls_error)?;
+        }
+    }
+
+    fn tick(&mut self) -> Option<Timeout> {
+        let timeout = self.connection.handle_timeout(Instant::now());
+        if let Some(timeout) = timeout {
+            self.failure.get_or_insert(Error::timed_out(timeout));
+        }
+        timeout
+    }
+
+    /// At a deadline: what the kernel still holds for the peer (see
+    /// [`Connection::handle_transport_queue`]), then the core's timers.
+    fn tick_at_deadline(&mut self, tcp: &TcpStream) -> Option<Timeout> {
+        if let Some(queued) = crate::kernel::raw_socket(tcp).and_then(crate::kernel::unsent_bytes) {
+            self.connection.handle_transport_queue(queued);
+        }
+        self.tick()
+    }
+
+    fn usage(&self, error: tether_proto::UsageError) -> Error {
+        match error {
+            tether_proto::UsageError::Closed => Error::new(Kind::Closed(self.peer_close.clone())),
+            other => other.into(),
+        }
     }
 }
 
@@ -150,17 +299,25 @@ fn connect_target(target: &Target, config: &ClientConfig, deadline: &Deadline) -
     let failure = connection.handle_read(&leftover).err().map(Error::from);
     connection.handle_timeout(Instant::now());
     set_timeouts(stream.tcp(), None)?;
+    let (tcp, tls) = match stream {
+        Stream::Plain(tcp) => (tcp, None),
+        Stream::Tls(tls) => {
+            let rustls::StreamOwned { conn, sock } = *tls;
+            (sock, Some(Box::new(conn)))
+        }
+    };
+    let mut shared = Shared { connection, tls, peer_close: None, failure, done: false };
+    // What the session decrypted beyond the answer's head is the core's.
+    shared.receive(&[])?;
     Ok(WebSocket {
-        stream,
-        connection,
+        tcp,
+        shared: Mutex::new(shared),
+        wire: Mutex::new(Wire::default()),
+        reader: Mutex::new(vec![0; READ_CHUNK].into_boxed_slice()),
         response: accepted.response,
         protocol: accepted.protocol,
-        buf: vec![0; READ_CHUNK].into_boxed_slice(),
-        timeout: None,
-        peer_close: None,
-        failure,
-        done: false,
-        interruptible: false,
+        timeout: Mutex::new(None),
+        interruptible: AtomicBool::new(false),
     })
 }
 
@@ -174,10 +331,24 @@ fn open_timeout_or(error: Error, deadline: &Deadline) -> Error {
 }
 
 fn set_timeouts(tcp: &TcpStream, limit: Option<Duration>) -> io::Result<()> {
+    set_timeout(tcp, Direction::Read, limit)?;
+    set_timeout(tcp, Direction::Write, limit)
+}
+
+enum Direction {
+    Read,
+    Write,
+}
+
+/// Bounds the socket's next reads or writes (each direction has its own
+/// limit: a receiver and a sender may wait at once).
+fn set_timeout(tcp: &TcpStream, direction: Direction, limit: Option<Duration>) -> io::Result<()> {
     // A zero timeout means "none" to the OS: never pass one.
     let limit = limit.map(|limit| limit.max(Duration::from_millis(1)));
-    tcp.set_read_timeout(limit)?;
-    tcp.set_write_timeout(limit)
+    match direction {
+        Direction::Read => tcp.set_read_timeout(limit),
+        Direction::Write => tcp.set_write_timeout(limit),
+    }
 }
 
 fn is_timeout(error: &io::Error) -> bool {
@@ -274,122 +445,149 @@ impl WebSocket {
     /// The peer's address.
     #[must_use]
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.stream.tcp().peer_addr().ok()
+        self.tcp.peer_addr().ok()
     }
 
-    /// The protocol state machine.
+    /// Where the connection is in its life (open, closing, closed).
     #[must_use]
-    pub fn connection(&self) -> &Connection {
-        &self.connection
+    pub fn state(&self) -> State {
+        lock(&self.shared).connection.state()
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    #[must_use]
+    pub fn is_compressed(&self) -> bool {
+        lock(&self.shared).connection.is_compressed()
     }
 
     /// The keepalive round-trip time, once measured.
     #[must_use]
     pub fn round_trip(&self) -> Option<RoundTrip> {
-        self.connection.round_trip()
+        lock(&self.shared).connection.round_trip()
     }
 
     /// The server's close frame, once it sent one.
     #[must_use]
-    pub fn close_frame(&self) -> Option<&CloseFrame> {
-        self.peer_close.as_ref()
+    pub fn close_frame(&self) -> Option<CloseFrame> {
+        lock(&self.shared).peer_close.clone()
     }
 
     /// Report a read or write interrupted by a signal (`EINTR`) as an
     /// [`io::ErrorKind::Interrupted`] error instead of retrying it, so that
     /// a caller with signal handlers of its own (Python's Ctrl-C) can run
     /// them and call again: the connection stays as it was.
-    pub fn set_interruptible(&mut self, interruptible: bool) {
-        self.interruptible = interruptible;
+    pub fn set_interruptible(&self, interruptible: bool) {
+        self.interruptible.store(interruptible, Ordering::Relaxed);
     }
 
     /// The default limit of [`recv`](Self::recv) (`settimeout`); `None`
     /// waits as long as the connection lives.
-    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
-        self.timeout = timeout;
+    pub fn set_timeout(&self, timeout: Option<Duration>) {
+        *lock(&self.timeout) = timeout;
+    }
+
+    fn interruptible(&self) -> bool {
+        self.interruptible.load(Ordering::Relaxed)
     }
 
     // ---- sending -------------------------------------------------------------------
 
-    /// Sends a message and writes it out.
+    /// Sends a message and writes it out (behind any other thread's
+    /// message being written).
     ///
     /// # Errors
     /// The connection is closing or closed; the transport failed; the
     /// peer stopped reading and a keepalive or close deadline passed.
-    pub fn send(&mut self, message: impl Into<Message>) -> Result<()> {
+    pub fn send(&self, message: impl Into<Message>) -> Result<()> {
         let message = message.into();
-        self.connection.send(&message).map_err(|error| self.usage(error))?;
-        self.write_out()
+        {
+            let mut shared = lock(&self.shared);
+            shared.connection.send(&message).map_err(|error| shared.usage(error))?;
+        }
+        self.flush(true)
     }
 
     /// Sends a ping (at most 125 bytes).
     ///
     /// # Errors
     /// As [`send`](Self::send).
-    pub fn ping(&mut self, payload: impl AsRef<[u8]>) -> Result<()> {
-        self.connection.send_ping(payload.as_ref()).map_err(|error| self.usage(error))?;
-        self.write_out()
+    pub fn ping(&self, payload: impl AsRef<[u8]>) -> Result<()> {
+        {
+            let mut shared = lock(&self.shared);
+            shared.connection.send_ping(payload.as_ref()).map_err(|error| shared.usage(error))?;
+        }
+        self.flush(true)
     }
 
     /// Sends an unsolicited pong.
     ///
     /// # Errors
     /// As [`send`](Self::send).
-    pub fn pong(&mut self, payload: impl AsRef<[u8]>) -> Result<()> {
-        self.connection.send_pong(payload.as_ref()).map_err(|error| self.usage(error))?;
-        self.write_out()
+    pub fn pong(&self, payload: impl AsRef<[u8]>) -> Result<()> {
+        {
+            let mut shared = lock(&self.shared);
+            shared.connection.send_pong(payload.as_ref()).map_err(|error| shared.usage(error))?;
+        }
+        self.flush(true)
     }
 
-    fn usage(&self, error: tether_proto::UsageError) -> Error {
-        match error {
-            tether_proto::UsageError::Closed => Error::new(Kind::Closed(self.peer_close.clone())),
-            other => other.into(),
+    /// Writes everything queued in the core. A sender (`wait`) waits for
+    /// its turn behind another thread's write; a receiver flushing pongs
+    /// or a close reply does not wait: the thread writing picks its bytes
+    /// up, since every writer looks at the core again after letting go of
+    /// the wire.
+    fn flush(&self, mut wait: bool) -> Result<()> {
+        loop {
+            let wire = if wait { Some(lock(&self.wire)) } else { try_lock(&self.wire) };
+            let Some(mut wire) = wire else { return Ok(()) };
+            self.write_wire(&mut wire)?;
+            drop(wire);
+            if !lock(&self.shared).wants_transmit() {
+                return Ok(());
+            }
+            wait = false;
         }
     }
 
-    /// Writes everything queued; the core's deadlines bound the wait.
-    fn write_out(&mut self) -> Result<()> {
-        while self.connection.wants_transmit() {
-            let limit = self.connection.poll_timeout().map(|at| at.saturating_duration_since(Instant::now()));
-            set_timeouts(self.stream.tcp(), limit)?;
-            let chunk = self.connection.pending_transmit();
-            match self.stream.write(chunk) {
+    /// Writes the wire and what the core queues meanwhile until both are
+    /// empty; the core's deadlines bound the wait.
+    fn write_wire(&self, wire: &mut Wire) -> Result<()> {
+        loop {
+            let deadline = {
+                let mut shared = lock(&self.shared);
+                if wire.is_written() {
+                    wire.written = 0;
+                    wire.bytes.clear();
+                    shared.take_outgoing(&mut wire.bytes)?;
+                    if wire.bytes.is_empty() {
+                        if wire.bytes.capacity() > READ_CHUNK {
+                            wire.bytes = Vec::new(); // nothing held while idle
+                        }
+                        return Ok(());
+                    }
+                }
+                shared.connection.poll_timeout()
+            };
+            let limit = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+            set_timeout(&self.tcp, Direction::Write, limit)?;
+            match (&self.tcp).write(&wire.bytes[wire.written..]) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
-                Ok(n) => self.connection.advance_transmit(n),
+                Ok(n) => wire.written += n,
                 Err(error) if is_timeout(&error) => {
-                    self.report_transport_queue();
-                    if let Some(timeout) = self.tick() {
+                    if let Some(timeout) = lock(&self.shared).tick_at_deadline(&self.tcp) {
                         if matches!(timeout, Timeout::Ping | Timeout::Close) {
                             return Err(Error::timed_out(timeout));
                         }
                     }
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {
-                    if self.interruptible {
-                        return Err(error.into());
+                    if self.interruptible() {
+                        return Err(error.into()); // the rest stays on the wire
                     }
                 }
                 Err(error) => return Err(error.into()),
             }
         }
-        self.stream.flush()?;
-        Ok(())
-    }
-
-    /// At a deadline: what the kernel still holds for the peer (see
-    /// [`Connection::handle_transport_queue`]).
-    fn report_transport_queue(&mut self) {
-        if let Some(queued) = crate::kernel::raw_socket(self.stream.tcp()).and_then(crate::kernel::unsent_bytes) {
-            self.connection.handle_transport_queue(queued);
-        }
-    }
-
-    fn tick(&mut self) -> Option<Timeout> {
-        let timeout = self.connection.handle_timeout(Instant::now());
-        if let Some(timeout) = timeout {
-            self.failure.get_or_insert(Error::timed_out(timeout));
-        }
-        timeout
     }
 
     // ---- receiving -----------------------------------------------------------------
@@ -400,22 +598,24 @@ impl WebSocket {
     /// # Errors
     /// The limit passed ([`Timeout::Receive`]: the connection stays open),
     /// or as the async [`recv`](crate::WebSocket::recv).
-    pub fn recv(&mut self) -> Result<Option<Message>> {
-        self.recv_timeout_opt(self.timeout)
+    pub fn recv(&self) -> Result<Option<Message>> {
+        let limit = *lock(&self.timeout);
+        self.recv_timeout_opt(limit)
     }
 
     /// The next message, waiting at most `limit`.
     ///
     /// # Errors
     /// As [`recv`](Self::recv).
-    pub fn recv_timeout(&mut self, limit: Duration) -> Result<Option<Message>> {
+    pub fn recv_timeout(&self, limit: Duration) -> Result<Option<Message>> {
         self.recv_timeout_opt(Some(limit))
     }
 
-    fn recv_timeout_opt(&mut self, limit: Option<Duration>) -> Result<Option<Message>> {
+    fn recv_timeout_opt(&self, limit: Option<Duration>) -> Result<Option<Message>> {
         let deadline = limit.and_then(|limit| Instant::now().checked_add(limit));
+        let mut buf = lock(&self.reader);
         loop {
-            match self.next_event(deadline)? {
+            match self.next_event(&mut buf, deadline)? {
                 Some(Event::Message(message)) => return Ok(Some(message)),
                 Some(_) => {}
                 None => return Ok(None),
@@ -428,70 +628,85 @@ impl WebSocket {
     ///
     /// # Errors
     /// As [`recv`](Self::recv).
-    pub fn recv_event(&mut self) -> Result<Option<Event>> {
-        let deadline = self.timeout.and_then(|limit| Instant::now().checked_add(limit));
-        self.next_event(deadline)
+    pub fn recv_event(&self) -> Result<Option<Event>> {
+        let deadline = lock(&self.timeout).and_then(|limit| Instant::now().checked_add(limit));
+        let mut buf = lock(&self.reader);
+        self.next_event(&mut buf, deadline)
     }
 
-    fn next_event(&mut self, deadline: Option<Instant>) -> Result<Option<Event>> {
+    /// The receiver's loop; `buf` is the held reader lock.
+    fn next_event(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<Option<Event>> {
         loop {
-            if self.done {
-                return self.failure.take().map_or(Ok(None), Err);
-            }
-            if let Some(event) = self.connection.poll_event() {
-                if let Event::Close(frame) = &event {
-                    self.peer_close.clone_from(frame);
+            {
+                let mut shared = lock(&self.shared);
+                if shared.done {
+                    return shared.failure.take().map_or(Ok(None), Err);
                 }
-                return Ok(Some(event));
+                if let Some(event) = shared.connection.poll_event() {
+                    if let Event::Close(frame) = &event {
+                        shared.peer_close.clone_from(frame);
+                    }
+                    return Ok(Some(event));
+                }
             }
-            if let Err(error) = self.write_out() {
+            if let Err(error) = self.flush(false) {
                 // An interruption leaves the connection as it was.
-                self.done = !matches!(&error.kind, Kind::Io(cause) if cause.kind() == io::ErrorKind::Interrupted);
+                lock(&self.shared).done = !error.is_interrupted();
                 return Err(error);
             }
-            if self.connection.is_finished() {
-                self.done = true;
-                let _ = self.stream.tcp().shutdown(std::net::Shutdown::Both);
-                continue;
-            }
-            let now = Instant::now();
-            if deadline.is_some_and(|deadline| now >= deadline) {
-                return Err(Error::timed_out(Timeout::Receive));
-            }
-            let wake = match (deadline, self.connection.poll_timeout()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+            let wake = {
+                let shared = lock(&self.shared);
+                if shared.connection.is_finished() {
+                    drop(shared);
+                    // The last bytes (a close reply) may be on another
+                    // thread's wire: let it finish before the socket shuts.
+                    let _ = self.flush(true);
+                    lock(&self.shared).done = true;
+                    let _ = self.tcp.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let now = Instant::now();
+                if deadline.is_some_and(|deadline| now >= deadline) {
+                    return Err(Error::timed_out(Timeout::Receive));
+                }
+                let wake = match (deadline, shared.connection.poll_timeout()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                wake.map(|wake| wake.saturating_duration_since(now))
             };
-            set_timeouts(self.stream.tcp(), wake.map(|wake| wake.saturating_duration_since(now)))?;
-            match self.stream.read(&mut self.buf) {
+            set_timeout(&self.tcp, Direction::Read, wake)?;
+            let read = (&self.tcp).read(buf);
+            let mut shared = lock(&self.shared);
+            match read {
                 Ok(0) => {
-                    self.done = true;
-                    let clean = self.connection.handle_eof();
-                    let failure = self.failure.take();
-                    return match (clean, failure) {
+                    shared.done = true;
+                    let clean = shared.connection.handle_eof();
+                    return match (clean, shared.failure.take()) {
                         (_, Some(failure)) => Err(failure),
                         (true, None) => Ok(None),
                         (false, None) => Err(Error::new(Kind::AbnormalClosure)),
                     };
                 }
                 Ok(n) => {
-                    if let Err(error) = self.connection.handle_read(&self.buf[..n]) {
-                        self.failure.get_or_insert(error.into());
+                    if let Err(error) = shared.receive(&buf[..n]) {
+                        shared.done = true;
+                        shared.connection.handle_eof();
+                        return Err(error);
                     }
-                    self.tick();
+                    shared.tick();
                 }
                 Err(error) if is_timeout(&error) => {
-                    self.report_transport_queue();
-                    self.tick();
+                    shared.tick_at_deadline(&self.tcp);
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {
-                    if self.interruptible {
+                    if self.interruptible() {
                         return Err(error.into());
                     }
                 }
                 Err(error) => {
-                    self.done = true;
-                    self.connection.handle_eof();
+                    shared.done = true;
+                    shared.connection.handle_eof();
                     return Err(error.into());
                 }
             }
@@ -500,21 +715,60 @@ impl WebSocket {
 
     // ---- closing -------------------------------------------------------------------
 
+    /// Ends the connection without a close handshake: the socket is shut
+    /// down, and a thread waiting in `recv` wakes with the connection
+    /// ended (websocket-client's `abort`).
+    pub fn abort(&self) {
+        let _ = self.tcp.shutdown(std::net::Shutdown::Both);
+    }
+
     /// Closes: sends a close frame, waits up to the close timeout for the
     /// server's, and closes the socket. Messages arriving meanwhile are
-    /// discarded.
+    /// discarded. While another thread is in `recv`, that thread reads the
+    /// server's close (and returns); past the close timeout the socket is
+    /// shut under it.
     ///
     /// # Errors
     /// An invalid code or reason, the close timeout, a transport error.
-    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
-        if self.done {
-            return Ok(());
+    pub fn close(&self, code: CloseCode, reason: &str) -> Result<()> {
+        {
+            let mut shared = lock(&self.shared);
+            if shared.done {
+                return Ok(());
+            }
+            if shared.connection.state() == State::Open {
+                shared.connection.close(code, reason)?;
+                shared.tick(); // the close timeout starts
+            }
         }
-        if self.connection.state() == State::Open {
-            self.connection.close(code, reason)?;
+        if let Err(error) = self.flush(true) {
+            lock(&self.shared).done = !error.is_interrupted();
+            return Err(error);
         }
+        let mut buf = loop {
+            if let Some(buf) = try_lock(&self.reader) {
+                break buf;
+            }
+            // Another thread is receiving: it reads the server's close and
+            // ends the connection. This one keeps the close timeout.
+            let gave_up = {
+                let mut shared = lock(&self.shared);
+                if shared.done {
+                    return Ok(());
+                }
+                shared.tick();
+                shared.connection.is_finished()
+            };
+            if gave_up {
+                // The receiver may wait on a read with no deadline: end
+                // the connection under it.
+                let _ = self.tcp.shutdown(std::net::Shutdown::Both);
+                break lock(&self.reader);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
         loop {
-            match self.next_event(None) {
+            match self.next_event(&mut buf, None) {
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(()),
                 Err(error) => return Err(error),

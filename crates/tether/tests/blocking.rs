@@ -3,6 +3,7 @@
 //! keepalive, the open and close timeouts, TLS and proxies.
 
 use std::net::SocketAddr;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use tether::blocking;
@@ -40,8 +41,8 @@ fn python_echo() -> Peer {
 #[test]
 fn create_connection_send_recv_close_against_python_websockets() {
     let server = python_echo();
-    let mut ws = blocking::connect(&format!("ws://127.0.0.1:{}/", server.port())).unwrap();
-    assert!(ws.connection().is_compressed(), "permessage-deflate with websockets");
+    let ws = blocking::connect(&format!("ws://127.0.0.1:{}/", server.port())).unwrap();
+    assert!(ws.is_compressed(), "permessage-deflate with websockets");
     for message in
         [Message::from("Hello, World"), Message::from(vec![0u8, 1, 2, 255]), Message::from(vec![b'x'; 1 << 20])]
     {
@@ -57,7 +58,7 @@ fn create_connection_send_recv_close_against_python_websockets() {
 #[test]
 fn a_receive_limit_passes_without_harming_the_connection() {
     let (_runtime, addr) = tether_server(ServerConfig::default(), echo);
-    let mut ws = blocking::connect(&format!("ws://{addr}/")).unwrap();
+    let ws = blocking::connect(&format!("ws://{addr}/")).unwrap();
     let started = Instant::now();
     let error = ws.recv_timeout(Duration::from_millis(200)).unwrap_err();
     assert_eq!(error.timeout(), Some(Timeout::Receive), "{error}");
@@ -75,7 +76,7 @@ fn wss_with_a_private_ca() {
     config.tls = Some(tether::tls::server_config_from_pem(cert.cert_path(), cert.key_path()).unwrap());
     let (_runtime, addr) = tether_server(config, echo);
     let client = ClientConfig::default().trust(TrustRoots::CaFile(cert.ca_path().to_owned()));
-    let mut ws = blocking::connect_with(&format!("wss://localhost:{}/", addr.port()), &client).unwrap();
+    let ws = blocking::connect_with(&format!("wss://localhost:{}/", addr.port()), &client).unwrap();
     ws.send("secret").unwrap();
     assert_eq!(ws.recv().unwrap(), Some(Message::from("secret")));
     ws.close(CloseCode::NORMAL, "").unwrap();
@@ -88,7 +89,7 @@ fn wss_with_a_private_ca() {
 fn keepalive_runs_inside_recv_and_detects_a_frozen_server() {
     let mut server = python_echo();
     let config = ClientConfig::default().keepalive(Some(Duration::from_secs(1)), Some(Duration::from_secs(1)));
-    let mut ws = blocking::connect_with(&format!("ws://127.0.0.1:{}/", server.port()), &config).unwrap();
+    let ws = blocking::connect_with(&format!("ws://127.0.0.1:{}/", server.port()), &config).unwrap();
     // Live: two seconds of pings, answered, no message.
     assert_eq!(ws.recv_timeout(Duration::from_secs(2)).unwrap_err().timeout(), Some(Timeout::Receive));
     assert!(ws.round_trip().is_some(), "pongs were timed");
@@ -109,7 +110,7 @@ fn close_gives_up_at_the_close_timeout_when_the_server_never_answers() {
     });
     let protocol = Config::default().with_keepalive(None, None).with_close_timeout(Duration::from_millis(500));
     let config = ClientConfig::default().protocol_config(protocol);
-    let mut ws = blocking::connect_with(&format!("ws://{addr}/"), &config).unwrap();
+    let ws = blocking::connect_with(&format!("ws://{addr}/"), &config).unwrap();
     let started = Instant::now();
     let error = ws.close(CloseCode::NORMAL, "").unwrap_err();
     assert_eq!(error.timeout(), Some(Timeout::Close), "{error}");
@@ -135,10 +136,131 @@ fn through_a_socks5_proxy_with_a_password() {
     let proxy = Peer::server(command, Duration::from_secs(20)).unwrap();
     let (_runtime, addr) = tether_server(ServerConfig::default(), echo);
     let via = Proxy::parse(&format!("socks5h://alice:s3cret@127.0.0.1:{}", proxy.port())).unwrap();
-    let mut ws =
-        blocking::connect_with(&format!("ws://localhost:{}/", addr.port()), &ClientConfig::default().proxy(via))
-            .unwrap();
+    let ws = blocking::connect_with(&format!("ws://localhost:{}/", addr.port()), &ClientConfig::default().proxy(via))
+        .unwrap();
     ws.send("via socks").unwrap();
     assert_eq!(ws.recv().unwrap(), Some(Message::from("via socks")));
     ws.close(CloseCode::NORMAL, "").unwrap();
+}
+
+// ---- threads: one waits in recv while others send and close ------------------------
+
+/// Answers only after it is spoken to: a client's `recv` started first has
+/// nothing to read until its own `send` (from another thread) gets out.
+async fn answer_when_spoken_to(mut ws: WebSocket) {
+    while let Ok(Some(message)) = ws.recv().await {
+        if ws.send(Message::from(format!("answer to {}", message.as_text().unwrap_or("?")))).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Starts `recv` on its own thread; the result comes back on the channel.
+fn recv_on_a_thread(ws: &Arc<blocking::WebSocket>) -> mpsc::Receiver<tether::Result<Option<Message>>> {
+    let (results, received) = mpsc::channel();
+    let ws = Arc::clone(ws);
+    std::thread::spawn(move || {
+        let _ = results.send(ws.recv());
+    });
+    // Let the thread get into its wait.
+    std::thread::sleep(Duration::from_millis(100));
+    received
+}
+
+fn send_while_another_thread_waits_in_recv(ws: blocking::WebSocket) {
+    let ws = Arc::new(ws);
+    let received = recv_on_a_thread(&ws);
+    let started = Instant::now();
+    ws.send("hello").unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1), "send waited {:?} for the receiver", started.elapsed());
+    let answer = received.recv_timeout(Duration::from_secs(5)).expect("recv returns once answered");
+    assert_eq!(answer.unwrap(), Some(Message::from("answer to hello")));
+    ws.close(CloseCode::NORMAL, "").unwrap();
+}
+
+#[test]
+fn one_thread_sends_while_another_waits_in_recv() {
+    let (_runtime, addr) = tether_server(ServerConfig::default(), answer_when_spoken_to);
+    send_while_another_thread_waits_in_recv(blocking::connect(&format!("ws://{addr}/")).unwrap());
+}
+
+#[test]
+fn over_wss_one_thread_sends_while_another_waits_in_recv() {
+    let cert = TestCert::new();
+    let mut config = ServerConfig::default();
+    config.tls = Some(tether::tls::server_config_from_pem(cert.cert_path(), cert.key_path()).unwrap());
+    let (_runtime, addr) = tether_server(config, answer_when_spoken_to);
+    let client = ClientConfig::default().trust(TrustRoots::CaFile(cert.ca_path().to_owned()));
+    let ws = blocking::connect_with(&format!("wss://localhost:{}/", addr.port()), &client).unwrap();
+    send_while_another_thread_waits_in_recv(ws);
+}
+
+#[test]
+fn many_threads_send_at_once_and_every_message_arrives_whole() {
+    let (_runtime, addr) = tether_server(ServerConfig::default(), echo);
+    let ws = Arc::new(blocking::connect(&format!("ws://{addr}/")).unwrap());
+    let senders: Vec<_> = (0..4u8)
+        .map(|thread| {
+            let ws = Arc::clone(&ws);
+            std::thread::spawn(move || {
+                for n in 0..50u8 {
+                    // Large enough to be written in several pieces.
+                    ws.send(Message::from(vec![thread * 64 + n % 64; 100_000])).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut counts = [0usize; 4];
+    for _ in 0..200 {
+        let Some(Message::Binary(bytes)) = ws.recv().unwrap() else { panic!("a binary echo") };
+        assert_eq!(bytes.len(), 100_000);
+        assert!(bytes.iter().all(|&b| b == bytes[0]), "a message interleaved with another");
+        counts[usize::from(bytes[0] / 64)] += 1;
+    }
+    assert_eq!(counts, [50; 4]);
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    ws.close(CloseCode::NORMAL, "").unwrap();
+}
+
+#[test]
+fn close_from_another_thread_ends_the_waiting_recv_cleanly() {
+    let (_runtime, addr) = tether_server(ServerConfig::default(), echo);
+    let ws = Arc::new(blocking::connect(&format!("ws://{addr}/")).unwrap());
+    let received = recv_on_a_thread(&ws);
+    let started = Instant::now();
+    ws.close(CloseCode::NORMAL, "bye").unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "close took {:?}", started.elapsed());
+    let result = received.recv_timeout(Duration::from_secs(5)).expect("recv returns");
+    assert_eq!(result.unwrap(), None, "a clean end for the receiver");
+    assert_eq!(ws.close_frame().map(|frame| frame.code), Some(CloseCode::NORMAL));
+}
+
+#[test]
+fn close_gives_up_on_a_silent_server_even_while_another_thread_waits() {
+    let mut server = python_echo();
+    let config = ClientConfig::default().close_timeout(Duration::from_millis(500));
+    let ws = Arc::new(blocking::connect_with(&format!("ws://127.0.0.1:{}/", server.port()), &config).unwrap());
+    let received = recv_on_a_thread(&ws);
+    server.freeze(); // no close reply will come
+    let started = Instant::now();
+    // Whether close itself reports the timeout or the receiver does, both
+    // return within the close timeout (and a little).
+    let _ = ws.close(CloseCode::NORMAL, "");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(3), "close waited {elapsed:?}");
+    let result = received.recv_timeout(Duration::from_secs(3)).expect("the waiting recv wakes");
+    assert!(result.is_err(), "no close reply came: {result:?}");
+    server.thaw();
+}
+
+#[test]
+fn abort_wakes_a_thread_waiting_in_recv() {
+    let (_runtime, addr) = tether_server(ServerConfig::default(), echo);
+    let ws = Arc::new(blocking::connect(&format!("ws://{addr}/")).unwrap());
+    let received = recv_on_a_thread(&ws);
+    ws.abort();
+    let result = received.recv_timeout(Duration::from_secs(5)).expect("recv wakes");
+    assert!(result.is_err(), "no close handshake: {result:?}");
 }

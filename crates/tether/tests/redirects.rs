@@ -77,7 +77,7 @@ async fn a_chain_of_redirects_is_followed_to_the_websocket_server() {
     // The blocking client follows the same way.
     let url = format!("ws://127.0.0.1:{}/", first.port());
     let blocking = tokio::task::spawn_blocking(move || {
-        let mut ws = tether::blocking::connect(&url).unwrap();
+        let ws = tether::blocking::connect(&url).unwrap();
         ws.recv().unwrap().unwrap().as_text().unwrap().to_owned()
     });
     assert_eq!(blocking.await.unwrap(), "/chat?room=1 -");
