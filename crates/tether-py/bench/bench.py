@@ -293,6 +293,7 @@ def main():
     parser.add_argument("--rates", default="0.1,0.2,0.4,0.8,1.6",
                         help="messages per second per client tried for the broadcast row")
     parser.add_argument("--only", help="comma-separated rows: pingpong,pipelined,broadcast")
+    parser.add_argument("--libraries", help="comma-separated libraries to run (default: all)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rows = set((args.only or "pingpong,pipelined,broadcast").split(","))
@@ -309,6 +310,8 @@ def main():
                 continue
             results[row] = {}
             for name in CLIENTS:
+                if args.libraries and name.split(" ")[0] not in args.libraries.split(","):
+                    continue
                 results[row][name] = run_client(name, url, args.seconds, window)
                 print("%-10s %-18s %12.0f /s" % (row, name, results[row][name]), file=sys.stderr, flush=True)
     finally:
@@ -318,6 +321,8 @@ def main():
     if "broadcast" in rows:
         results["broadcast"] = {}
         for name in SERVERS:
+            if args.libraries and name not in args.libraries.split(","):
+                continue
             best = None
             for rate in [float(r) for r in args.rates.split(",")]:
                 outcome = run_broadcast(name, args.tether_bin, args.clients, rate, args.seconds)

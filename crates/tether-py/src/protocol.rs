@@ -467,11 +467,33 @@ impl Protocol {
         Ok(self.data_to_send(py))
     }
 
+    /// Queues a text message without taking the bytes out (they leave with
+    /// the next `data_to_send`); returns how many bytes wait.
+    fn queue_text(&mut self, text: &str) -> PyResult<usize> {
+        let connection = self.open()?;
+        connection.send_text(text).map_err(|_| Python::attach(crate::error::closed))?;
+        Ok(connection.unsent_len())
+    }
+
+    /// `queue_text` for a binary message (any bytes-like object).
+    fn queue_binary(&mut self, data: &[u8]) -> PyResult<usize> {
+        let connection = self.open()?;
+        connection.send_binary(data).map_err(|_| Python::attach(crate::error::closed))?;
+        Ok(connection.unsent_len())
+    }
+
     /// Queues a message framed once for many (see `Prepared`); the bytes
     /// to write.
     fn send_prepared<'py>(&mut self, py: Python<'py>, prepared: &Prepared) -> PyResult<Option<Bound<'py, PyBytes>>> {
         self.open()?.send_prepared(&prepared.inner).map_err(|_| Python::attach(crate::error::closed))?;
         Ok(self.data_to_send(py))
+    }
+
+    /// Queues a message framed once for many without taking the bytes out:
+    /// they leave with the next `data_to_send` (a broadcast writes each
+    /// connection once per loop turn, whatever the number of messages).
+    fn queue_prepared(&mut self, prepared: &Prepared) -> PyResult<()> {
+        self.open()?.send_prepared(&prepared.inner).map_err(|_| Python::attach(crate::error::closed))
     }
 
     /// Whether permessage-deflate was negotiated.

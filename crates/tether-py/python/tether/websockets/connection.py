@@ -13,6 +13,13 @@ Received messages wait in a queue of at most ``max_queue``; beyond that
 the transport stops reading (backpressure to the peer) until ``recv``
 takes some. ``send`` waits while the transport's write buffer is above
 ``write_limit``.
+
+Writes are batched per loop turn. The first message sent after a read
+goes out at once (a reply's latency is one system call); messages sent
+after it in the same turn, and broadcasts, wait in the core and leave in
+one write per connection when the turn ends (``_flush_turn``), or as soon
+as ``QUEUE_LIMIT`` bytes wait. A program relaying many messages per turn
+makes one system call per connection, not one per message.
 """
 
 import asyncio
@@ -54,6 +61,29 @@ READ_BUFFER = 64 * 1024
 
 _thread_buffers = threading.local()
 
+#: Bytes a connection's core may hold for the end of the loop turn; beyond
+#: them they are written at once (and the transport's limit applies).
+QUEUE_LIMIT = 64 * 1024
+
+#: Per thread (one event loop each): the connections whose core holds bytes
+#: queued in this loop turn.
+_turn = threading.local()
+
+
+def _pending_flushes():
+    pending = getattr(_turn, "pending", None)
+    if pending is None:
+        pending = _turn.pending = []
+    return pending
+
+
+def _flush_turn():
+    """The loop turn ended: every connection with queued bytes writes them."""
+    connections = _turn.pending
+    _turn.pending = []
+    for connection in connections:
+        connection._flush_queued()
+
 
 def _read_buffer():
     buffer = getattr(_thread_buffers, "buffer", None)
@@ -94,6 +124,12 @@ class Connection(asyncio.BufferedProtocol):
         # whether permessage-deflate is on.
         self._open = False
         self._compressed = False
+        # Bytes wait in the core for this loop turn's flush (see the module
+        # docs); reads so far, and the read after which a message last went
+        # out at once.
+        self._flush_pending = False
+        self._reads = 0
+        self._direct_at = -1
         self._failure = None  # (exception class, text) of a violation or timeout
         self.connection_lost_waiter = self.loop.create_future()
         self.request = None
@@ -112,9 +148,11 @@ class Connection(asyncio.BufferedProtocol):
         return _thread_buffers.view
 
     def buffer_updated(self, nbytes):
+        self._reads += 1
         self._received(self.protocol.feed_from(_thread_buffers.buffer, nbytes))
 
     def data_received(self, data):
+        self._reads += 1
         self._received(self.protocol.feed(data))
 
     def _received(self, fed):
@@ -256,6 +294,24 @@ class Connection(asyncio.BufferedProtocol):
             return
         self._schedule()
 
+    def _defer_flush(self):
+        """Bytes wait in the core: write them when this loop turn ends."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            pending = _pending_flushes()
+            if not pending:
+                self.loop.call_soon(_flush_turn)
+            pending.append(self)
+
+    def _flush_queued(self):
+        """Writes what waits in the core."""
+        self._flush_pending = False
+        if self._lost or self.transport.is_closing():
+            return
+        out = self.protocol.data_to_send()
+        if out:
+            self.transport.write(out)
+
     def _schedule(self):
         delay = self.protocol.timeout()
         if delay is None:
@@ -385,29 +441,40 @@ class Connection(asyncio.BufferedProtocol):
             self.transport.close()
 
     def _send_now(self, message, text=None):
-        """Frames and writes ``message`` at once (no waiting)."""
-        try:
-            kind = type(message)
-            if kind is str and text is not False:
-                out = self.protocol.send_text(message)
-            elif kind is bytes and not text:
-                out = self.protocol.send_binary(message)
-            elif isinstance(message, str):
-                out = self.protocol.send_binary(message.encode("utf-8"))
-            elif isinstance(message, (bytes, bytearray, memoryview)):
-                if text:
-                    out = self.protocol.send_text(bytes(message).decode("utf-8"))
-                else:
-                    out = self.protocol.send_binary(message)
+        """Frames ``message``; writes it at once if it is the first since
+        the last read, else queues it for the end of the loop turn."""
+        kind = type(message)
+        if kind is str and text is not False:
+            as_text = True
+        elif kind is bytes and not text:
+            as_text = False
+        elif isinstance(message, str):
+            message, as_text = message.encode("utf-8"), False
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            if text:
+                message, as_text = bytes(message).decode("utf-8"), True
             else:
-                raise TypeError("data must be str or bytes-like, not %s" % type(message).__name__)
+                as_text = False
+        else:
+            raise TypeError("data must be str or bytes-like, not %s" % type(message).__name__)
+        if self._lost:
+            raise self._closed_exception()
+        protocol = self.protocol
+        try:
+            if self._direct_at != self._reads:
+                self._direct_at = self._reads
+                out = protocol.send_text(message) if as_text else protocol.send_binary(message)
+                if out:
+                    self.transport.write(out)
+                return
+            queued = protocol.queue_text(message) if as_text else protocol.queue_binary(message)
         except (_tether.Error, RuntimeError):
             # Closing, closed, or not open yet.
             raise self._closed_exception() from None
-        if self._lost:
-            raise self._closed_exception()
-        if out:
-            self.transport.write(out)
+        if queued >= QUEUE_LIMIT:
+            self._flush_queued()
+        else:
+            self._defer_flush()
 
     async def send(self, message, text=None):
         """Sends a message: ``str`` as text, bytes-like as binary; an

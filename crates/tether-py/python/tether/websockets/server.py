@@ -15,7 +15,7 @@ import inspect
 import logging
 
 from .. import _tether
-from .connection import Connection
+from .connection import Connection, _flush_turn, _pending_flushes
 from .datastructures import Headers
 from .http11 import Request, Response
 from .protocol import State
@@ -277,18 +277,25 @@ class serve:
 def broadcast(connections, message, raise_exceptions=False):
     """Sends ``message`` to every open connection of ``connections`` without
     waiting. The message is framed once (and compressed once, for the
-    connections with permessage-deflate): each connection without it gets
-    the same bytes. A connection that is not open, or whose write buffer is
-    above its limit (a slow reader), is skipped and logged; with
-    ``raise_exceptions``, the skips are raised together as an
-    ExceptionGroup."""
+    connections with permessage-deflate). A connection that is not open, or
+    whose write buffer is above its limit (a slow reader), is skipped and
+    logged; with ``raise_exceptions``, the skips are raised together as an
+    ExceptionGroup.
+
+    The frames wait in each connection's core until the loop turn ends,
+    then go out in one write per connection: a server relaying many
+    messages in one turn makes one system call per client, not one per
+    message and client. Order is kept: anything the program sends on a
+    connection afterwards goes out behind them.
+    """
     if not isinstance(message, (str, bytes, bytearray, memoryview)):
         raise TypeError("data must be str or bytes-like")
     prepared = _tether.Prepared(message)
-    frame = prepared.frame
+    pending = _pending_flushes()
+    was_empty = not pending
     errors = []
     for connection in connections:
-        if not connection._open or connection.transport.is_closing():
+        if not connection._open:
             continue
         if connection._writing_paused:
             error = ConnectionError("skipped broadcast: the client reads too slowly")
@@ -296,15 +303,16 @@ def broadcast(connections, message, raise_exceptions=False):
             errors.append(error)
             continue
         try:
-            if connection._compressed:
-                out = connection.protocol.send_prepared(prepared)
-                if out:
-                    connection.transport.write(out)
-            else:
-                connection.transport.write(frame)
+            connection.protocol.queue_prepared(prepared)
         except Exception as error:
             connection.logger.warning("skipped broadcast: %s", error)
             errors.append(error)
+            continue
+        if not connection._flush_pending:
+            connection._flush_pending = True
+            pending.append(connection)
+    if was_empty and pending:
+        pending[0].loop.call_soon(_flush_turn)
     if raise_exceptions and errors:
         raise ExceptionGroup("skipped broadcast", errors)  # noqa: F821 (Python 3.11+)
 
