@@ -20,6 +20,7 @@
 
 use std::time::Instant;
 
+use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
@@ -72,7 +73,7 @@ impl Prepared {
         let message = if let Ok(text) = message.cast::<PyString>() {
             Message::from(text.to_str()?)
         } else {
-            Message::from(message.extract::<Vec<u8>>()?)
+            Message::from(with_bytes(message, <[u8]>::to_vec)?)
         };
         let inner = PreparedMessage::new(&message);
         let frame = PyBytes::new(py, inner.frame()).unbind();
@@ -85,6 +86,32 @@ impl Prepared {
     fn frame(&self, py: Python<'_>) -> Py<PyBytes> {
         self.frame.clone_ref(py)
     }
+}
+
+/// Runs `f` on the bytes of a bytes-like object (`bytes`, `bytearray`,
+/// `memoryview` or any other buffer) in place: a payload is copied once,
+/// into the frame.
+fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
+    if let Ok(bytes) = data.cast::<PyBytes>() {
+        return Ok(f(bytes.as_bytes()));
+    }
+    if let Ok(array) = data.cast::<PyByteArray>() {
+        // SAFETY: `f` runs no Python code and the GIL is held throughout,
+        // so nothing resizes or writes the bytearray while it is read.
+        return Ok(f(unsafe { array.as_bytes() }));
+    }
+    if let Ok(buffer) = PyBuffer::<u8>::get(data) {
+        if buffer.is_c_contiguous() {
+            // SAFETY: the buffer is exported (held) until `buffer` drops, is
+            // contiguous and `len_bytes` long; `f` runs no Python code.
+            let bytes = unsafe { std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), buffer.len_bytes()) };
+            return Ok(f(bytes));
+        }
+        return Ok(f(&buffer.to_vec(data.py())?));
+    }
+    // Anything else `bytes()` takes (a buffer of other item types).
+    let bytes = data.py().get_type::<PyBytes>().call1((data,))?;
+    Ok(f(bytes.cast::<PyBytes>()?.as_bytes()))
 }
 
 /// What a client keeps until the server's answer is read.
@@ -462,8 +489,13 @@ impl Protocol {
     }
 
     /// Queues a binary message (any bytes-like object); the bytes to write.
-    fn send_binary<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        self.open()?.send_binary(data).map_err(|_| Python::attach(crate::error::closed))?;
+    fn send_binary<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let connection = self.open()?;
+        with_bytes(data, |data| connection.send_binary(data))?.map_err(|_| crate::error::closed(py))?;
         Ok(self.data_to_send(py))
     }
 
@@ -476,9 +508,9 @@ impl Protocol {
     }
 
     /// `queue_text` for a binary message (any bytes-like object).
-    fn queue_binary(&mut self, data: &[u8]) -> PyResult<usize> {
+    fn queue_binary(&mut self, data: &Bound<'_, PyAny>) -> PyResult<usize> {
         let connection = self.open()?;
-        connection.send_binary(data).map_err(|_| Python::attach(crate::error::closed))?;
+        with_bytes(data, |data| connection.send_binary(data))?.map_err(|_| crate::error::closed(data.py()))?;
         Ok(connection.unsent_len())
     }
 
