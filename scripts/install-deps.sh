@@ -18,6 +18,8 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # Real proxies for tests/peers/proxy.py: tinyproxy (HTTP CONNECT), dante (SOCKS5).
 [ -x /usr/bin/tinyproxy ] || need_apt+=(tinyproxy)
 [ -x /usr/sbin/danted ] || need_apt+=(dante-server)
+# A throwaway certificate for the Python package's wss tests.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -18,6 +18,7 @@ mod error;
 mod options;
 mod protocol;
 mod sync;
+mod tunnel;
 
 /// Turns the trace of handshakes and frames on or off (`enableTrace`);
 /// with a `logger`, each line goes to its `debug` method (Python
@@ -45,6 +46,7 @@ fn _tether(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<app::App>()?;
     m.add_class::<protocol::Protocol>()?;
     m.add_class::<protocol::Prepared>()?;
+    m.add_class::<tunnel::Tunnel>()?;
     for (name, value) in [
         ("EV_TEXT", protocol::EV_TEXT),
         ("EV_BINARY", protocol::EV_BINARY),

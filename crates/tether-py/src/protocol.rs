@@ -489,11 +489,7 @@ impl Protocol {
     }
 
     /// Queues a binary message (any bytes-like object); the bytes to write.
-    fn send_binary<'py>(
-        &mut self,
-        py: Python<'py>,
-        data: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    fn send_binary<'py>(&mut self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let connection = self.open()?;
         with_bytes(data, |data| connection.send_binary(data))?.map_err(|_| crate::error::closed(py))?;
         Ok(self.data_to_send(py))

@@ -124,13 +124,14 @@ impl Error {
     }
 
     /// The HTTP status of a refused handshake (client: the server's answer;
-    /// server: what we answered).
+    /// server: what we answered), or of an HTTP proxy's refused tunnel.
     #[must_use]
     pub fn http_status(&self) -> Option<u16> {
         match &self.kind {
             Kind::Handshake(HandshakeError::Status { status, .. }) => Some(*status),
             Kind::Handshake(HandshakeError::Head(head)) => Some(head.status()),
             Kind::Rejected(rejection) => Some(rejection.status),
+            Kind::Proxy(tether_proto::proxy::ProxyError::Refused { status, .. }) => Some(*status),
             _ => None,
         }
     }

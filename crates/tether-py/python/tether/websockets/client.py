@@ -4,13 +4,22 @@ reconnect) and ``ClientConnection``, as in Python websockets."""
 import asyncio
 import logging
 import random
+import socket
 import ssl as ssl_module
 import urllib.parse
 
 from .. import _tether
 from .connection import Connection
 from .datastructures import Headers
-from .exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI, SecurityError
+from .exceptions import (
+    InvalidHandshake,
+    InvalidMessage,
+    InvalidProxyStatus,
+    InvalidStatus,
+    InvalidURI,
+    ProxyError,
+    SecurityError,
+)
 from .http11 import Response
 
 __all__ = ["connect", "ClientConnection", "process_exception"]
@@ -51,6 +60,24 @@ class ClientConnection(Connection):
             self.handshake.set_exception(InvalidMessage("did not receive a valid HTTP response"))
 
 
+async def _connect_socket(loop, host, port):
+    """A non-blocking TCP socket connected to ``host``, trying each address."""
+    last = None
+    for family, kind, proto, _, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        except BaseException as error:
+            sock.close()
+            if not isinstance(error, OSError):
+                raise
+            last = error
+    raise last if last is not None else OSError("%s has no address" % host)
+
+
 def process_exception(exc):
     """Whether ``async for ... in connect(...)`` retries after ``exc``
     (None) or gives up (the exception to raise), as websockets decides."""
@@ -68,7 +95,7 @@ class connect:
     it drops, ``async for websocket in connect(uri)``."""
 
     def __init__(self, uri, *, origin=None, extensions=None, subprotocols=None, compression="deflate",
-                 additional_headers=None, user_agent_header=USER_AGENT, proxy=None,
+                 additional_headers=None, user_agent_header=USER_AGENT, proxy=True,
                  process_exception=process_exception, open_timeout=10, ping_interval=20, ping_timeout=20,
                  close_timeout=10, max_size=2**20, max_queue=16, write_limit=2**15, logger=None,
                  create_connection=None, **kwargs):
@@ -99,7 +126,8 @@ class connect:
             # websockets: no keepalive pings means no pong to wait for.
             "ping_timeout": ping_timeout if ping_interval is not None else None,
             "close_timeout": close_timeout,
-            "proxy": "",  # asyncio opens the TCP connection itself
+            # True: the environment's proxy (``no_proxy`` honoured); None: none.
+            "proxy": None if proxy is True else ("" if proxy is None else str(proxy)),
         }
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
@@ -128,6 +156,8 @@ class connect:
             _, connection = await loop.create_connection(factory, sock=sock, ssl=ssl, **kwargs)
         elif "path" in kwargs:
             _, connection = await loop.create_unix_connection(factory, kwargs.pop("path"), ssl=ssl, **kwargs)
+        elif "host" not in kwargs and "port" not in kwargs and (tunnel := await self._tunnel()) is not None:
+            _, connection = await loop.create_connection(factory, sock=tunnel, ssl=ssl, **kwargs)
         else:
             host = kwargs.pop("host", self.host)
             port = kwargs.pop("port", self.port)
@@ -139,6 +169,38 @@ class connect:
             connection.transport.abort()
             raise
         return connection
+
+    async def _tunnel(self):
+        """A socket tunnelled through the proxy to the server, or None to go
+        straight there (tether's core chooses the proxy and speaks to it;
+        see ``_tether.Tunnel``)."""
+        try:
+            opened = _tether.Tunnel.open(self.uri, self.options)
+        except _tether.Error as error:
+            raise ProxyError(str(error)) from None
+        if opened is None:
+            return None
+        tunnel, host, port = opened
+        loop = asyncio.get_running_loop()
+        sock = await _connect_socket(loop, host, port)
+        try:
+            out, want = tunnel.start()
+            while True:
+                if out:
+                    await loop.sock_sendall(sock, out)
+                if not want:
+                    return sock
+                out, want = tunnel.feed(await loop.sock_recv(sock, want))
+        except _tether.Error as error:
+            sock.close()
+            if error.kind == "proxy" and error.status is not None:
+                raise InvalidProxyStatus(Response(error.status, str(error), Headers())) from None
+            if error.kind == "io":
+                raise OSError(str(error)) from None
+            raise ProxyError(str(error)) from None
+        except BaseException:
+            sock.close()
+            raise
 
     async def _open_bounded(self):
         if self.open_timeout is None:

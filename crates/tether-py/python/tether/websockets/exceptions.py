@@ -4,7 +4,8 @@ __all__ = [
     "WebSocketException", "ConnectionClosed", "ConnectionClosedOK", "ConnectionClosedError", "InvalidURI",
     "InvalidHandshake", "SecurityError", "InvalidMessage", "InvalidStatus", "InvalidHeader",
     "InvalidHeaderFormat", "InvalidHeaderValue", "InvalidOrigin", "InvalidUpgrade", "NegotiationError",
-    "ProtocolError", "PayloadTooBig", "InvalidState", "ConcurrencyError",
+    "ProtocolError", "PayloadTooBig", "InvalidState", "ConcurrencyError", "ProxyError", "InvalidProxyMessage",
+    "InvalidProxyStatus",
 ]
 
 OK_CLOSE_CODES = (1000, 1001)
@@ -78,6 +79,22 @@ class InvalidStatus(InvalidHandshake):
     def __init__(self, response):
         self.response = response
         super().__init__("server rejected WebSocket connection: HTTP %d" % response.status_code)
+
+
+class ProxyError(InvalidHandshake):
+    """The proxy could not open a tunnel to the server."""
+
+
+class InvalidProxyMessage(ProxyError):
+    """The proxy's answer is malformed."""
+
+
+class InvalidProxyStatus(ProxyError):
+    """The HTTP proxy refused the tunnel; ``response``."""
+
+    def __init__(self, response):
+        self.response = response
+        super().__init__("proxy rejected connection: HTTP %d" % response.status_code)
 
 
 class InvalidHeader(InvalidHandshake):
