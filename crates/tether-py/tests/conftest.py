@@ -60,6 +60,27 @@ class Server:
         self.process.stderr.close()
 
 
+class ListeningPeer:
+    """A peer process that prints ``LISTENING <port>`` once it listens
+    (``tests/peers``' common interface); stopped by PID."""
+
+    def __init__(self, argv, env=None):
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        line = self.process.stdout.readline()
+        if not line.startswith("LISTENING "):
+            self.stop()
+            raise RuntimeError("%s: %r %s" % (" ".join(argv), line, self.process.stderr.read()))
+        self.port = int(line.split()[1])
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
 def start_tether(*flags):
     port = free_port()
     return Server([tether_bin(), "serve", "--listen", "127.0.0.1:%d" % port, *flags], port)

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, free_port, start_tether
+from conftest import ROOT, ListeningPeer, start_tether
 
 PEERS = ROOT / "tests" / "peers"
 DEPS = pathlib.Path(os.environ.get("TETHER_DEPS", pathlib.Path.home() / ".cache" / "tether-deps"))
@@ -26,23 +26,13 @@ def node_command(script):
     return ["node", str(PEERS / script)]
 
 
-class Peer:
+class Peer(ListeningPeer):
     """A peer server speaking the common interface (prints LISTENING port)."""
 
     def __init__(self, argv):
         env = dict(os.environ, NODE_PATH=str(NODE_PATH))
-        self.process = subprocess.Popen(argv + ["--host", "127.0.0.1", "--port", "0"], stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, env=env)
-        line = self.process.stdout.readline()
-        assert line.startswith("LISTENING "), (line, self.process.stderr.read())
-        self.url = "ws://127.0.0.1:%d/" % int(line.split()[1])
-
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        super().__init__(argv + ["--host", "127.0.0.1", "--port", "0"], env=env)
+        self.url = "ws://127.0.0.1:%d/" % self.port
 
 
 def run_client(argv, url):

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, start_tether
+from conftest import ROOT, ListeningPeer, start_tether
 from tether import websockets
 
 USER, PASSWORD = "alice", "s3cret"
@@ -25,29 +25,16 @@ def deps_python():
     return str(python)
 
 
-class Proxy:
+class Proxy(ListeningPeer):
     def __init__(self, kind, engine, auth):
         argv = [deps_python(), str(ROOT / "tests" / "peers" / "proxy.py"), "--kind", kind, "--engine", engine]
         if auth:
             argv += ["--user", USER, "--password", PASSWORD]
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        if not line.startswith("LISTENING "):
-            self.stop()
-            raise RuntimeError("proxy.py: %r %s" % (line, self.process.stderr.read()))
-        self.port = int(line.split()[1])
+        super().__init__(argv)
 
     def url(self, scheme, auth=True):
         credentials = "%s:%s@" % (USER, PASSWORD) if auth else ""
         return "%s://%s127.0.0.1:%d" % (scheme, credentials, self.port)
-
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture
