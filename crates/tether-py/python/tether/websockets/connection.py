@@ -65,22 +65,24 @@ _thread_buffers = threading.local()
 #: them they are written at once (and the transport's limit applies).
 QUEUE_LIMIT = 64 * 1024
 
-#: Per thread (one event loop each): the connections whose core holds bytes
-#: queued in this loop turn.
+#: Per thread: the event loop running there and its connections whose core
+#: holds bytes queued in this loop turn.
 _turn = threading.local()
 
 
-def _pending_flushes():
-    pending = getattr(_turn, "pending", None)
-    if pending is None:
-        pending = _turn.pending = []
-    return pending
+def _pending_flushes(loop):
+    """The connections of ``loop`` waiting for the end of the turn (a new,
+    empty list when another loop runs in this thread now)."""
+    state = getattr(_turn, "state", None)
+    if state is None or state[0] is not loop:
+        state = _turn.state = (loop, [])
+    return state[1]
 
 
-def _flush_turn():
+def _flush_turn(pending):
     """The loop turn ended: every connection with queued bytes writes them."""
-    connections = _turn.pending
-    _turn.pending = []
+    connections = pending.copy()
+    pending.clear()
     for connection in connections:
         connection._flush_queued()
 
@@ -298,9 +300,9 @@ class Connection(asyncio.BufferedProtocol):
         """Bytes wait in the core: write them when this loop turn ends."""
         if not self._flush_pending:
             self._flush_pending = True
-            pending = _pending_flushes()
+            pending = _pending_flushes(self.loop)
             if not pending:
-                self.loop.call_soon(_flush_turn)
+                self.loop.call_soon(_flush_turn, pending)
             pending.append(self)
 
     def _flush_queued(self):

@@ -291,8 +291,8 @@ def broadcast(connections, message, raise_exceptions=False):
     if not isinstance(message, (str, bytes, bytearray, memoryview)):
         raise TypeError("data must be str or bytes-like")
     prepared = _tether.Prepared(message)
-    pending = _pending_flushes()
-    was_empty = not pending
+    pending = None
+    was_empty = False
     errors = []
     for connection in connections:
         if not connection._open:
@@ -310,9 +310,12 @@ def broadcast(connections, message, raise_exceptions=False):
             continue
         if not connection._flush_pending:
             connection._flush_pending = True
+            if pending is None:
+                pending = _pending_flushes(connection.loop)
+                was_empty = not pending
             pending.append(connection)
-    if was_empty and pending:
-        pending[0].loop.call_soon(_flush_turn)
+    if was_empty:
+        pending[0].loop.call_soon(_flush_turn, pending)
     if raise_exceptions and errors:
         raise ExceptionGroup("skipped broadcast", errors)  # noqa: F821 (Python 3.11+)
 
