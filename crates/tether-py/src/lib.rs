@@ -17,6 +17,7 @@ mod app;
 mod error;
 mod options;
 mod protocol;
+mod redirects;
 mod sync;
 mod tunnel;
 
@@ -47,6 +48,7 @@ fn _tether(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<protocol::Protocol>()?;
     m.add_class::<protocol::Prepared>()?;
     m.add_class::<tunnel::Tunnel>()?;
+    m.add_class::<redirects::Redirects>()?;
     for (name, value) in [
         ("EV_TEXT", protocol::EV_TEXT),
         ("EV_BINARY", protocol::EV_BINARY),

@@ -135,6 +135,8 @@ pub struct Protocol {
     leftover: Vec<u8>,
     /// Whether a violation was reported already.
     failure_reported: bool,
+    /// Client: the server's refusal, kept for `Redirects.follow`.
+    pub(crate) rejection: Option<tether::Error>,
 }
 
 fn headers_list<'py>(py: Python<'py>, headers: &tether::proto::handshake::Headers) -> PyResult<Bound<'py, PyList>> {
@@ -210,6 +212,32 @@ impl Protocol {
         Ok(())
     }
 
+    /// A client for `target` with `config`: the protocol, and the request
+    /// to write.
+    pub(crate) fn client_for<'py>(
+        py: Python<'py>,
+        target: Target,
+        config: &tether::ClientConfig,
+    ) -> PyResult<(Protocol, Bound<'py, PyBytes>)> {
+        let (handshake, request) =
+            tether::client::opening_request(&target, config).map_err(|error| crate::error::to_py(&error))?;
+        let protocol = Protocol {
+            phase: Phase::ClientOpening(Box::new(ClientOpening {
+                handshake,
+                reader: HeadReader::new(config.limits.clone()),
+                target,
+                config: config.clone(),
+            })),
+            config: config.protocol.clone(),
+            server: ServerHandshakeConfig::default(),
+            out: Vec::new(),
+            leftover: Vec::new(),
+            failure_reported: false,
+            rejection: None,
+        };
+        Ok((protocol, PyBytes::new(py, &request)))
+    }
+
     /// Feeds `data` to the open connection; a violation becomes an event.
     fn feed_open(&mut self, py: Python<'_>, data: &[u8], events: &Bound<'_, PyList>) -> PyResult<()> {
         if let Phase::Open(connection) = &mut self.phase {
@@ -227,22 +255,7 @@ impl Protocol {
     fn client<'py>(py: Python<'py>, url: &str, options: ClientOptions) -> PyResult<(Protocol, Bound<'py, PyBytes>)> {
         let config = options.config()?;
         let target = Target::parse(url).map_err(|error| PyValueError::new_err(error.to_string()))?;
-        let (handshake, request) =
-            tether::client::opening_request(&target, &config).map_err(|error| crate::error::to_py(&error))?;
-        let protocol = Protocol {
-            phase: Phase::ClientOpening(Box::new(ClientOpening {
-                handshake,
-                reader: HeadReader::new(config.limits.clone()),
-                target,
-                config: config.clone(),
-            })),
-            config: config.protocol.clone(),
-            server: ServerHandshakeConfig::default(),
-            out: Vec::new(),
-            leftover: Vec::new(),
-            failure_reported: false,
-        };
-        Ok((protocol, PyBytes::new(py, &request)))
+        Protocol::client_for(py, target, &config)
     }
 
     /// A server connection: reads a request, then `accept` or `reject`.
@@ -263,6 +276,7 @@ impl Protocol {
             out: Vec::new(),
             leftover: Vec::new(),
             failure_reported: false,
+            rejection: None,
         })
     }
 
@@ -311,6 +325,7 @@ impl Protocol {
                             _ => (error.http_status().unwrap_or(0), error.to_string(), PyList::empty(py)),
                         };
                         events.append(event(py, (EV_REJECTED, status, reason, headers, PyBytes::new(py, rest)))?)?;
+                        self.rejection = Some(error);
                     }
                 }
             }

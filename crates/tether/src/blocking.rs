@@ -262,7 +262,7 @@ pub fn connect_with(url: &str, config: &ClientConfig) -> Result<WebSocket> {
     config.protocol.validate()?;
     let first = Target::parse(url)?;
     let deadline = Deadline::after(Instant::now(), config.open_timeout);
-    let mut redirects = crate::client::Redirects::new(&first, config);
+    let mut redirects = crate::client::Redirects::new(first, config.clone());
     loop {
         match connect_target(redirects.target(), redirects.config(), &deadline) {
             Ok(socket) => return Ok(socket),

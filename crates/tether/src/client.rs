@@ -184,7 +184,7 @@ pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<WebSocket>
     config.protocol.validate()?;
     let first = Target::parse(url)?;
     let attempt = async {
-        let mut redirects = Redirects::new(&first, config);
+        let mut redirects = Redirects::new(first, config.clone());
         loop {
             let error = match connect_target(redirects.target(), redirects.config()).await {
                 Ok(socket) => return Ok(socket),
@@ -201,36 +201,50 @@ pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<WebSocket>
 }
 
 /// Where a client is sent, redirect after redirect: the same for the
-/// async and blocking clients.
-pub(crate) struct Redirects<'a> {
-    first: &'a Target,
+/// async and blocking clients, and public for I/O layers of one's own (the
+/// Python package's asyncio client). Connect to [`target`](Self::target)
+/// with [`config`](Self::config); when the attempt fails, hand the error to
+/// [`follow`](Self::follow): `Ok` means try again.
+#[derive(Debug)]
+pub struct Redirects {
+    first: Target,
     target: Target,
-    config: &'a ClientConfig,
+    config: ClientConfig,
     /// The configuration without secret headers, once a redirect left the
     /// first URL's origin.
     elsewhere: Option<ClientConfig>,
     followed: usize,
 }
 
-impl<'a> Redirects<'a> {
-    pub(crate) fn new(first: &'a Target, config: &'a ClientConfig) -> Redirects<'a> {
-        Redirects { first, target: first.clone(), config, elsewhere: None, followed: 0 }
+impl Redirects {
+    /// Starts at `first`, with `config` (its `max_redirects` bounds the
+    /// redirects followed).
+    #[must_use]
+    pub fn new(first: Target, config: ClientConfig) -> Redirects {
+        Redirects { target: first.clone(), first, config, elsewhere: None, followed: 0 }
     }
 
     /// Where to connect now.
-    pub(crate) fn target(&self) -> &Target {
+    #[must_use]
+    pub fn target(&self) -> &Target {
         &self.target
     }
 
-    /// With what.
-    pub(crate) fn config(&self) -> &ClientConfig {
-        self.elsewhere.as_ref().unwrap_or(self.config)
+    /// With what: without `Authorization` and `Cookie` headers once a
+    /// redirect left the first URL's origin.
+    #[must_use]
+    pub fn config(&self) -> &ClientConfig {
+        self.elsewhere.as_ref().unwrap_or(&self.config)
     }
 
     /// An attempt failed with `error`: if it was a redirect to follow, the
     /// next target is set; otherwise the error (or why the redirect is not
     /// followed) is returned.
-    pub(crate) fn follow(&mut self, error: Error) -> Result<()> {
+    ///
+    /// # Errors
+    /// `error` itself when it is no redirect; a redirect refused (more than
+    /// `max_redirects`, `wss://` to `ws://`, a `Location` that is no URI).
+    pub fn follow(&mut self, error: Error) -> Result<()> {
         use tether_proto::handshake::{redirect, same_origin, HandshakeError, RedirectError};
         let Kind::Handshake(HandshakeError::Status { status, headers, .. }) = &error.kind else { return Err(error) };
         let Some(next) = redirect(&self.target, *status, headers) else { return Err(error) };
@@ -241,7 +255,7 @@ impl<'a> Redirects<'a> {
         }
         self.followed += 1;
         tracing::debug!(status, from = %self.target, to = %next, "following a redirect");
-        if !same_origin(self.first, &next) && self.elsewhere.is_none() {
+        if !same_origin(&self.first, &next) && self.elsewhere.is_none() {
             let mut config = self.config.clone();
             config.headers.retain(|(name, _)| {
                 !name.eq_ignore_ascii_case("authorization") && !name.eq_ignore_ascii_case("cookie")

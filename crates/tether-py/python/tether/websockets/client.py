@@ -3,6 +3,7 @@ reconnect) and ``ClientConnection``, as in Python websockets."""
 
 import asyncio
 import logging
+import os
 import random
 import socket
 import ssl as ssl_module
@@ -126,6 +127,8 @@ class connect:
             # websockets: no keepalive pings means no pong to wait for.
             "ping_timeout": ping_timeout if ping_interval is not None else None,
             "close_timeout": close_timeout,
+            # websockets reads its bound on redirects from the environment.
+            "max_redirects": int(os.environ.get("WEBSOCKETS_MAX_REDIRECTS", "10")),
             # True: the environment's proxy (``no_proxy`` honoured); None: none.
             "proxy": None if proxy is True else ("" if proxy is None else str(proxy)),
         }
@@ -139,14 +142,45 @@ class connect:
         self.connection = None
 
     async def _open(self):
+        # Where to connect, redirect after redirect (tether's decision: at
+        # most max_redirects, never wss:// to ws://, Authorization and
+        # Cookie only to the first origin).
+        plan = _tether.Redirects(self.uri, self.options)
+        while True:
+            protocol, request = plan.open()
+            connection = await self._connect(plan, protocol)
+            connection.transport.write(request)
+            try:
+                await connection.handshake
+                return connection
+            except InvalidStatus:
+                connection.transport.abort()
+                if "sock" in self.kwargs or "path" in self.kwargs:
+                    raise  # a socket of the caller's own goes nowhere else
+                try:
+                    again = plan.follow(protocol)
+                except _tether.Error as error:
+                    raise SecurityError(str(error)) from None
+                if not again:
+                    raise
+                self.logger.debug("redirected to %s", plan.url)
+            except BaseException:
+                connection.transport.abort()
+                raise
+
+    async def _connect(self, plan, protocol):
+        """A transport to where ``plan`` points now, through a proxy if one
+        applies, with TLS for ``wss://``."""
         loop = asyncio.get_running_loop()
-        protocol, request = _tether.Protocol.client(self.uri, self.options)
         kwargs = dict(self.kwargs)
         ssl = kwargs.pop("ssl", None)
-        if self.secure:
+        if plan.secure:
             if ssl is None:
                 ssl = ssl_module.create_default_context()
-            kwargs.setdefault("server_hostname", self.host)
+            if plan.host == self.host:
+                kwargs.setdefault("server_hostname", plan.host)
+            else:
+                kwargs["server_hostname"] = plan.host
         elif ssl is not None:
             raise ValueError("ssl given for a ws:// URI")
         factory = lambda: ClientConnection(protocol, max_queue=self.max_queue, write_limit=self.write_limit,
@@ -156,26 +190,20 @@ class connect:
             _, connection = await loop.create_connection(factory, sock=sock, ssl=ssl, **kwargs)
         elif "path" in kwargs:
             _, connection = await loop.create_unix_connection(factory, kwargs.pop("path"), ssl=ssl, **kwargs)
-        elif "host" not in kwargs and "port" not in kwargs and (tunnel := await self._tunnel()) is not None:
+        elif "host" not in kwargs and "port" not in kwargs and (tunnel := await self._tunnel(plan.url)) is not None:
             _, connection = await loop.create_connection(factory, sock=tunnel, ssl=ssl, **kwargs)
         else:
-            host = kwargs.pop("host", self.host)
-            port = kwargs.pop("port", self.port)
+            host = kwargs.pop("host", plan.host)
+            port = kwargs.pop("port", plan.port)
             _, connection = await loop.create_connection(factory, host, port, ssl=ssl, **kwargs)
-        connection.transport.write(request)
-        try:
-            await connection.handshake
-        except BaseException:
-            connection.transport.abort()
-            raise
         return connection
 
-    async def _tunnel(self):
+    async def _tunnel(self, uri):
         """A socket tunnelled through the proxy to the server, or None to go
         straight there (tether's core chooses the proxy and speaks to it;
         see ``_tether.Tunnel``)."""
         try:
-            opened = _tether.Tunnel.open(self.uri, self.options)
+            opened = _tether.Tunnel.open(uri, self.options)
         except _tether.Error as error:
             raise ProxyError(str(error)) from None
         if opened is None:
