@@ -95,11 +95,9 @@ fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResul
     if let Ok(bytes) = data.cast::<PyBytes>() {
         return Ok(f(bytes.as_bytes()));
     }
-    if let Ok(array) = data.cast::<PyByteArray>() {
-        // SAFETY: `f` runs no Python code and the GIL is held throughout,
-        // so nothing resizes or writes the bytearray while it is read.
-        return Ok(f(unsafe { array.as_bytes() }));
-    }
+    // A bytearray too goes through the buffer protocol: its export keeps
+    // it from being resized while it is read (`f` may call Python code: a
+    // trace logger, which may let another thread run).
     if let Ok(buffer) = PyBuffer::<u8>::get(data) {
         if buffer.is_c_contiguous() {
             // SAFETY: the buffer is exported (held) until `buffer` drops, is
@@ -399,9 +397,10 @@ impl Protocol {
         buffer: &Bound<'py, PyByteArray>,
         n: usize,
     ) -> PyResult<(Bound<'py, PyList>, Option<Bound<'py, PyBytes>>, bool)> {
-        // SAFETY: the bytearray is not resized or written while this runs:
-        // nothing here calls back into Python code (only object
-        // constructors), and the GIL is held throughout.
+        // SAFETY: the bytearray is this thread's own read buffer (one per
+        // thread, see connection.py), handed to no one else: nothing resizes
+        // or writes it while this runs, even if a trace logger runs Python
+        // code meanwhile.
         let bytes = unsafe { buffer.as_bytes() };
         let data = bytes.get(..n).ok_or_else(|| PyValueError::new_err("n is past the end of the buffer"))?;
         self.feed(py, data)
@@ -535,8 +534,11 @@ impl Protocol {
     /// Queues a message framed once for many without taking the bytes out:
     /// they leave with the next `data_to_send` (a broadcast writes each
     /// connection once per loop turn, whatever the number of messages).
-    fn queue_prepared(&mut self, prepared: &Prepared) -> PyResult<()> {
-        self.open()?.send_prepared(&prepared.inner).map_err(|_| Python::attach(crate::error::closed))
+    /// Returns how many bytes wait.
+    fn queue_prepared(&mut self, prepared: &Prepared) -> PyResult<usize> {
+        let connection = self.open()?;
+        connection.send_prepared(&prepared.inner).map_err(|_| Python::attach(crate::error::closed))?;
+        Ok(connection.unsent_len())
     }
 
     /// Whether permessage-deflate was negotiated.

@@ -51,6 +51,14 @@ impl SyncConnection {
         self.try_with_ws(py, operation)?.map_err(|error| to_py(&error))
     }
 
+    /// `with_ws` for a send: the frame is queued once. A signal that
+    /// interrupts the write comes after the queueing, so the retry only
+    /// writes what is left (sending again would send the frame twice).
+    fn sending(&self, py: Python<'_>, send: impl Fn(&WebSocket) -> tether::Result<()> + Send + Sync) -> PyResult<()> {
+        let mut queued = false;
+        self.with_ws(py, move |ws| if std::mem::replace(&mut queued, true) { ws.flush_queued() } else { send(ws) })
+    }
+
     /// As `with_ws`, with tether's own error handed back, for a caller
     /// that acts on what kind it is. The outer error: the connection was
     /// closed already, or a signal handler raised.
@@ -131,23 +139,23 @@ impl SyncConnection {
     /// Sends a text message.
     fn send_text(&self, py: Python<'_>, text: &str) -> PyResult<()> {
         let message = Message::from(text);
-        self.with_ws(py, |ws| ws.send(message.clone()))
+        self.sending(py, |ws| ws.send(message.clone()))
     }
 
     /// Sends a binary message (any bytes-like object).
     fn send_binary(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<()> {
         let message = Message::from(data);
-        self.with_ws(py, |ws| ws.send(message.clone()))
+        self.sending(py, |ws| ws.send(message.clone()))
     }
 
     /// Sends a ping.
     fn ping(&self, py: Python<'_>, payload: Vec<u8>) -> PyResult<()> {
-        self.with_ws(py, |ws| ws.ping(&payload))
+        self.sending(py, |ws| ws.ping(&payload))
     }
 
     /// Sends an unsolicited pong.
     fn pong(&self, py: Python<'_>, payload: Vec<u8>) -> PyResult<()> {
-        self.with_ws(py, |ws| ws.pong(&payload))
+        self.sending(py, |ws| ws.pong(&payload))
     }
 
     /// The next frame as (opcode, payload): a text message as `str`, a

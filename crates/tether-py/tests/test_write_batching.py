@@ -131,3 +131,34 @@ def test_a_sender_that_never_yields_is_still_held_by_the_write_limit():
                 release.set()
 
     asyncio.run(main())
+
+
+def test_a_burst_of_broadcasts_in_one_turn_stays_bounded_for_a_client_that_reads_nothing():
+    async def main():
+        joined = asyncio.Queue()
+
+        async def handler(ws):
+            await joined.put(ws)
+            await ws.wait_closed()
+
+        async with websockets.serve(handler, "127.0.0.1", 0, compression=None, write_limit=2**16) as server:
+            port = server.sockets[0].getsockname()[1]
+            # A raw socket that completes the handshake and then reads nothing.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            await reader.readuntil(b"\r\n\r\n")
+            slow = await joined.get()
+            payload = b"x" * 10_000
+            skipped = 0
+            for _ in range(3_000):  # 30 MB in one turn
+                try:
+                    websockets.broadcast([slow], payload, raise_exceptions=True)
+                except Exception as group:  # noqa: BLE001 (an ExceptionGroup)
+                    skipped += len(group.exceptions)
+            held = slow.transport.get_write_buffer_size()
+            assert skipped > 0, "30 MB queued for a client that reads nothing"
+            assert held <= 2**16 + connection_module.QUEUE_LIMIT + len(payload) + 64, held
+            writer.close()
+
+    asyncio.run(main())

@@ -22,7 +22,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,11 @@ pub struct WebSocket {
     wire: Mutex<Wire>,
     /// One receiver at a time, with its read buffer.
     reader: Mutex<Box<[u8]>>,
+    /// Threads between queueing a message and its last byte written: while
+    /// there are any, a receiver leaves its pongs and close reply to them
+    /// (so that it never blocks writing a sender's megabytes instead of
+    /// reading).
+    senders: AtomicUsize,
     response: Response,
     protocol: Option<String>,
     /// The default limit of [`recv`](Self::recv) (`settimeout`).
@@ -215,7 +220,9 @@ impl Shared {
             if raw.is_empty() {
                 return Ok(());
             }
-            tls.read_tls(&mut raw)?;
+            if tls.read_tls(&mut raw)? == 0 {
+                return Ok(()); // after the peer's close_notify: nothing more is read
+            }
             tls.process_new_packets().map_err(tls_error)?;
         }
     }
@@ -235,6 +242,12 @@ impl Shared {
             self.connection.handle_transport_queue(queued);
         }
         self.tick()
+    }
+
+    /// The keepalive or close deadline that ended the connection, if one
+    /// did (whichever thread's tick noticed it): writing is over then.
+    fn expired(&self) -> Option<Timeout> {
+        self.connection.timeout().filter(|timeout| matches!(timeout, Timeout::Ping | Timeout::Close))
     }
 
     fn usage(&self, error: tether_proto::UsageError) -> Error {
@@ -314,6 +327,7 @@ fn connect_target(target: &Target, config: &ClientConfig, deadline: &Deadline) -
         shared: Mutex::new(shared),
         wire: Mutex::new(Wire::default()),
         reader: Mutex::new(vec![0; READ_CHUNK].into_boxed_slice()),
+        senders: AtomicUsize::new(0),
         response: accepted.response,
         protocol: accepted.protocol,
         timeout: Mutex::new(None),
@@ -500,11 +514,7 @@ impl WebSocket {
     /// peer stopped reading and a keepalive or close deadline passed.
     pub fn send(&self, message: impl Into<Message>) -> Result<()> {
         let message = message.into();
-        {
-            let mut shared = lock(&self.shared);
-            shared.connection.send(&message).map_err(|error| shared.usage(error))?;
-        }
-        self.flush(true)
+        self.sending(|shared| shared.connection.send(&message))
     }
 
     /// Sends a ping (at most 125 bytes).
@@ -512,11 +522,7 @@ impl WebSocket {
     /// # Errors
     /// As [`send`](Self::send).
     pub fn ping(&self, payload: impl AsRef<[u8]>) -> Result<()> {
-        {
-            let mut shared = lock(&self.shared);
-            shared.connection.send_ping(payload.as_ref()).map_err(|error| shared.usage(error))?;
-        }
-        self.flush(true)
+        self.sending(|shared| shared.connection.send_ping(payload.as_ref()))
     }
 
     /// Sends an unsolicited pong.
@@ -524,11 +530,38 @@ impl WebSocket {
     /// # Errors
     /// As [`send`](Self::send).
     pub fn pong(&self, payload: impl AsRef<[u8]>) -> Result<()> {
-        {
+        self.sending(|shared| shared.connection.send_pong(payload.as_ref()))
+    }
+
+    /// Queues with `queue` and writes it out, counted as a sender meanwhile.
+    fn sending(
+        &self,
+        queue: impl FnOnce(&mut Shared) -> std::result::Result<(), tether_proto::UsageError>,
+    ) -> Result<()> {
+        self.senders.fetch_add(1, Ordering::SeqCst);
+        let queued = {
             let mut shared = lock(&self.shared);
-            shared.connection.send_pong(payload.as_ref()).map_err(|error| shared.usage(error))?;
+            queue(&mut shared).map_err(|error| shared.usage(error))
+        };
+        let result = queued.and_then(|()| self.flush(true));
+        self.senders.fetch_sub(1, Ordering::SeqCst);
+        // A receiver that queued a pong or a close reply while this thread
+        // counted as a sender left it here.
+        if result.is_ok() && self.senders.load(Ordering::SeqCst) == 0 && lock(&self.shared).wants_transmit() {
+            self.flush(false)?;
         }
-        self.flush(true)
+        result
+    }
+
+    /// Writes what [`send`](Self::send) queued and could not write because
+    /// a signal interrupted it (with [`set_interruptible`](Self::set_interruptible)):
+    /// the message is queued already, so sending it again would send it
+    /// twice.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn flush_queued(&self) -> Result<()> {
+        self.sending(|_| Ok(()))
     }
 
     /// Writes everything queued in the core. A sender (`wait`) waits for
@@ -566,6 +599,9 @@ impl WebSocket {
                         return Ok(());
                     }
                 }
+                if let Some(timeout) = shared.expired() {
+                    return Err(Error::timed_out(timeout));
+                }
                 shared.connection.poll_timeout()
             };
             let limit = deadline.map(|at| at.saturating_duration_since(Instant::now()));
@@ -574,10 +610,10 @@ impl WebSocket {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
                 Ok(n) => wire.written += n,
                 Err(error) if is_timeout(&error) => {
-                    if let Some(timeout) = lock(&self.shared).tick_at_deadline(&self.tcp) {
-                        if matches!(timeout, Timeout::Ping | Timeout::Close) {
-                            return Err(Error::timed_out(timeout));
-                        }
+                    let mut shared = lock(&self.shared);
+                    shared.tick_at_deadline(&self.tcp);
+                    if let Some(timeout) = shared.expired() {
+                        return Err(Error::timed_out(timeout));
                     }
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {
@@ -649,18 +685,27 @@ impl WebSocket {
                     return Ok(Some(event));
                 }
             }
-            if let Err(error) = self.flush(false) {
-                // An interruption leaves the connection as it was.
-                lock(&self.shared).done = !error.is_interrupted();
-                return Err(error);
+            if self.senders.load(Ordering::SeqCst) == 0 {
+                if let Err(error) = self.flush(false) {
+                    // An interruption leaves the connection as it was.
+                    if !error.is_interrupted() {
+                        lock(&self.shared).done = true;
+                    }
+                    return Err(error);
+                }
             }
             let wake = {
                 let shared = lock(&self.shared);
                 if shared.connection.is_finished() {
+                    let abandoned = shared.expired().is_some();
                     drop(shared);
                     // The last bytes (a close reply) may be on another
-                    // thread's wire: let it finish before the socket shuts.
-                    let _ = self.flush(true);
+                    // thread's wire: let it finish before the socket shuts,
+                    // unless a deadline ended the connection (a writer may
+                    // wait on a peer that reads nothing: the shutdown wakes it).
+                    if !abandoned {
+                        let _ = self.flush(true);
+                    }
                     lock(&self.shared).done = true;
                     let _ = self.tcp.shutdown(std::net::Shutdown::Both);
                     continue;
@@ -726,7 +771,7 @@ impl WebSocket {
     /// server's, and closes the socket. Messages arriving meanwhile are
     /// discarded. While another thread is in `recv`, that thread reads the
     /// server's close (and returns); past the close timeout the socket is
-    /// shut under it.
+    /// shut under it, and the timeout is reported to that thread.
     ///
     /// # Errors
     /// An invalid code or reason, the close timeout, a transport error.
@@ -742,7 +787,9 @@ impl WebSocket {
             }
         }
         if let Err(error) = self.flush(true) {
-            lock(&self.shared).done = !error.is_interrupted();
+            if !error.is_interrupted() {
+                lock(&self.shared).done = true;
+            }
             return Err(error);
         }
         let mut buf = loop {

@@ -264,3 +264,41 @@ fn abort_wakes_a_thread_waiting_in_recv() {
     let result = received.recv_timeout(Duration::from_secs(5)).expect("recv wakes");
     assert!(result.is_err(), "no close handshake: {result:?}");
 }
+
+#[test]
+fn a_frozen_server_ends_a_blocked_sender_and_a_waiting_receiver_together() {
+    let mut server = python_echo();
+    let config = ClientConfig::default().keepalive(Some(Duration::from_secs(1)), Some(Duration::from_secs(1)));
+    let ws = Arc::new(blocking::connect_with(&format!("ws://127.0.0.1:{}/", server.port()), &config).unwrap());
+    let received = recv_on_a_thread(&ws);
+    server.freeze();
+    // Incompressible megabytes (the server offered permessage-deflate):
+    // the kernel's buffers fill and the sender blocks in write.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let noise: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect();
+    let sender = {
+        let ws = Arc::clone(&ws);
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            loop {
+                if let Err(error) = ws.send(Message::from(noise.clone())) {
+                    return (error, started.elapsed());
+                }
+                assert!(started.elapsed() < Duration::from_secs(30), "the sender never noticed");
+            }
+        })
+    };
+    let (error, took) = sender.join().unwrap();
+    println!("the sender gave up after {took:?}: {error}");
+    assert!(took < Duration::from_secs(10), "{took:?}: {error}");
+    let result = received.recv_timeout(Duration::from_secs(10)).expect("the receiver returns too");
+    assert!(result.is_err(), "{result:?}");
+    server.thaw();
+}

@@ -155,8 +155,8 @@ class connect:
                 return connection
             except InvalidStatus:
                 connection.transport.abort()
-                if "sock" in self.kwargs or "path" in self.kwargs:
-                    raise  # a socket of the caller's own goes nowhere else
+                if any(name in self.kwargs for name in ("sock", "path", "host", "port")):
+                    raise  # a socket or address of the caller's own goes nowhere else
                 try:
                     again = plan.follow(protocol)
                 except _tether.Error as error:

@@ -15,7 +15,7 @@ import inspect
 import logging
 
 from .. import _tether
-from .connection import Connection, _flush_turn, _pending_flushes
+from .connection import QUEUE_LIMIT, Connection, _flush_turn, _pending_flushes
 from .datastructures import Headers
 from .http11 import Request, Response
 from .protocol import State
@@ -292,7 +292,6 @@ def broadcast(connections, message, raise_exceptions=False):
         raise TypeError("data must be str or bytes-like")
     prepared = _tether.Prepared(message)
     pending = None
-    was_empty = False
     errors = []
     for connection in connections:
         if not connection._open:
@@ -303,19 +302,21 @@ def broadcast(connections, message, raise_exceptions=False):
             errors.append(error)
             continue
         try:
-            connection.protocol.queue_prepared(prepared)
+            queued = connection.protocol.queue_prepared(prepared)
         except Exception as error:
             connection.logger.warning("skipped broadcast: %s", error)
             errors.append(error)
             continue
-        if not connection._flush_pending:
+        if queued >= QUEUE_LIMIT:
+            # Out now: the transport's limit then marks a slow reader.
+            connection._flush_queued()
+        elif not connection._flush_pending:
             connection._flush_pending = True
             if pending is None:
                 pending = _pending_flushes(connection.loop)
-                was_empty = not pending
+                if not pending:
+                    connection.loop.call_soon(_flush_turn, pending)
             pending.append(connection)
-    if was_empty:
-        pending[0].loop.call_soon(_flush_turn, pending)
     if raise_exceptions and errors:
         raise ExceptionGroup("skipped broadcast", errors)  # noqa: F821 (Python 3.11+)
 
