@@ -49,17 +49,35 @@ def wait_port(port, deadline=10):
 # -- clients: (round trips or messages) in `seconds` --------------------------------
 
 
+async def _pump(send, receive, seconds, window):
+    """The asyncio clients' loop: ``window`` messages in flight, each one
+    answered by the next until ``seconds`` pass; how many came back."""
+    for _ in range(window):
+        await send(PAYLOAD)
+    count, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        await receive()
+        await send(PAYLOAD)
+        count += 1
+    return count
+
+
+def _pump_blocking(send, receive, seconds, window):
+    """``_pump`` for the blocking clients."""
+    for _ in range(window):
+        send(PAYLOAD)
+    count, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        receive()
+        send(PAYLOAD)
+        count += 1
+    return count
+
+
 async def _websockets_shaped(module, url, seconds, window):
-    """The client loop for websockets' API, which tether.websockets shares."""
+    """The client for websockets' API, which tether.websockets shares."""
     async with module.connect(url, compression=None, ping_interval=None, max_size=2**20) as ws:
-        for _ in range(window):
-            await ws.send(PAYLOAD)
-        count, end = 0, time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            await ws.recv()
-            await ws.send(PAYLOAD)
-            count += 1
-        return count
+        return await _pump(ws.send, ws.recv, seconds, window)
 
 
 async def tether_asyncio(url, seconds, window):
@@ -79,14 +97,7 @@ async def aiohttp_asyncio(url, seconds, window):
 
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(url, compress=0, autoping=True) as ws:
-            for _ in range(window):
-                await ws.send_bytes(PAYLOAD)
-            count, end = 0, time.perf_counter() + seconds
-            while time.perf_counter() < end:
-                await ws.receive()
-                await ws.send_bytes(PAYLOAD)
-                count += 1
-            return count
+            return await _pump(ws.send_bytes, ws.receive, seconds, window)
 
 
 async def picows_asyncio(url, seconds, window):
@@ -121,13 +132,7 @@ def tether_sync(url, seconds, window):
     from tether import websocket
 
     ws = websocket.create_connection(url)
-    for _ in range(window):
-        ws.send_bytes(PAYLOAD)
-    count, end = 0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        ws.recv()
-        ws.send_bytes(PAYLOAD)
-        count += 1
+    count = _pump_blocking(ws.send_bytes, ws.recv, seconds, window)
     ws.close()
     return count
 
@@ -136,13 +141,7 @@ def websocket_client_sync(url, seconds, window):
     import websocket
 
     ws = websocket.create_connection(url, enable_multithread=False)
-    for _ in range(window):
-        ws.send_bytes(PAYLOAD)
-    count, end = 0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        ws.recv()
-        ws.send_bytes(PAYLOAD)
-        count += 1
+    count = _pump_blocking(ws.send_bytes, ws.recv, seconds, window)
     ws.close()
     return count
 

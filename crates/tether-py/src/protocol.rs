@@ -100,8 +100,9 @@ fn with_bytes<R>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResul
     // trace logger, which may let another thread run).
     if let Ok(buffer) = PyBuffer::<u8>::get(data) {
         if buffer.is_c_contiguous() {
-            // SAFETY: the buffer is exported (held) until `buffer` drops, is
-            // contiguous and `len_bytes` long; `f` runs no Python code.
+            // SAFETY: the buffer is exported (held) until `buffer` drops, so
+            // it is neither resized nor freed while `f` reads it; it is
+            // contiguous and `len_bytes` long.
             let bytes = unsafe { std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), buffer.len_bytes()) };
             return Ok(f(bytes));
         }
@@ -498,46 +499,38 @@ impl Protocol {
 
     /// Queues a text message; returns the bytes to write.
     fn send_text<'py>(&mut self, py: Python<'py>, text: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        self.open()?.send_text(text).map_err(|_| Python::attach(crate::error::closed))?;
+        self.queue_text(py, text)?;
         Ok(self.data_to_send(py))
     }
 
     /// Queues a binary message (any bytes-like object); the bytes to write.
     fn send_binary<'py>(&mut self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let connection = self.open()?;
-        with_bytes(data, |data| connection.send_binary(data))?.map_err(|_| crate::error::closed(py))?;
+        self.queue_binary(py, data)?;
         Ok(self.data_to_send(py))
     }
 
     /// Queues a text message without taking the bytes out (they leave with
     /// the next `data_to_send`); returns how many bytes wait.
-    fn queue_text(&mut self, text: &str) -> PyResult<usize> {
+    fn queue_text(&mut self, py: Python<'_>, text: &str) -> PyResult<usize> {
         let connection = self.open()?;
-        connection.send_text(text).map_err(|_| Python::attach(crate::error::closed))?;
+        connection.send_text(text).map_err(|_| crate::error::closed(py))?;
         Ok(connection.unsent_len())
     }
 
     /// `queue_text` for a binary message (any bytes-like object).
-    fn queue_binary(&mut self, data: &Bound<'_, PyAny>) -> PyResult<usize> {
+    fn queue_binary(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
         let connection = self.open()?;
-        with_bytes(data, |data| connection.send_binary(data))?.map_err(|_| crate::error::closed(data.py()))?;
+        with_bytes(data, |data| connection.send_binary(data))?.map_err(|_| crate::error::closed(py))?;
         Ok(connection.unsent_len())
     }
 
-    /// Queues a message framed once for many (see `Prepared`); the bytes
-    /// to write.
-    fn send_prepared<'py>(&mut self, py: Python<'py>, prepared: &Prepared) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        self.open()?.send_prepared(&prepared.inner).map_err(|_| Python::attach(crate::error::closed))?;
-        Ok(self.data_to_send(py))
-    }
-
-    /// Queues a message framed once for many without taking the bytes out:
-    /// they leave with the next `data_to_send` (a broadcast writes each
-    /// connection once per loop turn, whatever the number of messages).
-    /// Returns how many bytes wait.
-    fn queue_prepared(&mut self, prepared: &Prepared) -> PyResult<usize> {
+    /// Queues a message framed once for many (see `Prepared`) without
+    /// taking the bytes out: they leave with the next `data_to_send` (a
+    /// broadcast writes each connection once per loop turn, whatever the
+    /// number of messages). Returns how many bytes wait.
+    fn queue_prepared(&mut self, py: Python<'_>, prepared: &Prepared) -> PyResult<usize> {
         let connection = self.open()?;
-        connection.send_prepared(&prepared.inner).map_err(|_| Python::attach(crate::error::closed))?;
+        connection.send_prepared(&prepared.inner).map_err(|_| crate::error::closed(py))?;
         Ok(connection.unsent_len())
     }
 
@@ -550,7 +543,7 @@ impl Protocol {
     /// Queues a ping; the bytes to write.
     fn send_ping<'py>(&mut self, py: Python<'py>, payload: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
         self.open()?.send_ping(payload).map_err(|error| match error {
-            tether::proto::UsageError::Closed => Python::attach(crate::error::closed),
+            tether::proto::UsageError::Closed => crate::error::closed(py),
             other => PyValueError::new_err(other.to_string()),
         })?;
         Ok(self.data_to_send(py))
@@ -559,7 +552,7 @@ impl Protocol {
     /// Queues a pong; the bytes to write.
     fn send_pong<'py>(&mut self, py: Python<'py>, payload: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
         self.open()?.send_pong(payload).map_err(|error| match error {
-            tether::proto::UsageError::Closed => Python::attach(crate::error::closed),
+            tether::proto::UsageError::Closed => crate::error::closed(py),
             other => PyValueError::new_err(other.to_string()),
         })?;
         Ok(self.data_to_send(py))

@@ -5,6 +5,8 @@ release or debug build). ``websockets_server``: Python websockets. ``echo_url``
 runs a test against each in turn.
 """
 
+import asyncio
+import contextlib
 import os
 import pathlib
 import socket
@@ -79,6 +81,23 @@ class ListeningPeer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def holding_server(**options):
+    """A ``tether.websockets`` server on a free loopback port whose handler
+    hands each connection to a queue and holds it open until it closes:
+    yields (url, server, queue of server-side connections)."""
+    from tether import websockets
+
+    joined = asyncio.Queue()
+
+    async def handler(ws):
+        await joined.put(ws)
+        await ws.wait_closed()
+
+    async with websockets.serve(handler, "127.0.0.1", 0, **options) as server:
+        yield "ws://127.0.0.1:%d/" % server.sockets[0].getsockname()[1], server, joined
 
 
 def start_tether(*flags):

@@ -13,7 +13,7 @@ import textwrap
 import threading
 import time
 
-from conftest import free_port, wait_for_port
+from conftest import free_port, holding_server, wait_for_port
 from tether import websockets
 
 
@@ -57,15 +57,7 @@ def test_input_that_is_not_http_is_answered_400_at_once_and_the_server_goes_on()
 
 def test_a_client_that_stops_reading_is_skipped_by_broadcast_and_logged_while_others_get_everything(caplog):
     async def main():
-        joined = asyncio.Queue()
-
-        async def handler(ws):
-            await joined.put(ws)
-            await ws.wait_closed()
-
-        async with websockets.serve(handler, "127.0.0.1", 0, compression=None, write_limit=2**16) as server:
-            port = server.sockets[0].getsockname()[1]
-            url = "ws://127.0.0.1:%d/" % port
+        async with holding_server(compression=None, write_limit=2**16) as (url, server, joined):
             fast = await websockets.connect(url, compression=None, max_queue=None, max_size=None)
             # The slow one: a blocking client on a thread, which never calls recv.
             from tether import websocket

@@ -6,6 +6,7 @@ the number of writes, and the write limit still holding a sender back."""
 
 import asyncio
 
+from conftest import holding_server
 from tether import websockets
 from tether.websockets import connection as connection_module
 
@@ -75,19 +76,9 @@ def test_broadcast_then_send_to_the_same_client_arrives_in_that_order():
 
 def test_many_broadcasts_in_one_turn_make_one_write_per_client():
     async def main():
-        opened = asyncio.Event()
-        server_side = []
-
-        async def handler(ws):
-            server_side.append(ws)
-            if len(server_side) == 3:
-                opened.set()
-            await ws.wait_closed()
-
-        async with websockets.serve(handler, "127.0.0.1", 0, compression=None) as server:
-            port = server.sockets[0].getsockname()[1]
-            clients = [await websockets.connect("ws://127.0.0.1:%d/" % port, compression=None) for _ in range(3)]
-            await opened.wait()
+        async with holding_server(compression=None) as (url, server, joined):
+            clients = [await websockets.connect(url, compression=None) for _ in range(3)]
+            server_side = [await joined.get() for _ in range(3)]
             writes = [count_writes(ws) for ws in server_side]
             for n in range(50):
                 websockets.broadcast(server.connections, "news %d" % n)
@@ -135,13 +126,7 @@ def test_a_sender_that_never_yields_is_still_held_by_the_write_limit():
 
 def test_a_burst_of_broadcasts_in_one_turn_stays_bounded_for_a_client_that_reads_nothing():
     async def main():
-        joined = asyncio.Queue()
-
-        async def handler(ws):
-            await joined.put(ws)
-            await ws.wait_closed()
-
-        async with websockets.serve(handler, "127.0.0.1", 0, compression=None, write_limit=2**16) as server:
+        async with holding_server(compression=None, write_limit=2**16) as (url, server, joined):
             port = server.sockets[0].getsockname()[1]
             # A raw socket that completes the handshake and then reads nothing.
             reader, writer = await asyncio.open_connection("127.0.0.1", port)

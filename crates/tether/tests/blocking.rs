@@ -69,13 +69,24 @@ fn a_receive_limit_passes_without_harming_the_connection() {
     ws.close(CloseCode::NORMAL, "").unwrap();
 }
 
-#[test]
-fn wss_with_a_private_ca() {
+/// A wss:// server with a certificate of a private CA, and a client
+/// configuration that trusts that CA.
+fn tls_server<H, F>(handler: H) -> (TestCert, tokio::runtime::Runtime, SocketAddr, ClientConfig)
+where
+    H: Fn(WebSocket) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let cert = TestCert::new();
     let mut config = ServerConfig::default();
     config.tls = Some(tether::tls::server_config_from_pem(cert.cert_path(), cert.key_path()).unwrap());
-    let (_runtime, addr) = tether_server(config, echo);
+    let (runtime, addr) = tether_server(config, handler);
     let client = ClientConfig::default().trust(TrustRoots::CaFile(cert.ca_path().to_owned()));
+    (cert, runtime, addr, client)
+}
+
+#[test]
+fn wss_with_a_private_ca() {
+    let (_cert, _runtime, addr, client) = tls_server(echo);
     let ws = blocking::connect_with(&format!("wss://localhost:{}/", addr.port()), &client).unwrap();
     ws.send("secret").unwrap();
     assert_eq!(ws.recv().unwrap(), Some(Message::from("secret")));
@@ -186,11 +197,7 @@ fn one_thread_sends_while_another_waits_in_recv() {
 
 #[test]
 fn over_wss_one_thread_sends_while_another_waits_in_recv() {
-    let cert = TestCert::new();
-    let mut config = ServerConfig::default();
-    config.tls = Some(tether::tls::server_config_from_pem(cert.cert_path(), cert.key_path()).unwrap());
-    let (_runtime, addr) = tether_server(config, answer_when_spoken_to);
-    let client = ClientConfig::default().trust(TrustRoots::CaFile(cert.ca_path().to_owned()));
+    let (_cert, _runtime, addr, client) = tls_server(answer_when_spoken_to);
     let ws = blocking::connect_with(&format!("wss://localhost:{}/", addr.port()), &client).unwrap();
     send_while_another_thread_waits_in_recv(ws);
 }

@@ -307,6 +307,8 @@ def broadcast(connections, message, raise_exceptions=False):
             connection.logger.warning("skipped broadcast: %s", error)
             errors.append(error)
             continue
+        # Connection._defer_flush, inlined: this loop runs once per
+        # recipient, and the pending list is looked up once per broadcast.
         if queued >= QUEUE_LIMIT:
             # Out now: the transport's limit then marks a slow reader.
             connection._flush_queued()
