@@ -169,33 +169,24 @@ def run_client(name, url, seconds, window):
 # -- broadcast servers: each relays every message to every client --------------------
 
 
+# The same program for websockets and tether.websockets: only the import differs.
+_WEBSOCKETS_SERVER = """
+import asyncio, sys
+%s
+async def handler(ws):
+    async for message in ws:
+        websockets.broadcast(server.connections, message)
+async def main():
+    global server
+    server = await websockets.serve(handler, "127.0.0.1", int(sys.argv[1]), compression=None,
+                                    ping_interval=None, max_queue=None, write_limit=2**20)
+    await asyncio.Future()
+asyncio.run(main())
+"""
+
 SERVERS = {
-    "tether": """
-import asyncio, sys
-from tether import websockets
-async def handler(ws):
-    async for message in ws:
-        websockets.broadcast(server.connections, message)
-async def main():
-    global server
-    server = await websockets.serve(handler, "127.0.0.1", int(sys.argv[1]), compression=None,
-                                    ping_interval=None, max_queue=None, write_limit=2**20)
-    await asyncio.Future()
-asyncio.run(main())
-""",
-    "websockets": """
-import asyncio, sys
-import websockets
-async def handler(ws):
-    async for message in ws:
-        websockets.broadcast(server.connections, message)
-async def main():
-    global server
-    server = await websockets.serve(handler, "127.0.0.1", int(sys.argv[1]), compression=None,
-                                    ping_interval=None, max_queue=None, write_limit=2**20)
-    await asyncio.Future()
-asyncio.run(main())
-""",
+    "tether": _WEBSOCKETS_SERVER % "from tether import websockets",
+    "websockets": _WEBSOCKETS_SERVER % "import websockets",
     "picows": """
 import asyncio, sys
 import picows
