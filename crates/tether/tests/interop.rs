@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tether::reactor::{Conn, ConnId, Reactor, Service};
-use tether::{ClientConfig, CloseCode, Config, Message, Server, ServerConfig, TrustRoots, WebSocket};
+use tether::{ClientConfig, CloseCode, Config, DeflateConfig, Message, Server, ServerConfig, TrustRoots, WebSocket};
 use tether_test_support::{self as support, Peer, TestCert};
 use tokio::sync::mpsc;
 
@@ -276,8 +276,13 @@ async fn tether_client_echoes_through_peer_server(server: PeerServer, transport:
             .unwrap_or_else(|error| panic!("{what}: server did not start:\n{error}"));
         let url = format!("{}://127.0.0.1:{}/", transport.scheme(), peer.port());
 
+        // Every message compressed, the empty ones too: two empty messages
+        // in a row once left the second with an empty payload, which a
+        // peer's inflater reads as the start of a stored block.
+        let mut deflate = DeflateConfig::default();
+        deflate.min_size = 0;
         let config = ClientConfig::default()
-            .protocol_config(Config::default().with_max_message_size(MAX_MESSAGE))
+            .protocol_config(Config::default().with_max_message_size(MAX_MESSAGE).with_deflate(Some(deflate)))
             .trust(TrustRoots::CaFile(cert.ca_path().to_owned()));
         let result = run_matrix(&url, &config).await;
         if let Err(error) = result {

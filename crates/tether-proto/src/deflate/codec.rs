@@ -182,7 +182,16 @@ fn deflate_message(stream: &mut zlib_rs::Deflate, mut input: &[u8], out: &mut Ve
             break;
         }
     }
-    if out[start..].ends_with(&SYNC_TRAILER) {
+    if out.len() == start {
+        // zlib skips a sync flush that directly follows another with no
+        // input between, so an empty message after any other one yields
+        // nothing. An empty payload would not do: the receiver appends the
+        // trailer, and `00 00 ff ff` alone opens a stored block of 0xff00
+        // bytes that swallows the next messages. The stream is byte-aligned
+        // after the last flush, so the empty stored block the flush would
+        // have written is `00 00 00 ff ff`: its first byte is the message.
+        out.push(0x00);
+    } else if out[start..].ends_with(&SYNC_TRAILER) {
         out.truncate(out.len() - SYNC_TRAILER.len());
     }
 }
@@ -198,6 +207,8 @@ pub struct Decompressor {
     reset_after_message: bool,
     /// A final deflate block (BFINAL) ended the stream mid-message.
     ended: bool,
+    /// Some compressed bytes of the current message were inflated.
+    fed: bool,
 }
 
 impl std::fmt::Debug for Decompressor {
@@ -216,7 +227,13 @@ impl Decompressor {
     /// Nothing is allocated until the first message.
     #[must_use]
     pub fn new(window_bits: u8, reset_after_message: bool) -> Decompressor {
-        Decompressor { stream: None, window_bits: zlib_window_bits(window_bits), reset_after_message, ended: false }
+        Decompressor {
+            stream: None,
+            window_bits: zlib_window_bits(window_bits),
+            reset_after_message,
+            ended: false,
+            fed: false,
+        }
     }
 
     /// Inflates `input`, a piece of a compressed message, appending to `out`
@@ -227,6 +244,7 @@ impl Decompressor {
     /// [`ProtocolError::InvalidCompressedData`] for corrupt data.
     pub fn decompress(&mut self, mut input: &[u8], out: &mut BytesMut, limit: usize) -> Result<(), ProtocolError> {
         let (window_bits, pooled) = (self.window_bits, self.reset_after_message);
+        self.fed |= !input.is_empty();
         let stream = self.stream.get_or_insert_with(|| {
             if pooled {
                 idle_streams::decompressor(window_bits)
@@ -274,10 +292,17 @@ impl Decompressor {
     /// Ends a message: feeds back the sync trailer the sender removed
     /// (RFC 7692 §7.2.2) and resets the context if negotiated.
     ///
+    /// A message whose compressed payload is empty is an empty message, and
+    /// the trailer is not fed: `00 00 ff ff` on its own would open a stored
+    /// block of 0xff00 bytes and turn the next messages into its contents.
+    /// A compliant sender writes at least `00` for an empty message, but a
+    /// zlib that skips a repeated flush leaves nothing, and its stream is
+    /// where it was, so nothing is exactly what it meant.
+    ///
     /// # Errors
     /// As [`decompress`](Self::decompress).
     pub fn finish_message(&mut self, out: &mut BytesMut, limit: usize) -> Result<(), ProtocolError> {
-        if !self.ended {
+        if !self.ended && self.fed {
             self.decompress(&SYNC_TRAILER, out, limit)?;
         }
         if self.reset_after_message {
@@ -290,6 +315,7 @@ impl Decompressor {
             }
         }
         self.ended = false;
+        self.fed = false;
         Ok(())
     }
 }
@@ -321,6 +347,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_empty_message_is_one_zero_byte_even_right_after_another() {
+        for reset in [false, true] {
+            for bits in 8..=15 {
+                let mut compressor = Compressor::new(bits, 1, 5, reset);
+                let mut decompressor = Decompressor::new(bits, reset);
+                for message in [&b""[..], b"", b"Hello, Hello", b"", b"", b"Hello again", b""] {
+                    let wire_len = round_trip(&mut compressor, &mut decompressor, message);
+                    if message.is_empty() {
+                        // RFC 7692 §7.2.3.6: an empty stored block, trailer removed.
+                        assert_eq!(wire_len, 1, "{bits} bits, reset {reset}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_compressed_payload_is_an_empty_message_and_the_context_survives() {
+        let mut compressor = Compressor::new(15, 1, 5, false);
+        let mut decompressor = Decompressor::new(15, false);
+        round_trip(&mut compressor, &mut decompressor, b"Hello, Hello");
+        for _ in 0..3 {
+            let mut out = BytesMut::new();
+            decompressor.decompress(&[], &mut out, 100).unwrap();
+            decompressor.finish_message(&mut out, 100).unwrap();
+            assert!(out.is_empty());
+        }
+        round_trip(&mut compressor, &mut decompressor, b"Hello, Hello, again");
     }
 
     #[test]
