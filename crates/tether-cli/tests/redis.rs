@@ -3,6 +3,11 @@
 //! reaches the subscribers on A, B and C once each. Redis killed while
 //! clients are connected: no crash, local clients still served, the loss
 //! reported; Redis back: fan-out resumes.
+//!
+//! Every test runs once per engine (`name::on_reactor`, `name::on_tokio`).
+//! Where a test has several servers, the one under test runs the engine of
+//! the run and the others the other engine, so both engines play every part
+//! and each run also shows the two sharing one Redis.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -22,6 +27,57 @@ impl Drop for Running {
     }
 }
 
+/// The server implementations `tether serve` offers.
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    Reactor,
+    Tokio,
+}
+
+impl Engine {
+    fn flag(self) -> &'static str {
+        match self {
+            Engine::Reactor => "reactor",
+            Engine::Tokio => "tokio",
+        }
+    }
+
+    fn other(self) -> Engine {
+        match self {
+            Engine::Reactor => Engine::Tokio,
+            Engine::Tokio => Engine::Reactor,
+        }
+    }
+}
+
+/// One test per engine for each `test(engine)` listed: `test::on_reactor`
+/// and `test::on_tokio`.
+macro_rules! on_both_engines {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_reactor() {
+                    super::$test(super::Engine::Reactor).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_tokio() {
+                    super::$test(super::Engine::Tokio).await;
+                }
+            }
+        )*
+    };
+}
+
+on_both_engines!(
+    a_publication_reaches_every_process_once_and_survives_a_redis_restart,
+    with_history_a_client_recovers_on_another_server_what_it_missed,
+    a_thousand_clients_recover_from_redis_on_a_restarted_server,
+    an_app_resubscribes_from_its_last_offset_after_its_server_restarts,
+    with_sharded_pub_sub_a_server_follows_only_its_clients_topics_and_recovery_still_works,
+);
+
 fn start_redis(port: u16) -> RedisServer {
     RedisServer::start(port, &[])
 }
@@ -29,23 +85,24 @@ fn start_redis(port: u16) -> RedisServer {
 /// What a server wrote to stderr so far, line by line.
 type Stderr = Arc<Mutex<Vec<String>>>;
 
-/// `tether serve --topics --metrics --redis …` on a free port, at its
-/// default log level; its URL, and its stderr as it comes.
-fn start_tether(redis_port: u16) -> (Running, String, Stderr) {
-    start_tether_with(redis_port, &[])
+/// `tether serve --engine … --topics --metrics --redis …` on a free port,
+/// at its default log level; its URL, and its stderr as it comes.
+fn start_tether(engine: Engine, redis_port: u16) -> (Running, String, Stderr) {
+    start_tether_with(engine, redis_port, &[])
 }
 
-fn start_tether_with(redis_port: u16, extra: &[&str]) -> (Running, String, Stderr) {
-    start_tether_on("127.0.0.1:0", redis_port, extra)
+fn start_tether_with(engine: Engine, redis_port: u16, extra: &[&str]) -> (Running, String, Stderr) {
+    start_tether_on(engine, "127.0.0.1:0", redis_port, extra)
 }
 
-fn start_tether_on(listen: &str, redis_port: u16, extra: &[&str]) -> (Running, String, Stderr) {
-    start_tether_at(listen, &format!("redis://127.0.0.1:{redis_port}"), extra)
+fn start_tether_on(engine: Engine, listen: &str, redis_port: u16, extra: &[&str]) -> (Running, String, Stderr) {
+    start_tether_at(engine, listen, &format!("redis://127.0.0.1:{redis_port}"), extra)
 }
 
-fn start_tether_at(listen: &str, redis: &str, extra: &[&str]) -> (Running, String, Stderr) {
+fn start_tether_at(engine: Engine, listen: &str, redis: &str, extra: &[&str]) -> (Running, String, Stderr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--listen", listen, "--topics", "--metrics", "--redis-health-ms", "200", "--redis", redis])
+        .args(["serve", "--engine", engine.flag(), "--listen", listen, "--topics", "--metrics"])
+        .args(["--redis-health-ms", "200", "--redis", redis])
         .args(extra)
         .env_remove("TETHER_LOG")
         .stderr(Stdio::piped())
@@ -120,11 +177,12 @@ fn publication(topic: &str, text: &str) -> String {
     Message::from(format!(r#"{{"data":"{text}","topic":"{topic}"}}"#)).as_text().unwrap().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publication_reaches_every_process_once_and_survives_a_redis_restart() {
+/// Server 1, which publishes during the outage, runs `engine`.
+async fn a_publication_reaches_every_process_once_and_survives_a_redis_restart(engine: Engine) {
     let redis_port = tether_test_support::free_port();
     let mut redis = start_redis(redis_port);
-    let servers: Vec<(Running, String, Stderr)> = (0..3).map(|_| start_tether(redis_port)).collect();
+    let servers: Vec<(Running, String, Stderr)> =
+        [engine.other(), engine, engine.other()].into_iter().map(|engine| start_tether(engine, redis_port)).collect();
     let urls: Vec<&str> = servers.iter().map(|(_, url, _)| url.as_str()).collect();
     for url in &urls {
         wait_metric(url, "tether_redis_up", 1).await;
@@ -190,10 +248,13 @@ async fn next_json(ws: &mut WebSocket) -> serde_json::Value {
 }
 
 /// Two `tether serve --topics --history 100` sharing the Redis on
-/// `redis_port`, both with fan-out up.
-async fn two_servers_with_history(redis_port: u16) -> ((Running, String, Stderr), (Running, String, Stderr)) {
-    let a = start_tether_with(redis_port, &["--history", "100"]);
-    let b = start_tether_with(redis_port, &["--history", "100"]);
+/// `redis_port`, both with fan-out up: A on the other engine, B on `engine`.
+async fn two_servers_with_history(
+    engine: Engine,
+    redis_port: u16,
+) -> ((Running, String, Stderr), (Running, String, Stderr)) {
+    let a = start_tether_with(engine.other(), redis_port, &["--history", "100"]);
+    let b = start_tether_with(engine, redis_port, &["--history", "100"]);
     for url in [&a.1, &b.1] {
         wait_metric(url, "tether_redis_up", 1).await;
     }
@@ -201,12 +262,12 @@ async fn two_servers_with_history(redis_port: u16) -> ((Running, String, Stderr)
 }
 
 /// With `--history`, offsets come from Redis: a client that saw a
-/// publication on one server recovers what it missed on another.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_history_a_client_recovers_on_another_server_what_it_missed() {
+/// publication on one server recovers what it missed on another (B, on
+/// `engine`).
+async fn with_history_a_client_recovers_on_another_server_what_it_missed(engine: Engine) {
     let redis_port = tether_test_support::free_port();
     let _redis = start_redis(redis_port);
-    let (a, b) = two_servers_with_history(redis_port).await;
+    let (a, b) = two_servers_with_history(engine, redis_port).await;
     let mut on_a = subscriber(&a.1, "room").await;
     publish(&b.1, "room", "one").await;
     let one = next_json(&mut on_a).await;
@@ -253,14 +314,13 @@ fn redis_calls(redis_port: u16, command: &str) -> u64 {
 /// A server restarts; a thousand clients come back to it at once, each
 /// with the last position it saw: every one recovers what was published
 /// meanwhile (on another server) from Redis's history, in order, exactly
-/// once, though the restarted server never saw it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_clients_recover_from_redis_on_a_restarted_server() {
+/// once, though the restarted server (on `engine`) never saw it.
+async fn a_thousand_clients_recover_from_redis_on_a_restarted_server(engine: Engine) {
     const CLIENTS: usize = 1000;
     const MISSED: u64 = 20;
     let redis_port = tether_test_support::free_port();
     let _redis = start_redis(redis_port);
-    let (a, b) = two_servers_with_history(redis_port).await;
+    let (a, b) = two_servers_with_history(engine, redis_port).await;
     let mut watcher = subscriber(&a.1, "room").await;
     for n in 1..=10 {
         publish(&a.1, "room", &format!("before {n}")).await;
@@ -286,7 +346,7 @@ async fn a_thousand_clients_recover_from_redis_on_a_restarted_server() {
         publish(&a.1, "room", &format!("missed {n}")).await;
         assert_eq!(next_json(&mut watcher).await["offset"], 10 + n);
     }
-    let b = start_tether_with(redis_port, &["--history", "100"]);
+    let b = start_tether_with(engine, redis_port, &["--history", "100"]);
     wait_metric(&b.1, "tether_redis_up", 1).await;
     let (scripts, ranges) =
         (redis_calls(redis_port, "evalsha") + redis_calls(redis_port, "eval"), redis_calls(redis_port, "xrange"));
@@ -362,14 +422,13 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 /// An `App` with `Topics` on a server that restarts: it reconnects,
 /// resubscribes from the last offset it saw, and gets every publication
 /// once, in order — the ones made on another server while its own was
-/// down included.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_app_resubscribes_from_its_last_offset_after_its_server_restarts() {
+/// down included. The app's server runs `engine`.
+async fn an_app_resubscribes_from_its_last_offset_after_its_server_restarts(engine: Engine) {
     let redis_port = tether_test_support::free_port();
     let _redis = start_redis(redis_port);
-    let a = start_tether_with(redis_port, &["--history", "100"]);
+    let a = start_tether_with(engine.other(), redis_port, &["--history", "100"]);
     let b_listen = format!("127.0.0.1:{}", tether_test_support::free_port());
-    let mut b = start_tether_on(&b_listen, redis_port, &["--history", "100"]);
+    let mut b = start_tether_on(engine, &b_listen, redis_port, &["--history", "100"]);
     for url in [&a.1, &b.1] {
         wait_metric(url, "tether_redis_up", 1).await;
     }
@@ -389,7 +448,7 @@ async fn an_app_resubscribes_from_its_last_offset_after_its_server_restarts() {
     for n in 6..=10 {
         publish(&a.1, "room", &format!("p{n}")).await;
     }
-    b = start_tether_on(&b_listen, redis_port, &["--history", "100"]);
+    b = start_tether_on(engine, &b_listen, redis_port, &["--history", "100"]);
     wait_for("resubscribed with recovery", || seen.lock().unwrap().subscribed.len() == 2).await;
     wait_for("ten", || seen.lock().unwrap().publications.len() == 10).await;
     publish(&a.1, "room", "p11").await;
@@ -409,13 +468,13 @@ async fn an_app_resubscribes_from_its_last_offset_after_its_server_restarts() {
 /// Sharded pub/sub behind two servers: a server subscribes to a topic's
 /// shard channel while it has subscribers to it and lets go when the last
 /// leaves; a client that comes back recovers, from the stream, what was
-/// published while its server did not follow the topic at all.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_sharded_pub_sub_a_server_follows_only_its_clients_topics_and_recovery_still_works() {
+/// published while its server (B, on `engine`) did not follow the topic
+/// at all.
+async fn with_sharded_pub_sub_a_server_follows_only_its_clients_topics_and_recovery_still_works(engine: Engine) {
     let cluster = RedisCluster::start(3);
     let sharded = ["--redis-cluster", "--redis-sharded", "--history", "100"];
-    let a = start_tether_at("127.0.0.1:0", &cluster.url(), &sharded);
-    let b = start_tether_at("127.0.0.1:0", &cluster.url(), &sharded);
+    let a = start_tether_at(engine.other(), "127.0.0.1:0", &cluster.url(), &sharded);
+    let b = start_tether_at(engine, "127.0.0.1:0", &cluster.url(), &sharded);
     for url in [&a.1, &b.1] {
         wait_metric(url, "tether_redis_up", 1).await;
     }
