@@ -5,7 +5,7 @@ mod common;
 use common::{assert_failed_with, parse_frames, FrameSpec, Harness};
 use tether_proto::connection::Event;
 use tether_proto::frame::OpCode;
-use tether_proto::{CloseCode, Config, Connection, DeflateParams, Message, Role};
+use tether_proto::{CloseCode, Config, Connection, DeflateConfig, DeflateParams, Message, Role};
 
 fn params(no_context_takeover: bool, bits: u8) -> DeflateParams {
     DeflateParams {
@@ -87,6 +87,52 @@ fn a_compressed_message_may_be_fragmented() {
     let mut server = Connection::new(Role::Server, Config::default(), Some(params(false, 15)));
     server.handle_read(&wire).unwrap();
     assert_eq!(server.poll_event(), Some(Event::Message(Message::from(vec![b'z'; 5000]))));
+}
+
+/// RFC 7692 §7.2.3.6: an empty message is an empty stored block with its
+/// trailer removed, the single byte `00`, even right after another message
+/// (where zlib, asked to flush twice in a row, writes nothing).
+#[test]
+fn empty_messages_in_a_row_go_out_as_one_zero_byte_and_arrive_empty() {
+    let mut deflate = DeflateConfig::default();
+    deflate.min_size = 0;
+    for no_context_takeover in [false, true] {
+        let negotiated = Some(params(no_context_takeover, 15));
+        let mut client =
+            Connection::new(Role::Client, Config::default().with_deflate(Some(deflate.clone())), negotiated);
+        let mut server = Connection::new(Role::Server, Config::default(), negotiated);
+        for message in [Message::from(""), Message::from(Vec::new()), Message::from(""), Message::from("after")] {
+            client.send_with(&message, true).unwrap();
+            let wire = transfer(&mut client, &mut server);
+            let frames = parse_frames(&wire);
+            assert!(frames[0].1, "RSV1 set");
+            if message.as_bytes().is_empty() {
+                assert_eq!(frames[0].2, [0x00]);
+            }
+            assert_eq!(server.poll_event(), Some(Event::Message(message)));
+        }
+    }
+}
+
+/// A peer whose zlib wrote nothing for an empty message: its frame has RSV1
+/// and no payload. That is an empty message, and the context goes on as
+/// the sender's did (the trailer fed alone would start a stored block).
+#[test]
+fn an_empty_compressed_payload_is_an_empty_message_and_the_next_ones_arrive_intact() {
+    let mut compressor = tether_proto::deflate::Compressor::new(15, 6, 8, false);
+    let mut server = Connection::new(Role::Server, Config::default(), Some(params(false, 15)));
+    let mut wire = Vec::new();
+    for text in ["Hello, Hello", "", "", "Hello again, Hello"] {
+        let mut compressed = Vec::new();
+        if !text.is_empty() {
+            compressor.compress_message(text.as_bytes(), &mut compressed);
+        }
+        wire.extend(FrameSpec::client(OpCode::Text, &compressed).rsv1().bytes());
+    }
+    server.handle_read(&wire).unwrap();
+    for text in ["Hello, Hello", "", "", "Hello again, Hello"] {
+        assert_eq!(server.poll_event(), Some(Event::Message(Message::from(text))));
+    }
 }
 
 #[test]
