@@ -31,25 +31,30 @@ case "$WHEEL" in
   *-cp311-abi3-*) ;;
   *) echo "expected one abi3 wheel for CPython 3.11+, got $WHEEL"; exit 1 ;;
 esac
-rm -rf "$VENV"
-python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q "$WHEEL" "${PEERS[@]}"
+# A fresh venv at $1 made by the interpreter $2, with the wheel and the peers.
+fresh_venv() {
+  rm -rf "$1"
+  "$2" -m venv "$1"
+  "$1/bin/pip" install -q "$WHEEL" "${PEERS[@]}"
+}
+
+fresh_venv "$VENV" python3
 BIN="$(realpath "${TETHER_BIN:-$ROOT/target/release/tether}")"
 (cd crates/tether-py && TETHER_BIN="$BIN" "$VENV/bin/python" -m pytest -q tests)
 
 # The same wheel on the other CPython versions.
 PYENV_VERSIONS="$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")/versions"
+# "3.N" for 3.11 and later, nothing for older versions.
+VERSION_IF_ABI3='import sys; print("%d.%d" % sys.version_info[:2] if sys.version_info >= (3, 11) else "")'
+tested="$(python3 -c "$VERSION_IF_ABI3")"
 others=0
 for python in "$PYENV_VERSIONS"/3.*/bin/python3; do
   [ -x "$python" ] || continue
-  version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-  "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || continue
-  [ "$version" = "$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" ] && continue
+  version="$("$python" -c "$VERSION_IF_ABI3")"
+  [ -n "$version" ] && [ "$version" != "$tested" ] || continue
   echo "the same wheel on CPython $version ($python)"
   venv="$ROOT/target/py-package-venv-$version"
-  rm -rf "$venv"
-  "$python" -m venv "$venv"
-  "$venv/bin/pip" install -q "$WHEEL" "${PEERS[@]}"
+  fresh_venv "$venv" "$python"
   # All but the seed whose client sleeps a second per round (40 s; 3.11 ran it).
   (cd crates/tether-py && TETHER_BIN="$BIN" "$venv/bin/python" -m pytest -q -k 'not test_002' \
     tests/test_seeds_websocket_client.py tests/test_seeds_websockets.py \

@@ -121,8 +121,9 @@ fn empty_messages_in_a_row_go_out_as_one_zero_byte_and_arrive_empty() {
 fn an_empty_compressed_payload_is_an_empty_message_and_the_next_ones_arrive_intact() {
     let mut compressor = tether_proto::deflate::Compressor::new(15, 6, 8, false);
     let mut server = Connection::new(Role::Server, Config::default(), Some(params(false, 15)));
+    const TEXTS: [&str; 4] = ["Hello, Hello", "", "", "Hello again, Hello"];
     let mut wire = Vec::new();
-    for text in ["Hello, Hello", "", "", "Hello again, Hello"] {
+    for text in TEXTS {
         let mut compressed = Vec::new();
         if !text.is_empty() {
             compressor.compress_message(text.as_bytes(), &mut compressed);
@@ -130,7 +131,7 @@ fn an_empty_compressed_payload_is_an_empty_message_and_the_next_ones_arrive_inta
         wire.extend(FrameSpec::client(OpCode::Text, &compressed).rsv1().bytes());
     }
     server.handle_read(&wire).unwrap();
-    for text in ["Hello, Hello", "", "", "Hello again, Hello"] {
+    for text in TEXTS {
         assert_eq!(server.poll_event(), Some(Event::Message(Message::from(text))));
     }
 }
