@@ -322,10 +322,15 @@ async fn a_thousand_clients_recover_from_redis_on_a_restarted_server(engine: Eng
     let _redis = start_redis(redis_port);
     let (a, b) = two_servers_with_history(engine, redis_port).await;
     let mut watcher = subscriber(&a.1, "room").await;
+    // B hears A's publications through Redis a moment later: a watcher on
+    // B shows when B has seen all ten.
+    let mut on_b = subscriber(&b.1, "room").await;
     for n in 1..=10 {
         publish(&a.1, "room", &format!("before {n}")).await;
         assert_eq!(next_json(&mut watcher).await["offset"], n);
+        assert_eq!(next_json(&mut on_b).await["offset"], n);
     }
+    drop(on_b);
     // The clients are on B, where the stream is at offset 10.
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
